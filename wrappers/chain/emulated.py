@@ -1,0 +1,248 @@
+"""The embedded chain: a local TON basechain run by tonpy's C++ transaction emulator.
+
+Every transaction is executed by the same emulator code validators use (storage, credit, compute,
+action and bounce phases, real fees from :mod:`wrappers.chain.config`). This module only keeps the
+accounts and the message queue:
+
+* accounts are kept as the emulator's own ``ShardAccount`` cells, so a transaction costs no cell
+  conversion on the way in; the result is parsed once (pytoniq-core) to route its outgoing messages
+  and to build the :class:`~wrappers.chain.records.TxRecord` tests and fee tables read;
+* messages are processed in logical-time order (a heap on ``created_lt``), so a chain of messages
+  runs the way it would on one shard;
+* ``now`` is a number you move (:meth:`EmbeddedChain.advance`), snapshots copy the dictionaries of
+  immutable cells, so they are cheap.
+"""
+from __future__ import annotations
+
+import copy
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from pytoniq_core import Address, Cell, Slice, begin_cell
+from pytoniq_core.tlb.account import ShardAccount, StateInit
+from pytoniq_core.tlb.transaction import MessageAny, Transaction, InternalMsgInfo, ExternalMsgInfo
+from pytoniq_core.tlb.block import CurrencyCollection
+from tonpy.libs.python_ton import PyEmulator
+from tonpy.types import Cell as TCell
+
+from .config import config_cell
+from .records import TxRecord, record_from_transaction
+
+GENESIS_TIME = 1_767_225_600  # 2026-01-01 00:00:00 UTC: a fixed, reproducible start of time
+# Mints value into the chain (treasury funding). On mainnet this role belongs to nobody: the faucet
+# address is the zero masterchain account, which no key controls.
+FAUCET = Address("-1:" + "00" * 32)
+
+
+def _to_t(cell: Cell) -> TCell:
+    """pytoniq-core cell -> tonpy cell (the emulator's type), through a BoC."""
+    import base64
+
+    return TCell(base64.b64encode(cell.to_boc()).decode())
+
+
+def _from_t(cell) -> Cell:
+    import base64
+
+    return Cell.one_from_boc(base64.b64decode(cell.to_boc()))
+
+
+def addr_key(address: Address | str) -> str:
+    if isinstance(address, str):
+        address = Address(address)
+    return f"{address.wc}:{address.hash_part.hex()}"
+
+
+class ChainError(Exception):
+    """A message the chain cannot even attempt (no account to pay for it, malformed cell...)."""
+
+
+@dataclass
+class _Queued:
+    lt: int
+    seq: int
+    msg: Cell
+    parent: Optional[TxRecord]
+
+    def __lt__(self, other: "_Queued") -> bool:
+        return (self.lt, self.seq) < (other.lt, other.seq)
+
+
+@dataclass
+class Snapshot:
+    accounts: dict
+    now: int
+    lt: int
+    seq: int
+    tx_count: int
+
+
+class EmbeddedChain:
+    """A local chain. Synchronous core; :class:`~wrappers.chain.provider.EmbeddedProvider` wraps it for
+    pytoniq's async contracts and wallets."""
+
+    def __init__(self, now: int = GENESIS_TIME, config: Cell | None = None, verbosity: int = 0):
+        self.config = config or config_cell()
+        self._emu = PyEmulator(_to_t(self.config).cell)
+        self._emu.set_rand_seed("00" * 32)
+        self.now = now
+        self.lt = 1_000_000
+        self._seq = itertools.count()
+        self.accounts: dict[str, TCell] = {}  # addr -> ShardAccount cell (tonpy)
+        self.transactions: list[TxRecord] = []
+        self._queue: list[_Queued] = []
+        self._treasuries: dict[str, "Treasury"] = {}
+        self.minted = 0  # total value created by the faucet: the money supply of this chain
+
+    # ----------------------------------------------------------------- time and snapshots
+    def advance(self, seconds: int) -> int:
+        """Move ``now`` forward (time travel). Returns the new time."""
+        if seconds < 0:
+            raise ValueError("time only moves forward; use a snapshot to go back")
+        self.now += seconds
+        return self.now
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(dict(self.accounts), self.now, self.lt, next(self._seq), len(self.transactions))
+
+    def restore(self, snap: Snapshot) -> None:
+        self.accounts = dict(snap.accounts)
+        self.now, self.lt = snap.now, snap.lt
+        self._seq = itertools.count(snap.seq + 1)
+        del self.transactions[snap.tx_count:]
+        self._queue.clear()
+        for t in self._treasuries.values():
+            t.resync()
+
+    # ----------------------------------------------------------------- accounts
+    def shard_account(self, address: Address | str) -> Optional[ShardAccount]:
+        raw = self.accounts.get(addr_key(address))
+        if raw is None:
+            return None
+        return ShardAccount.deserialize(_from_t(raw).begin_parse())
+
+    def account_cell(self, address: Address | str) -> Optional[Cell]:
+        raw = self.accounts.get(addr_key(address))
+        return None if raw is None else _from_t(raw)
+
+    def balance(self, address: Address | str) -> int:
+        sa = self.shard_account(address)
+        if sa is None or sa.account is None:
+            return 0
+        return sa.account.storage.balance.grams
+
+    def state(self, address: Address | str) -> tuple[str, Optional[Cell], Optional[Cell]]:
+        """(status, code, data): status is 'nonexist', 'uninit', 'active' or 'frozen'."""
+        sa = self.shard_account(address)
+        if sa is None or sa.account is None:
+            return "nonexist", None, None
+        st = sa.account.storage.state
+        if st.type_ == "account_active":
+            return "active", st.state_init.code, st.state_init.data
+        if st.type_ == "account_frozen":
+            return "frozen", None, None
+        return "uninit", None, None
+
+    # ----------------------------------------------------------------- messages
+    def send(self, message: Cell | MessageAny, *, run: bool = True) -> list[TxRecord]:
+        """Queue a message (internal or external-in) and, by default, run until the queue is empty.
+        Returns every transaction the message caused, in execution order."""
+        if isinstance(message, MessageAny):
+            message = message.serialize()
+        start = len(self.transactions)
+        heapq.heappush(self._queue, _Queued(self.lt, next(self._seq), message, None))
+        if run:
+            self.run()
+        return self.transactions[start:]
+
+    def send_boc(self, boc: bytes) -> list[TxRecord]:
+        return self.send(Cell.one_from_boc(boc))
+
+    def internal(self, src: Address, dest: Address, value: int, body: Cell | None = None,
+                 state_init: StateInit | None = None, bounce: bool = True) -> Cell:
+        """Build an internal message as another contract would send it (used by the faucet)."""
+        info = InternalMsgInfo(True, bounce, False, src, dest, CurrencyCollection(grams=value, other=None),
+                               0, 0, self.lt, self.now)
+        return MessageAny(info=info, init=state_init, body=body or Cell.empty()).serialize()
+
+    def external(self, dest: Address, body: Cell, state_init: StateInit | None = None) -> Cell:
+        info = ExternalMsgInfo(None, dest, 0)
+        return MessageAny(info=info, init=state_init, body=body).serialize()
+
+    def mint(self, dest: Address, value: int, state_init: StateInit | None = None,
+             body: Cell | None = None) -> list[TxRecord]:
+        """Create ``value`` out of nothing and send it to ``dest`` (funding accounts at genesis)."""
+        self.minted += value
+        return self.send(self.internal(FAUCET, dest, value, body, state_init, bounce=False))
+
+    def run(self, max_transactions: int = 100_000) -> None:
+        """Process queued messages in logical-time order until none is left."""
+        done = 0
+        while self._queue:
+            q = heapq.heappop(self._queue)
+            self._execute(q)
+            done += 1
+            if done > max_transactions:
+                raise ChainError(f"more than {max_transactions} transactions from one message: a loop?")
+
+    def _execute(self, q: _Queued) -> None:
+        msg_t = _to_t(q.msg)
+        dest = _msg_dest(q.msg)
+        key = addr_key(dest)
+        acc = self.accounts.get(key)
+        if acc is None:
+            acc = _empty_shard_account()
+        lt = max(self.lt, q.lt + 1)
+        ok = self._emu.emulate_transaction(acc.cell, msg_t.cell, str(self.now), str(lt), 1, False)
+        if not ok:
+            # The emulator refuses messages no validator would include (an external message the
+            # account did not accept). Nothing happens on chain; record it for the caller.
+            rec = TxRecord.make_rejected(q.msg, dest, self.now, lt, self._emu.vm_log if hasattr(self._emu, "vm_log") else "")
+            rec.parent = q.parent
+            if q.parent is not None:
+                q.parent.children.append(rec)
+            self.transactions.append(rec)
+            return
+        tx_t = TCell(self._emu.transaction_cell)
+        self.accounts[key] = TCell(self._emu.account_cell)
+        tx_cell = _from_t(tx_t)
+        tx = Transaction.deserialize(tx_cell.begin_parse())
+        rec = record_from_transaction(tx, tx_cell, dest, q.msg)
+        rec.parent = q.parent
+        if q.parent is not None:
+            q.parent.children.append(rec)
+        self.transactions.append(rec)
+        self.lt = tx.lt + len(rec.out_msgs) + 2
+        for m, mc in zip(rec.out_msgs, rec.out_cells):
+            if m.is_internal:
+                heapq.heappush(self._queue, _Queued(m.info.created_lt, next(self._seq), mc, rec))
+
+    # ----------------------------------------------------------------- treasuries
+    def treasury(self, name: str, balance: int = 1_000_000 * 10**9) -> "Treasury":
+        """A funded standard wallet (v4r2) whose key is derived from ``name``: the same name gives the
+        same wallet in every run, so tests and the demo are reproducible."""
+        from .treasury import Treasury
+
+        if name not in self._treasuries:
+            self._treasuries[name] = Treasury(self, name, balance)
+        return self._treasuries[name]
+
+
+def _msg_dest(msg: Cell) -> Address:
+    s = msg.begin_parse()
+    if s.load_bit() == 0:  # int_msg_info$0 ihr_disabled bounce bounced src dest
+        s.skip_bits(3)
+        s.load_address()
+        return s.load_address()
+    if s.load_bit() == 0:  # ext_in_msg_info$10 src:MsgAddressExt dest:MsgAddressInt
+        s.load_address()
+        return s.load_address()
+    raise ChainError("outbound external messages cannot be sent to the chain")
+
+
+def _empty_shard_account() -> TCell:
+    # account_descr$_ account:^Account(account_none$0) last_trans_hash:bits256 last_trans_lt:uint64
+    c = begin_cell().store_ref(begin_cell().store_bit(0).end_cell()).store_uint(0, 256).store_uint(0, 64).end_cell()
+    return _to_t(c)

@@ -1,0 +1,224 @@
+"""What a transaction did, in the terms tests, fee tables and the demo talk about.
+
+A :class:`TxRecord` is built once per emulated transaction from the parsed ``Transaction``; the
+matcher :func:`has_transaction` and the renderers :func:`fee_table` and :func:`tx_tree` read it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+from pytoniq_core import Address, Cell
+from pytoniq_core.tlb.transaction import MessageAny, Transaction
+
+
+@dataclass
+class TxRecord:
+    account: Address
+    lt: int
+    now: int
+    in_msg: Optional[MessageAny]
+    out_msgs: list[MessageAny]
+    out_cells: list[Cell]
+    src: Optional[Address] = None
+    value: int = 0
+    op: Optional[int] = None
+    external: bool = False
+    bounced: bool = False  # the in message is a bounce
+    aborted: bool = True
+    compute_skipped: Optional[str] = None
+    exit_code: Optional[int] = None
+    gas_used: int = 0
+    gas_fees: int = 0
+    action_result: Optional[int] = None
+    fwd_fees: int = 0  # forward fees of outgoing messages, paid by this account
+    action_fees: int = 0
+    storage_fees: int = 0
+    total_fees: int = 0
+    deploy: bool = False
+    end_status: str = ""
+    hash: bytes = b""
+    rejected: bool = False  # an external message the account did not accept (never on chain)
+    parent: Optional["TxRecord"] = None
+    children: list["TxRecord"] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return (not self.rejected and not self.aborted and self.exit_code in (0, 1)
+                and self.action_result in (None, 0))
+
+    @property
+    def dest(self) -> Address:
+        return self.account
+
+    @classmethod
+    def make_rejected(cls, msg: Cell, dest: Address, now: int, lt: int, log: str = "") -> "TxRecord":
+        m = MessageAny.deserialize(msg.begin_parse())
+        rec = cls(account=dest, lt=lt, now=now, in_msg=m, out_msgs=[], out_cells=[], external=True,
+                  rejected=True)
+        rec.op = _op(m.body)
+        return rec
+
+    def describe(self) -> str:
+        op = f"op=0x{self.op:08x}" if self.op is not None else "op=-"
+        who = "ext" if self.external else _short(self.src)
+        status = "ok" if self.success else (
+            "rejected" if self.rejected else
+            f"exit={self.exit_code}" + (f" action={self.action_result}" if self.action_result else ""))
+        extra = " deploy" if self.deploy else ""
+        extra += " bounced" if self.bounced else ""
+        return (f"{who} -> {_short(self.account)} {op} value={fmt_ton(self.value)} {status}{extra} "
+                f"gas={self.gas_used} fees={fmt_ton(self.total_fees + self.fwd_fees)}")
+
+
+def _short(a: Optional[Address]) -> str:
+    if a is None:
+        return "-"
+    return f"{a.wc}:{a.hash_part.hex()[:8]}"
+
+
+def fmt_ton(nano: int) -> str:
+    sign = "-" if nano < 0 else ""
+    nano = abs(nano)
+    return f"{sign}{nano // 10**9}.{nano % 10**9:09d}".rstrip("0").rstrip(".") if nano % 10**9 else f"{sign}{nano // 10**9}"
+
+
+def _op(body: Optional[Cell]) -> Optional[int]:
+    if body is None:
+        return None
+    s = body.begin_parse()
+    if s.remaining_bits >= 32:
+        return s.preload_uint(32)
+    return None
+
+
+def record_from_transaction(tx: Transaction, tx_cell: Cell, account: Address, in_cell: Cell) -> TxRecord:
+    d = tx.description
+    out = [tx.out_msgs[i] for i in sorted(tx.out_msgs)] if isinstance(tx.out_msgs, dict) else list(tx.out_msgs or [])
+    out_cells = [m.serialize() for m in out]
+    m = tx.in_msg
+    rec = TxRecord(account=account, lt=tx.lt, now=tx.now, in_msg=m, out_msgs=out, out_cells=out_cells,
+                   hash=tx_cell.hash)
+    if m is not None:
+        rec.op = _op(m.body)
+        if m.is_internal:
+            rec.src = m.info.src
+            rec.value = m.info.value.grams
+            rec.bounced = bool(m.info.bounced)
+            if rec.bounced:
+                # a bounce body is 0xffffffff followed by the original body's first bits
+                s = m.body.begin_parse()
+                rec.op = s.load_uint(32) if s.remaining_bits >= 32 else None
+        else:
+            rec.external = True
+    rec.aborted = bool(getattr(d, "aborted", True))
+    cp = getattr(d, "compute_ph", None)
+    if cp is not None:
+        if cp.type_ == "skipped":
+            rec.compute_skipped = cp.reason.type_ if cp.reason else "skipped"
+        else:
+            rec.exit_code = cp.exit_code
+            rec.gas_used = cp.gas_used
+            rec.gas_fees = cp.gas_fees
+    ap = getattr(d, "action", None)
+    if ap is not None:
+        rec.action_result = ap.result_code
+        rec.fwd_fees = ap.total_fwd_fees or 0
+        rec.action_fees = ap.total_action_fees or 0
+    sp = getattr(d, "storage_ph", None)
+    if sp is not None:
+        rec.storage_fees = sp.storage_fees_collected or 0
+    rec.total_fees = tx.total_fees.grams
+    rec.deploy = tx.orig_status.type_ != "active" and tx.end_status.type_ == "active" if hasattr(tx.orig_status, "type_") else False
+    rec.end_status = getattr(tx.end_status, "type_", str(tx.end_status))
+    return rec
+
+
+_MISSING = object()
+
+
+def _match_addr(want: Any, got: Optional[Address]) -> bool:
+    if want is None:
+        return got is None
+    if hasattr(want, "address"):  # wrapper objects that carry an address
+        want = want.address
+    if isinstance(want, str):
+        want = Address(want)
+    return got is not None and want.wc == got.wc and want.hash_part == got.hash_part
+
+
+def matches(rec: TxRecord, **kw) -> bool:
+    """True when ``rec`` satisfies every given criterion. Criteria: ``from_``, ``to``, ``op``,
+    ``success``, ``exit_code``, ``deploy``, ``value``, ``bounced``, ``aborted``, ``action_result``,
+    ``external``; a callable criterion is called with the field's value."""
+    fields = {"from_": rec.src, "to": rec.account, "op": rec.op, "success": rec.success,
+              "exit_code": rec.exit_code, "deploy": rec.deploy, "value": rec.value,
+              "bounced": rec.bounced, "aborted": rec.aborted, "action_result": rec.action_result,
+              "external": rec.external}
+    for k, want in kw.items():
+        if k not in fields:
+            raise TypeError(f"unknown transaction criterion {k!r}; known: {', '.join(fields)}")
+        got = fields[k]
+        if callable(want) and not isinstance(want, type):
+            if not want(got):
+                return False
+        elif k in ("from_", "to"):
+            if not _match_addr(want, got):
+                return False
+        elif got != want:
+            return False
+    return True
+
+
+def find_transactions(txs: Iterable[TxRecord], **kw) -> list[TxRecord]:
+    return [t for t in txs if matches(t, **kw)]
+
+
+def has_transaction(txs: Iterable[TxRecord], **kw) -> bool:
+    """Whether any transaction in ``txs`` matches all criteria (see :func:`matches`)."""
+    return any(matches(t, **kw) for t in txs)
+
+
+def fee_table(txs: Iterable[TxRecord], names: dict[str, str] | None = None) -> str:
+    """A per-transaction fee table: compute gas and fee, storage, forward and total fees, exit codes."""
+    names = names or {}
+
+    def name(a: Optional[Address]) -> str:
+        if a is None:
+            return "ext"
+        return names.get(f"{a.wc}:{a.hash_part.hex()}", _short(a))
+
+    rows = [("#", "from", "to", "op", "exit", "action", "gas", "gas fee", "storage", "fwd fees", "total fees")]
+    for i, t in enumerate(txs):
+        rows.append((str(i), name(t.src) if not t.external else "ext", name(t.account),
+                     f"0x{t.op:08x}" if t.op is not None else "-",
+                     "rej" if t.rejected else (t.compute_skipped or str(t.exit_code)),
+                     "-" if t.action_result is None else str(t.action_result),
+                     str(t.gas_used), fmt_ton(t.gas_fees), fmt_ton(t.storage_fees), fmt_ton(t.fwd_fees),
+                     fmt_ton(t.total_fees)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def tx_tree(roots: Iterable[TxRecord], names: dict[str, str] | None = None) -> str:
+    """The transactions as a tree: each message's transaction under the one that sent it."""
+    names = names or {}
+    lines: list[str] = []
+
+    def label(t: TxRecord) -> str:
+        s = t.describe()
+        for k, v in names.items():
+            wc, h = k.split(":")
+            s = s.replace(f"{wc}:{h[:8]}", v)
+        return s
+
+    def walk(t: TxRecord, prefix: str, last: bool, top: bool) -> None:
+        lines.append((prefix + ("" if top else ("└─ " if last else "├─ "))) + label(t))
+        kids = t.children
+        for i, c in enumerate(kids):
+            walk(c, prefix + ("" if top else ("   " if last else "│  ")), i == len(kids) - 1, False)
+
+    for r in roots:
+        if r.parent is None:
+            walk(r, "", True, True)
+    return "\n".join(lines)
