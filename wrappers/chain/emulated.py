@@ -246,3 +246,19 @@ def _empty_shard_account() -> TCell:
     # account_descr$_ account:^Account(account_none$0) last_trans_hash:bits256 last_trans_lt:uint64
     c = begin_cell().store_ref(begin_cell().store_bit(0).end_cell()).store_uint(0, 256).store_uint(0, 64).end_cell()
     return _to_t(c)
+
+
+def _get_method(self: EmbeddedChain, address: Address | str, method: str | int, stack: list | None = None) -> list:
+    """Run a get-method of an active account at the chain's current time and state."""
+    from .getmethod import GetMethodError, run_get_method
+
+    if isinstance(address, str):
+        address = Address(address)
+    status, code, data = self.state(address)
+    if status != "active":
+        raise GetMethodError(address, method, -256)
+    return run_get_method(code, data, address, method, list(stack or []), balance=self.balance(address),
+                          now=self.now, config=self.config)
+
+
+EmbeddedChain.get_method = _get_method

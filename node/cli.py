@@ -1,0 +1,84 @@
+"""The ``cocoon`` command: one entry point for operators, providers, clients and auditors.
+
+Subcommands live in their own modules (``node/cli_*.py``); this file only assembles them and turns
+every expected failure into a one-line message and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from wrappers.build import BuildError
+
+
+class CocoonGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BuildError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=CocoonGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cocoon-ton", prog_name="cocoon")
+def main() -> None:
+    """Confidential AI inference on TON: contracts, chain, attestation and services.
+
+    Start with `cocoon demo` (runs the network's contracts on an embedded local chain and narrates
+    what happens), `cocoon build --check` (verifies the committed contract artifacts), or
+    `cocoon COMMAND --help`.
+    """
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Rebuild in memory and fail, naming the contract, if any "
+              "committed artifact in contracts/build/ differs from what its sources produce.")
+@click.option("--lang", type=click.Choice(["func", "tolk", "all"]), default="all", show_default=True,
+              help="Which implementation to build.")
+def build(check: bool, lang: str) -> None:
+    """Compile every contract (FunC with tonpy's FunC 0.4.6, Tolk with @ton/tolk-js).
+
+    Writes contracts/build/<name>.<lang>.json with the code BoC, its hash, the compiler and its
+    version, and the hash of the sources.
+    """
+    from wrappers import build as b
+
+    if check:
+        click.echo("checking committed artifacts against a fresh build:")
+        problems = b.check()
+        if problems:
+            for p in problems:
+                click.echo(f"MISMATCH {p}", err=True)
+            click.echo(f"{len(problems)} artifact(s) differ; run `cocoon build` and commit the result.", err=True)
+            sys.exit(1)
+        click.echo("all artifacts match their sources")
+        return
+    langs = b.LANGS if lang == "all" else (lang,)
+    click.echo(f"building into {b.BUILD.relative_to(b.ROOT)}/:")
+    arts = b.build_all(langs=langs, log=click.echo)
+    click.echo(f"{len(arts)} artifact(s) written")
+
+
+def _register_optional() -> None:
+    """Attach subcommand groups that live in their own modules."""
+    import importlib
+
+    for module, attr in (("node.cli_attest", "attest"), ("node.cli_registry", "registry"),
+                         ("node.cli_demo", "demo"), ("node.cli_stake", "stake"),
+                         ("node.cli_escrow", "escrow"), ("node.cli_reputation", "reputation"),
+                         ("node.cli_deploy", "deploy")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module:
+                continue
+            raise
+        main.add_command(getattr(mod, attr))
+
+
+_register_optional()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Running get-methods of accounts on the embedded chain with tonpy's TVM.
+
+The stack comes back in pytoniq's form (``int``, ``Cell``, ``Slice``, ``None``, ``list`` for tuples), the
+same form pytoniq's lite client returns, so wrapper code parses getters the same way on every network.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from pytoniq_core import Address, Builder, Cell, Slice, begin_cell
+from tonpy.tvm.c7 import C7
+from tonpy.tvm.tvm import TVM
+from tonpy.types import Cell as TCell, CellSlice as TSlice, CellBuilder as TBuilder
+
+GET_METHOD_GAS = 1_000_000
+
+
+class GetMethodError(Exception):
+    def __init__(self, address: Address, method: str | int, exit_code: int):
+        super().__init__(f"get-method {method!r} of {address.to_str()} failed with exit code {exit_code}")
+        self.address, self.method, self.exit_code = address, method, exit_code
+
+
+def _t(c: Cell) -> TCell:
+    return TCell(base64.b64encode(c.to_boc()).decode())
+
+
+def _p(c: TCell) -> Cell:
+    return Cell.one_from_boc(base64.b64decode(c.to_boc()))
+
+
+def to_tvm(v: Any) -> Any:
+    if isinstance(v, bool):
+        return -1 if v else 0
+    if isinstance(v, int) or v is None:
+        return v
+    if isinstance(v, Address):
+        return _t(begin_cell().store_address(v).end_cell()).begin_parse()
+    if isinstance(v, Cell):
+        return _t(v)
+    if isinstance(v, Slice):
+        return _t(begin_cell().store_slice(v).end_cell()).begin_parse()
+    if isinstance(v, Builder):
+        return _t(v.end_cell()).begin_parse()
+    if isinstance(v, (list, tuple)):
+        return [to_tvm(x) for x in v]
+    raise TypeError(f"cannot pass {type(v).__name__} to a get-method")
+
+
+def from_tvm(v: Any) -> Any:
+    if v is None or isinstance(v, int):
+        return v
+    if isinstance(v, TCell):
+        return _p(v)
+    if isinstance(v, TSlice):
+        return _p(v.to_cell()).begin_parse()
+    if isinstance(v, TBuilder):
+        return _p(v.end_cell()).to_builder() if hasattr(Cell, "to_builder") else _p(v.end_cell())
+    if isinstance(v, (list, tuple)):
+        return [from_tvm(x) for x in v]
+    return v
+
+
+def run_get_method(code: Cell, data: Cell, address: Address, method: str | int, stack: list, *,
+                   balance: int, now: int, config: Cell) -> list:
+    """Run ``method`` and return the result stack, bottom first (as pytoniq's clients do)."""
+    tvm = TVM(code=_t(code), data=_t(data))
+    tvm.set_c7(C7(time=now, balance_grams=balance, address=_t(begin_cell().store_address(address).end_cell()).begin_parse(),
+                  global_config=_t(config), my_code=_t(code)))
+    tvm.set_gas_limit(GET_METHOD_GAS)
+    from tonpy.tvm.tvm import method_name_to_id
+
+    mid = method if isinstance(method, int) else method_name_to_id(method)
+    tvm.set_stack([to_tvm(x) for x in stack] + [mid])
+    result = tvm.run(unpack_stack=False, allow_non_success=True)
+    if tvm.exit_code not in (0, 1):
+        raise GetMethodError(address, method, tvm.exit_code)
+    values = result.unpack_rec()
+    return [from_tvm(x) for x in values]
