@@ -108,7 +108,8 @@ def record_from_transaction(tx: Transaction, tx_cell: Cell, account: Address, in
             if rec.bounced:
                 # a bounce body is 0xffffffff followed by the original body's first bits
                 s = m.body.begin_parse()
-                rec.op = s.load_uint(32) if s.remaining_bits >= 32 else None
+                if s.remaining_bits >= 64 and s.load_uint(32) == 0xFFFFFFFF:
+                    rec.op = s.load_uint(32)
         else:
             rec.external = True
     rec.aborted = bool(getattr(d, "aborted", True))
@@ -170,12 +171,24 @@ def matches(rec: TxRecord, **kw) -> bool:
     return True
 
 
+CRITERIA = ("from_", "to", "op", "success", "exit_code", "deploy", "value", "bounced", "aborted",
+            "action_result", "external")
+
+
+def _check(kw: dict) -> None:
+    bad = [k for k in kw if k not in CRITERIA]
+    if bad:
+        raise TypeError(f"unknown transaction criterion {bad[0]!r}; known: {', '.join(CRITERIA)}")
+
+
 def find_transactions(txs: Iterable[TxRecord], **kw) -> list[TxRecord]:
+    _check(kw)
     return [t for t in txs if matches(t, **kw)]
 
 
 def has_transaction(txs: Iterable[TxRecord], **kw) -> bool:
     """Whether any transaction in ``txs`` matches all criteria (see :func:`matches`)."""
+    _check(kw)
     return any(matches(t, **kw) for t in txs)
 
 

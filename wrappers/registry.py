@@ -1,0 +1,476 @@
+"""The registry contract in Python: its messages, storage, parameters, getters and child addresses.
+
+This module is the one Python place that knows the registry's layouts (contracts/registry.tlb and
+contracts/common.tlb). The CLI, the demo, the services and the tests build and read registry
+messages only through it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from pytoniq_core import Address, Builder, Cell, HashMap, Slice, begin_cell
+from pytoniq_core.tlb.account import StateInit
+
+from .build import load_code
+
+# ---------------------------------------------------------------------------- opcodes and errors
+OP_EXCESSES = 0xD53276DB
+OP = dict(
+    revoke_worker_image=0x23EF2D6A, revoke_proxy_image=0x0396E7F9, revoke_model=0x755AE751,
+    remove_proxy=0x694D02D3, propose=0x22B2C1ED, cancel_proposal=0x76768CD0, execute_proposal=0x60F18064,
+    transfer_ownership=0x693DE2EB, accept_ownership=0x18B6395E, query_params=0x5DCA325B,
+    params_response=0x0C175CF1, stake_status=0x262D68DF, register_proxy=0x39EBFEF1,
+    unregister_proxy=0x1D320B0F, governance_slash=0x6B7D77DC,
+)
+ACTION = dict(add_worker_image=1, add_proxy_image=2, add_model=3, set_params=4, set_child_codes=5,
+              upgrade_code=6, slash_stake=7)
+
+
+class Err:
+    """Exit codes thrown by the contracts (common.tlb)."""
+    UNKNOWN_OP = 100
+    NOT_OWNER = 101
+    LOW_VALUE = 102
+    WRONG_SENDER = 103
+    BAD_WORKCHAIN = 104
+    MALFORMED = 105
+    HASH_EXISTS = 200
+    HASH_UNKNOWN = 201
+    PROPOSAL_UNKNOWN = 202
+    PROPOSAL_NOT_READY = 203
+    TOO_MANY_PROPOSALS = 204
+    NOT_PENDING_OWNER = 205
+    PROXY_UNKNOWN = 206
+    STAKE_TOO_LOW = 207
+    TOO_MANY_PROXIES = 208
+    BAD_PARAMS = 209
+    NO_CHILD_CODE = 210
+    BAD_ROLE = 211
+    BAD_ACTION = 212
+
+
+ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)}
+ROLE_WORKER, ROLE_PROXY = 1, 2
+MIN_OP_VALUE = 10_000_000          # 0.01 TON: every registry operation
+SLASH_EXEC_VALUE = 50_000_000      # 0.05 TON: executing a slash_stake proposal
+MAX_OPEN_PROPOSALS = 16
+TON = 10**9
+
+
+def describe_error(code: Optional[int]) -> str:
+    if code is None:
+        return "no exit code"
+    return f"{code} ({ERROR_NAMES.get(code, 'tvm')})"
+
+
+# ---------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Economics:
+    price_per_token: int = 20
+    worker_fee_per_token: int = 16
+    prompt_mult: int = 10_000
+    cached_mult: int = 1_000
+    completion_mult: int = 40_000
+    reasoning_mult: int = 40_000
+    min_escrow_deposit: int = 1 * TON
+    close_delay: int = 3600
+
+    def to_cell(self) -> Cell:
+        return (begin_cell().store_coins(self.price_per_token).store_coins(self.worker_fee_per_token)
+                .store_uint(self.prompt_mult, 32).store_uint(self.cached_mult, 32)
+                .store_uint(self.completion_mult, 32).store_uint(self.reasoning_mult, 32)
+                .store_coins(self.min_escrow_deposit).store_uint(self.close_delay, 32).end_cell())
+
+    @classmethod
+    def from_cell(cls, c: Cell) -> "Economics":
+        s = c.begin_parse()
+        return cls(s.load_coins(), s.load_coins(), s.load_uint(32), s.load_uint(32), s.load_uint(32),
+                   s.load_uint(32), s.load_coins(), s.load_uint(32))
+
+
+@dataclass(frozen=True)
+class Staking:
+    treasury: Address
+    min_worker_stake: int = 10 * TON
+    min_proxy_stake: int = 50 * TON
+    unbonding_period: int = 7 * 86400
+    slash_bps: int = 5_000
+    reporter_bps: int = 1_000
+
+    def to_cell(self) -> Cell:
+        return (begin_cell().store_coins(self.min_worker_stake).store_coins(self.min_proxy_stake)
+                .store_uint(self.unbonding_period, 32).store_uint(self.slash_bps, 16)
+                .store_uint(self.reporter_bps, 16).store_address(self.treasury).end_cell())
+
+    @classmethod
+    def from_cell(cls, c: Cell) -> "Staking":
+        s = c.begin_parse()
+        mw, mp, up, sb, rb = s.load_coins(), s.load_coins(), s.load_uint(32), s.load_uint(16), s.load_uint(16)
+        return cls(treasury=s.load_address(), min_worker_stake=mw, min_proxy_stake=mp, unbonding_period=up,
+                   slash_bps=sb, reporter_bps=rb)
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    staking: Staking
+    economics: Economics = field(default_factory=Economics)
+    is_test: bool = False
+    governance_delay: int = 86400
+    max_proxies: int = 64
+
+    def to_cell(self) -> Cell:
+        return (begin_cell().store_uint(1 if self.is_test else 0, 8).store_uint(self.governance_delay, 32)
+                .store_uint(self.max_proxies, 16).store_ref(self.economics.to_cell())
+                .store_ref(self.staking.to_cell()).end_cell())
+
+    @classmethod
+    def from_cell(cls, c: Cell) -> "NetworkParams":
+        s = c.begin_parse()
+        flags, delay, maxp = s.load_uint(8), s.load_uint(32), s.load_uint(16)
+        econ, stk = Economics.from_cell(s.load_ref()), Staking.from_cell(s.load_ref())
+        return cls(staking=stk, economics=econ, is_test=bool(flags & 1), governance_delay=delay, max_proxies=maxp)
+
+    def problems(self) -> list[str]:
+        """The validity rules of registry.tlb, checked before a proposal is sent."""
+        e, s = self.economics, self.staking
+        out = []
+        if s.slash_bps > 10_000 or s.reporter_bps > 10_000:
+            out.append("slash and reporter shares are basis points and must be at most 10000")
+        if min(e.prompt_mult, e.cached_mult, e.completion_mult, e.reasoning_mult) <= 0:
+            out.append("token multipliers must be positive")
+        if e.worker_fee_per_token > e.price_per_token:
+            out.append("the worker fee per token cannot exceed the price per token")
+        if self.max_proxies <= 0:
+            out.append("max_proxies must be positive")
+        if self.governance_delay > 365 * 86400:
+            out.append("the governance delay must be at most one year")
+        return out
+
+
+@dataclass(frozen=True)
+class ChildCodes:
+    stake: Optional[Cell] = None
+    escrow: Optional[Cell] = None
+    reputation: Optional[Cell] = None
+
+    def to_cell(self) -> Cell:
+        b = begin_cell()
+        for c in (self.stake, self.escrow, self.reputation):
+            b.store_maybe_ref(c)
+        return b.end_cell()
+
+    @classmethod
+    def from_cell(cls, c: Cell) -> "ChildCodes":
+        s = c.begin_parse()
+        return cls(s.load_maybe_ref(), s.load_maybe_ref(), s.load_maybe_ref())
+
+
+# ---------------------------------------------------------------------------- storage and deploy
+def _hash_dict(hashes: dict[int, int] | None) -> Optional[Cell]:
+    if not hashes:
+        return None
+    hm = HashMap(256, value_serializer=lambda v, b: b.store_uint(v, 32))
+    for k, v in hashes.items():
+        hm.set_int_key(k, v)
+    return hm.serialize()
+
+
+def initial_data(owner: Address, params: NetworkParams, codes: ChildCodes = ChildCodes(),
+                 worker_images: dict[int, int] | None = None, proxy_images: dict[int, int] | None = None,
+                 models: dict[int, int] | None = None) -> Cell:
+    """RegistryStorage at deployment. Initial trust lists are the deployer's choice; every later
+    addition goes through a proposal."""
+    trust = (begin_cell().store_dict(_hash_dict(worker_images)).store_dict(_hash_dict(proxy_images))
+             .store_dict(_hash_dict(models)).end_cell())
+    book = begin_cell().store_dict(None).store_uint(0, 8).store_dict(None).store_uint(0, 16).end_cell()
+    return (begin_cell().store_address(owner).store_address(None).store_uint(0, 32).store_uint(0, 32)
+            .store_ref(trust).store_ref(params.to_cell()).store_ref(codes.to_cell()).store_ref(book).end_cell())
+
+
+def state_init(code: Cell, data: Cell) -> StateInit:
+    return StateInit(code=code, data=data)
+
+
+def address_of(si: StateInit, workchain: int = 0) -> Address:
+    return Address((workchain, si.serialize().hash))
+
+
+# ---------------------------------------------------------------------------- child addresses
+def stake_identity(owner: Address, role: int) -> Cell:
+    return begin_cell().store_address(owner).store_uint(role, 8).end_cell()
+
+
+def escrow_identity(payer: Address, payee: Address, payer_key: int | bytes) -> Cell:
+    if isinstance(payer_key, bytes):
+        payer_key = int.from_bytes(payer_key, "big")
+    return begin_cell().store_address(payer).store_address(payee).store_uint(payer_key, 256).end_cell()
+
+
+def reputation_identity(worker_owner: Address) -> Cell:
+    return begin_cell().store_address(worker_owner).end_cell()
+
+
+def child_state_init(code: Cell, registry: Address, identity: Cell) -> StateInit:
+    data = begin_cell().store_address(registry).store_ref(identity).end_cell()
+    return StateInit(code=code, data=data)
+
+
+def child_address(code: Cell, registry: Address, identity: Cell) -> Address:
+    return address_of(child_state_init(code, registry, identity))
+
+
+# ---------------------------------------------------------------------------- message bodies
+def _head(op: str, query_id: int) -> Builder:
+    return begin_cell().store_uint(OP[op], 32).store_uint(query_id, 64)
+
+
+def revoke(kind: str, h: int | bytes, query_id: int = 0) -> Cell:
+    """kind: 'worker_image', 'proxy_image' or 'model'."""
+    return _head(f"revoke_{kind}", query_id).store_uint(_int(h), 256).end_cell()
+
+
+def remove_proxy(owner_hash: int | bytes, query_id: int = 0) -> Cell:
+    return _head("remove_proxy", query_id).store_uint(_int(owner_hash), 256).end_cell()
+
+
+def propose(action: Cell, query_id: int = 0) -> Cell:
+    return _head("propose", query_id).store_ref(action).end_cell()
+
+
+def cancel_proposal(pid: int, query_id: int = 0) -> Cell:
+    return _head("cancel_proposal", query_id).store_uint(pid, 32).end_cell()
+
+
+def execute_proposal(pid: int, query_id: int = 0) -> Cell:
+    return _head("execute_proposal", query_id).store_uint(pid, 32).end_cell()
+
+
+def transfer_ownership(new_owner: Optional[Address], query_id: int = 0) -> Cell:
+    return _head("transfer_ownership", query_id).store_address(new_owner).end_cell()
+
+
+def accept_ownership(query_id: int = 0) -> Cell:
+    return _head("accept_ownership", query_id).end_cell()
+
+
+def query_params(query_id: int = 0) -> Cell:
+    return _head("query_params", query_id).end_cell()
+
+
+def unregister_proxy(query_id: int = 0) -> Cell:
+    return _head("unregister_proxy", query_id).end_cell()
+
+
+def stake_status(owner: Address, role: int, active: bool, operator_key: int | bytes, active_stake: int,
+                 query_id: int = 0) -> Cell:
+    return (_head("stake_status", query_id).store_address(owner).store_uint(role, 8).store_bit(active)
+            .store_uint(_int(operator_key), 256).store_coins(active_stake).end_cell())
+
+
+def register_proxy(owner: Address, operator_key: int | bytes, active_stake: int, active: bool, endpoint: str,
+                   query_id: int = 0) -> Cell:
+    return (_head("register_proxy", query_id).store_address(owner).store_uint(_int(operator_key), 256)
+            .store_coins(active_stake).store_bit(active).store_ref(endpoint_cell(endpoint)).end_cell())
+
+
+def endpoint_cell(endpoint: str) -> Cell:
+    data = endpoint.encode()
+    if len(data) > 127:
+        raise ValueError("an endpoint is at most 127 bytes (host:port)")
+    return begin_cell().store_bytes(data).end_cell()
+
+
+def endpoint_str(c: Optional[Cell]) -> str:
+    if c is None:
+        return ""
+    s = c.begin_parse()
+    return s.load_bytes(s.remaining_bits // 8).decode(errors="replace")
+
+
+def _int(v: int | bytes | str) -> int:
+    if isinstance(v, bytes):
+        if len(v) != 32:
+            raise ValueError("a hash or key is 32 bytes")
+        return int.from_bytes(v, "big")
+    if isinstance(v, str):
+        v = v.removeprefix("0x")
+        if len(v) != 64:
+            raise ValueError(f"a hash is 64 hex digits, got {len(v)}")
+        return int(v, 16)
+    if not 0 <= v < 2**256:
+        raise ValueError("a hash or key is a 256-bit unsigned integer")
+    return v
+
+
+# ---------------------------------------------------------------------------- governance actions
+def action_add(kind: str, h: int | bytes | str) -> Cell:
+    """kind: 'worker_image', 'proxy_image' or 'model'."""
+    return begin_cell().store_uint(ACTION[f"add_{kind}"], 8).store_uint(_int(h), 256).end_cell()
+
+
+def action_set_params(params: NetworkParams) -> Cell:
+    return begin_cell().store_uint(ACTION["set_params"], 8).store_ref(params.to_cell()).end_cell()
+
+
+def action_set_child_codes(codes: ChildCodes) -> Cell:
+    return begin_cell().store_uint(ACTION["set_child_codes"], 8).store_ref(codes.to_cell()).end_cell()
+
+
+def action_upgrade_code(code: Cell) -> Cell:
+    return begin_cell().store_uint(ACTION["upgrade_code"], 8).store_ref(code).end_cell()
+
+
+def action_slash_stake(owner: Address, role: int, amount: int, evidence: int | bytes) -> Cell:
+    return (begin_cell().store_uint(ACTION["slash_stake"], 8).store_address(owner).store_uint(role, 8)
+            .store_coins(amount).store_uint(_int(evidence), 256).end_cell())
+
+
+def describe_action(c: Cell) -> str:
+    s = c.begin_parse()
+    tag = s.load_uint(8)
+    name = {v: k for k, v in ACTION.items()}.get(tag, f"unknown#{tag}")
+    if tag in (1, 2, 3):
+        return f"{name} {s.load_uint(256):064x}"
+    if tag == 4:
+        p = NetworkParams.from_cell(s.load_ref())
+        return f"{name} (test={p.is_test}, delay={p.governance_delay}s, price={p.economics.price_per_token})"
+    if tag == 7:
+        owner, role, amount = s.load_address(), s.load_uint(8), s.load_coins()
+        return f"{name} {owner.to_str()} role={role} amount={amount}"
+    return name
+
+
+# ---------------------------------------------------------------------------- getters
+def _dict_keys(c: Optional[Cell]) -> dict[int, int]:
+    if c is None:
+        return {}
+    return HashMap.parse(c.begin_parse(), 256, lambda k: int(k, 2), lambda s: s.load_uint(32))
+
+
+@dataclass
+class ProxyInfo:
+    owner_hash: int
+    operator_key: int
+    stake: int
+    active: bool
+    registered_at: int
+    endpoint: str
+
+
+@dataclass
+class Proposal:
+    id: int
+    execute_after: int
+    action: Cell
+
+
+class RegistryReader:
+    """Reads a deployed registry through any provider with ``run_get_method`` semantics.
+
+    ``call(address, method, stack) -> list`` is the synchronous or async get-method callable; the
+    embedded chain passes ``chain.get_method``.
+    """
+
+    def __init__(self, call, address: Address):
+        self.call, self.address = call, address
+
+    def _get(self, method: str, *args) -> list:
+        return self.call(self.address, method, list(args))
+
+    def owner(self) -> tuple[Address, Optional[Address]]:
+        o, p = self._get("get_owner")
+        return o.load_address(), p.load_address()
+
+    def version(self) -> int:
+        return self._get("get_version")[0]
+
+    def params(self) -> NetworkParams:
+        return NetworkParams.from_cell(self._get("get_params")[0])
+
+    def trust(self) -> dict[str, dict[int, int]]:
+        w, p, m = self._get("get_trust")
+        return {"worker_images": _dict_keys(w), "proxy_images": _dict_keys(p), "models": _dict_keys(m)}
+
+    def is_allowed(self, kind: str, h: int | bytes | str) -> bool:
+        return bool(self._get(f"is_{kind}_allowed", _int(h))[0])
+
+    def child_codes(self) -> ChildCodes:
+        return ChildCodes(*self._get("get_child_codes"))
+
+    def proxy(self, owner: Address | int) -> Optional[ProxyInfo]:
+        key = owner if isinstance(owner, int) else int.from_bytes(owner.hash_part, "big")
+        found, op_key, stake, active, at, endpoint = self._get("get_proxy", key)
+        if not found:
+            return None
+        return ProxyInfo(key, op_key, stake, bool(active), at, endpoint_str(endpoint))
+
+    def proxies(self) -> list[ProxyInfo]:
+        c, _count = self._get("get_proxies")
+        if c is None:
+            return []
+        out = []
+        raw = HashMap.parse(c.begin_parse(), 256, lambda k: int(k, 2), lambda s: s)
+        for key, s in sorted(raw.items()):
+            s.load_address()
+            out.append(ProxyInfo(key, s.load_uint(256), s.load_coins(), bool(s.load_bit()), s.load_uint(32),
+                                 endpoint_str(s.load_ref())))
+        return out
+
+    def proposal(self, pid: int) -> Optional[Proposal]:
+        found, after, action = self._get("get_proposal", pid)
+        return Proposal(pid, after, action) if found else None
+
+    def proposals(self) -> tuple[list[Proposal], int]:
+        c, next_id, _open = self._get("get_proposals")
+        out = []
+        if c is not None:
+            raw = HashMap.parse(c.begin_parse(), 32, lambda k: int(k, 2), lambda s: s)
+            for pid, s in sorted(raw.items()):
+                out.append(Proposal(pid, s.load_uint(32), s.load_ref()))
+        return out, next_id
+
+    def stake_address(self, owner: Address, role: int) -> Address:
+        return self._get("get_stake_address", owner, role)[0].load_address()
+
+    def escrow_address(self, payer: Address, payee: Address, payer_key: int | bytes) -> Address:
+        return self._get("get_escrow_address", payer, payee, _int(payer_key))[0].load_address()
+
+    def reputation_address(self, worker_owner: Address) -> Address:
+        return self._get("get_reputation_address", worker_owner)[0].load_address()
+
+
+def registry_code(lang: str) -> Cell:
+    return load_code("registry", lang)
+
+
+# ---------------------------------------------------------------------------- the embedded chain
+DEPLOY_VALUE = 1 * TON
+
+
+class EmbeddedRegistry:
+    """A registry deployed on an :class:`~wrappers.chain.emulated.EmbeddedChain`: its address, its
+    reader, and a ``send`` that goes through a real wallet."""
+
+    def __init__(self, chain, address: Address):
+        self.chain, self.address = chain, address
+        self.read = RegistryReader(chain.get_method, address)
+
+    @classmethod
+    def deploy(cls, chain, owner_wallet, lang: str, params: NetworkParams, codes: ChildCodes = ChildCodes(),
+               value: int = DEPLOY_VALUE, **trust) -> tuple["EmbeddedRegistry", list]:
+        si = state_init(registry_code(lang), initial_data(owner_wallet.address, params, codes, **trust))
+        addr = address_of(si)
+        txs = owner_wallet.send(addr, value, None, state_init=si, bounce=False)
+        return cls(chain, addr), txs
+
+    def send(self, wallet, body: Cell, value: int = 50_000_000) -> list:
+        return wallet.send(self.address, value, body)
+
+    @property
+    def data_hash(self) -> bytes:
+        return self.chain.state(self.address)[2].hash
+
+    @property
+    def balance(self) -> int:
+        return self.chain.balance(self.address)
