@@ -196,7 +196,7 @@ class PeerVerifier:
     """Judges a peer certificate: structure, then the quote and our policy."""
 
     policy: Policy
-    snapshots: SnapshotSource
+    snapshots: SnapshotSource | None
     collateral: CollateralProvider | None = None
     cache: VerdictCache | None = field(default_factory=VerdictCache)
     clock: Callable[[], float] = time.time
@@ -229,6 +229,8 @@ class PeerVerifier:
         add(self._extensions_check(info))
 
         try:
+            if self.snapshots is None:
+                raise StaleSnapshotError("no registry snapshot or allow-list given")
             snapshot: RegistrySnapshot | None = self.snapshots.current()
             add(Check("registry", True, f"snapshot v{snapshot.version}{' (test network)' if snapshot.is_test else ''}"))
         except StaleSnapshotError as e:
@@ -443,7 +445,8 @@ class RaTlsSite(web.TCPSite):
         self.verifier = verifier
         self.tracker = ConnectionTracker(verifier.policy.role)
         self._pending: set[_GatedProtocol] = set()
-        verifier.snapshots.add_listener(self.tracker.on_snapshot)
+        if verifier.snapshots is not None:
+            verifier.snapshots.add_listener(self.tracker.on_snapshot)
 
     def rotate(self, identity: Identity) -> None:
         """Present a renewed certificate on new connections."""
@@ -463,7 +466,8 @@ class RaTlsSite(web.TCPSite):
         self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
 
     async def stop(self) -> None:
-        self.verifier.snapshots.remove_listener(self.tracker.on_snapshot)
+        if self.verifier.snapshots is not None:
+            self.verifier.snapshots.remove_listener(self.tracker.on_snapshot)
         for p in list(self._pending):
             p.close()
         await super().stop()
@@ -477,7 +481,8 @@ class RaTlsConnector(aiohttp.TCPConnector):
         super().__init__(ssl=client_context(identity), **kw)
         self.verifier = verifier
         self.tracker = ConnectionTracker(verifier.policy.role)
-        verifier.snapshots.add_listener(self.tracker.on_snapshot)
+        if verifier.snapshots is not None:
+            verifier.snapshots.add_listener(self.tracker.on_snapshot)
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
@@ -494,5 +499,6 @@ class RaTlsConnector(aiohttp.TCPConnector):
         return proto
 
     async def close(self, *a: Any, **kw: Any) -> Any:
-        self.verifier.snapshots.remove_listener(self.tracker.on_snapshot)
+        if self.verifier.snapshots is not None:
+            self.verifier.snapshots.remove_listener(self.tracker.on_snapshot)
         return await super().close(*a, **kw)

@@ -295,7 +295,7 @@ def verify_quote(
 
     # tee_environment
     if not v.simulated:
-        add(Check("tee_environment", True, "Intel TDX"))
+        add(Check("tee_environment", True, "Intel TDX (not the simulated TEE)"))
     elif snapshot is None or not snapshot.is_test:
         add(Check("tee_environment", False, "SIMULATED TEE quote, but the registry parameters have no test flag"))
     elif not use_dev:
