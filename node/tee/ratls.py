@@ -240,7 +240,8 @@ class PeerVerifier:
         if self.policy.role == "client":
             for name in CHECK_NAMES[:-1]:
                 add(Check(name, None, "peer is a client: not attested by quote"))
-            add(self._client_claims(info))
+            check, v.claims = self._client_claims(info)
+            add(check)
             return v
         if info.quote is None:
             for name in CHECK_NAMES:
@@ -304,20 +305,20 @@ class PeerVerifier:
         return Check("certificate_extensions", True, "quote and claims, both critical" if info.quote else "claims, critical")
 
     @staticmethod
-    def _client_claims(info: certs.CertInfo) -> Check:
+    def _client_claims(info: certs.CertInfo) -> tuple[Check, Claims | None]:
         from .claims import ClaimsError, decode
 
         if info.claims is None:
-            return Check("claims", False, "no claims")
+            return Check("claims", False, "no claims"), None
         try:
             c = decode(info.claims)
         except ClaimsError as e:
-            return Check("claims", False, str(e))
+            return Check("claims", False, str(e)), None
         if c.public_key != info.public_key:
-            return Check("claims", False, "claims key differs from the certificate key")
+            return Check("claims", False, "claims key differs from the certificate key"), c
         if c.role not in (None, "client"):
-            return Check("claims", False, f"peer claims role {c.role}, expected client")
-        return Check("claims", True, f"client key {c.public_key.hex()[:16]}…")
+            return Check("claims", False, f"peer claims role {c.role}, expected client"), c
+        return Check("claims", True, f"client key {c.public_key.hex()[:16]}…"), c
 
     async def verify_ssl_object(self, sslobj: ssl.SSLObject | ssl.SSLSocket | None) -> Verdict:
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
