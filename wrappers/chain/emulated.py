@@ -262,3 +262,36 @@ def _get_method(self: EmbeddedChain, address: Address | str, method: str | int, 
 
 
 EmbeddedChain.get_method = _get_method
+
+
+def _save(self: EmbeddedChain, path) -> None:
+    """Write the chain (accounts, time, logical time, money supply) to ``path`` atomically, so a
+    crash mid-write never leaves a half-written chain behind."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": 1, "now": self.now, "lt": self.lt, "minted": self.minted,
+           "accounts": {k: v.to_boc() for k, v in self.accounts.items()}}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def _load(cls, path) -> EmbeddedChain:
+    import json
+    from pathlib import Path
+
+    doc = json.loads(Path(path).read_text())
+    if doc.get("format") != 1:
+        raise ChainError(f"{path}: not an embedded chain state file (format {doc.get('format')!r})")
+    chain = cls(now=doc["now"])
+    chain.lt, chain.minted = doc["lt"], doc["minted"]
+    chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
+    return chain
+
+
+EmbeddedChain.save = _save
+EmbeddedChain.load = classmethod(_load)

@@ -112,6 +112,7 @@ def record_from_transaction(tx: Transaction, tx_cell: Cell, account: Address, in
                     rec.op = s.load_uint(32)
         else:
             rec.external = True
+            rec.op = None  # an external body starts with a signature, not an op
     rec.aborted = bool(getattr(d, "aborted", True))
     cp = getattr(d, "compute_ph", None)
     if cp is not None:

@@ -30,8 +30,11 @@ class Treasury:
         self.state_init = StateInit(code=WALLET_V4_R2_CODE, data=data)
         self.address = Address((0, self.state_init.serialize().hash))
         self.seqno = 0
-        chain.mint(self.address, balance)
-        self._deploy()
+        if chain.state(self.address)[0] == "active":  # a chain loaded from a file already has it
+            self.resync()
+        else:
+            chain.mint(self.address, balance)
+            self._deploy()
 
     def _deploy(self) -> None:
         body = WalletV4.raw_create_transfer_msg(self.private_key, 0, WALLET_ID, [])
