@@ -424,8 +424,8 @@ class _GatedProtocol(asyncio.Protocol):
         self._buf.append(data)
 
     def eof_received(self) -> bool | None:
-        self._eof = True
-        return True
+        self._eof = True  # replayed to aiohttp if the peer verifies
+        return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._pending.discard(self)
