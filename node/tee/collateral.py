@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 from urllib.parse import unquote
 
 import aiohttp
@@ -100,7 +100,7 @@ class PccsCollateral:
     url: str
     cache_dir: str | os.PathLike[str] | None = None
     timeout: float = 15.0
-    clock: "callable[[], float]" = time.time  # type: ignore[valid-type]
+    clock: Callable[[], float] = time.time
     _mem: dict[tuple[str, str], dcap_qvl.QuoteCollateralV3] = field(default_factory=dict, init=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     fetches: int = field(default=0, init=False)

@@ -102,7 +102,9 @@ class Identity:
         enc = claims.encode()
         quote = provider.get_quote(claims.report_data()) if provider is not None else None
         now = now or dt.datetime.now(dt.timezone.utc)
-        der = certs.make_certificate(key, enc, quote, now=now, lifetime=lifetime)
+        simulated = bool(getattr(provider, "simulated", False))
+        cn = "cocoon ra-tls (SIMULATED TEE, development only)" if simulated else "cocoon ra-tls"
+        der = certs.make_certificate(key, enc, quote, now=now, lifetime=lifetime, common_name=cn)
         return cls(key, claims, quote, der, now + lifetime)
 
     @property
@@ -238,10 +240,11 @@ class PeerVerifier:
             add(Check("registry", False, str(e)))
 
         if self.policy.role == "client":
-            for name in CHECK_NAMES[:-1]:
+            for name in CHECK_NAMES[: CHECK_NAMES.index("claims")]:
                 add(Check(name, None, "peer is a client: not attested by quote"))
             check, v.claims = self._client_claims(info)
             add(check)
+            add(Check("model_hash", None, "clients serve no model"))
             return v
         if info.quote is None:
             for name in CHECK_NAMES:
@@ -485,6 +488,11 @@ class RaTlsConnector(aiohttp.TCPConnector):
         if verifier.snapshots is not None:
             verifier.snapshots.add_listener(self.tracker.on_snapshot)
 
+    def rotate(self, identity: Identity) -> None:
+        """Present a renewed certificate on new connections."""
+        assert isinstance(self._ssl, ssl.SSLContext)
+        load_identity(self._ssl, identity)
+
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         proto = await super()._create_connection(req, traces, timeout)
         transport = proto.transport
@@ -503,3 +511,24 @@ class RaTlsConnector(aiohttp.TCPConnector):
         if self.verifier.snapshots is not None:
             self.verifier.snapshots.remove_listener(self.tracker.on_snapshot)
         return await super().close(*a, **kw)
+
+
+async def renew_forever(
+    make_identity: Callable[[], Identity],
+    endpoints: list[RaTlsSite | RaTlsConnector],
+    every: float = 3600.0,
+) -> None:
+    """Regenerate the identity (new key, quote, certificate) every ``every`` seconds.
+
+    Certificates live a day (as in COCOON) and are renewed hourly, so a stolen certificate
+    key is useful only briefly. Run it as a task next to the site or connector.
+    """
+    while True:
+        await asyncio.sleep(every)
+        try:
+            ident = await asyncio.to_thread(make_identity)
+        except Exception:  # keep the old certificate; it is valid for a while longer
+            log.exception("RA-TLS identity renewal failed")
+            continue
+        for e in endpoints:
+            e.rotate(ident)

@@ -13,6 +13,7 @@ Checks, in order (each passes, fails with a reason, or is skipped when not appli
 ``image_hash``       the image hash is in the registry's list for the peer's role
 ``report_data``      report data == SHA-512(claims)
 ``claims``           claims decode, and their key is the key the peer proved (certificate)
+``model_hash``       if the claims name a model, it is in the registry's model list
 
 dcap-qvl is called with every TCB status allowed, so that a bad signature and an
 unaccepted status are reported as different checks; the status policy is applied here.
@@ -54,6 +55,7 @@ CHECK_NAMES = (
     "image_hash",
     "report_data",
     "claims",
+    "model_hash",
 )
 
 
@@ -317,6 +319,7 @@ def verify_quote(
     if claims_bytes is None:
         add(Check("report_data", None, "no claims given"))
         add(Check("claims", None, "no claims given"))
+        add(Check("model_hash", None, "no claims given"))
         return v
     expected = claims_mod.report_data(claims_bytes)
     if hmac.compare_digest(expected, q.report_data):
@@ -327,6 +330,7 @@ def verify_quote(
         v.claims = claims_mod.decode(claims_bytes)
     except claims_mod.ClaimsError as e:
         add(Check("claims", False, str(e)))
+        add(Check("model_hash", False, "claims unreadable"))
         return v
     if expected_public_key is not None and not hmac.compare_digest(v.claims.public_key, expected_public_key):
         add(Check("claims", False, "claims key differs from the certificate key"))
@@ -334,10 +338,16 @@ def verify_quote(
         add(Check("claims", False, f"peer claims role {v.claims.role}, expected {policy.role}"))
     else:
         add(Check("claims", True, f"v{v.claims.version}, key {v.claims.public_key.hex()[:16]}…"))
+    add(_model_check(v.claims, snapshot))
     return v
 
 
-def skipped_quote_checks(reason: str) -> Iterable[Check]:
-    """Checks for a peer that presents no quote (a client)."""
-    for name in CHECK_NAMES[:-1]:
-        yield Check(name, None, reason)
+def _model_check(c: claims_mod.Claims, snapshot: RegistrySnapshot | None) -> Check:
+    if c.model_hash is None:
+        return Check("model_hash", None, "claims name no model")
+    if snapshot is None:
+        return Check("model_hash", False, "no registry snapshot to check the model against")
+    if c.model_hash in snapshot.model_hashes:
+        return Check("model_hash", True, f"{c.model_hash.hex()} allowed")
+    return Check("model_hash", False, f"model {c.model_hash.hex()} is not in the registry")
+

@@ -252,3 +252,45 @@ def test_dev_root_and_serve_simulated_commands(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_pccs_url(tdx_dir):
+    """Collateral fetched from a PCCS (a loopback one) instead of a file."""
+    from .test_collateral import fake_pccs
+
+    doc = json.loads((tdx_dir / "tdx_quote_collateral.json").read_text())
+    calls: list[str] = []
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    state: dict = {}
+
+    def serve():
+        asyncio.set_event_loop(loop)
+
+        async def start():
+            runner = web.AppRunner(fake_pccs(doc, calls))
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            state.update(runner=runner, port=site.port)
+            ready.set()
+
+        loop.run_until_complete(start())
+        loop.run_forever()
+        loop.run_until_complete(state["runner"].cleanup())
+        loop.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(10)
+        r = run(str(tdx_dir / "tdx_quote"), "--pccs-url", f"http://127.0.0.1:{state['port']}",
+                "--time", "2025-06-25", "--allow-image", INTEL_IMAGE)
+        assert r.exit_code == 0, r.output
+        assert any(c.startswith("/tdx/certification/v4/tcb") for c in calls)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+    r = run(str(tdx_dir / "tdx_quote"), "--pccs-url", f"http://127.0.0.1:{state['port']}",
+            "--time", "2025-06-25", "--allow-image", INTEL_IMAGE)
+    assert r.exit_code == 1 and "[FAIL] collateral" in r.output and "unreachable" in r.output

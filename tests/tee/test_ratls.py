@@ -345,3 +345,40 @@ async def test_verifier_on_garbage_and_missing_certificates(dev_root):
     verifier = PeerVerifier(Policy("worker", dev_trust=dev_root.trust()), None)
     assert (await verifier.verify_certificate(None)).failed == ["certificate"]
     assert (await verifier.verify_certificate(b"\x30\x03abc")).failed == ["certificate"]
+
+
+@pytest.mark.asyncio
+async def test_rotation_presents_the_renewed_certificate(net, worker_provider):
+    from node.tee.ratls import renew_forever
+
+    made: list[Identity] = []
+
+    def make() -> Identity:
+        made.append(Identity.create(worker_provider, role="worker"))
+        return made[-1]
+
+    task = asyncio.create_task(renew_forever(make, [net.site], every=0.01))
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if made:
+                break
+        assert made
+    finally:
+        task.cancel()
+    from node.tee.ratls import client_context
+
+    _, writer = await asyncio.open_connection("127.0.0.1", net.site.port, ssl=client_context(net.proxy_id))
+    presented = certs.read_certificate(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+    writer.close()
+    assert presented.public_key in {m.claims.public_key for m in made}
+    assert presented.public_key != net.worker_id.claims.public_key
+    async with net.session(force_close=True) as s:  # and the renewed certificate verifies
+        async with s.get(net.url) as r:
+            assert r.status == 200
+
+
+def test_simulated_identity_is_labelled(worker_provider):
+    ident = Identity.create(worker_provider, role="worker")
+    cert = x509.load_der_x509_certificate(ident.cert_der)
+    assert "SIMULATED" in cert.subject.rfc4514_string()

@@ -139,3 +139,18 @@ def test_garbage_quote_fails_every_check():
     v = verify_quote(b"not a quote", policy=Policy("worker"), snapshot=RegistrySnapshot())
     assert not v.ok and v.check("quote_format").ok is False
     assert v.to_dict()["image_hash"] is None
+
+
+def test_model_hash_must_be_in_registry(dev_root, worker_tee):
+    model = b"\x4d" * 32
+    key = bytes(range(32))
+    c = claims_mod.Claims(key, role="worker", model_hash=model)
+    q = worker_tee.quote(c.report_data())
+    img = frozenset([parse_quote(q).image_hash])
+    pol = Policy("worker", dev_trust=dev_root.trust())
+    ok = RegistrySnapshot(worker_image_hashes=img, model_hashes=[model], is_test=True)
+    v = verify_quote(q, policy=pol, snapshot=ok, claims_bytes=c.encode(), expected_public_key=key)
+    assert v.ok and v.check("model_hash").ok is True
+    v = verify_quote(q, policy=pol, snapshot=RegistrySnapshot(worker_image_hashes=img, is_test=True),
+                     claims_bytes=c.encode(), expected_public_key=key)
+    assert v.failed == ["model_hash"]
