@@ -57,7 +57,7 @@ from .collateral import CollateralError, CollateralProvider
 from .providers import QuoteProvider
 from .quote import QuoteParseError, parse_quote
 from .registry_source import RegistrySnapshot, SnapshotSource, StaleSnapshotError
-from .verify import CHECK_NAMES, Check, Policy, Verdict, _chain_root_der, verify_quote
+from .verify import CHECK_NAMES, Check, Policy, Verdict, uses_dev_root, verify_quote
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class PeerVerifier:
             crypto = self.cache.get(qh) if self.cache is not None else None
         except QuoteParseError:
             pass
-        if crypto is None and not self._is_dev_quote(info.quote):
+        if crypto is None and not uses_dev_root(info.quote, self.policy):
             if self.collateral is None:
                 collateral_error = "no collateral source configured"
             else:
@@ -280,15 +280,6 @@ class PeerVerifier:
             self.cache.put(qv.crypto)
         qv.checks[:0] = v.checks
         return qv
-
-    def _is_dev_quote(self, raw: bytes) -> bool:
-        dev = self.policy.dev_trust
-        if dev is None:
-            return False
-        try:
-            return _chain_root_der(parse_quote(raw)) == dev.root_der
-        except QuoteParseError:
-            return False
 
     def _extensions_check(self, info: certs.CertInfo) -> Check:
         problems = []

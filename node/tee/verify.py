@@ -25,8 +25,6 @@ import hmac
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
-
 import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -142,7 +140,8 @@ class Verdict:
         }
 
 
-def _chain_root_der(q: ParsedQuote) -> bytes | None:
+def chain_root_der(q: ParsedQuote) -> bytes | None:
+    """DER of the last certificate in the quote's PCK chain (the root it claims)."""
     if not q.pck_chain_pem:
         return None
     try:
@@ -150,6 +149,16 @@ def _chain_root_der(q: ParsedQuote) -> bytes | None:
     except ValueError:
         return None
     return certs[-1].public_bytes(serialization.Encoding.DER) if certs else None
+
+
+def uses_dev_root(raw: bytes, policy: Policy) -> bool:
+    """True if the quote's chain ends in the policy's development root (simulated TEE)."""
+    if policy.dev_trust is None:
+        return False
+    try:
+        return chain_root_der(parse_quote(raw)) == policy.dev_trust.root_der
+    except QuoteParseError:
+        return False
 
 
 def _dcap_policy(now: int, p: Policy) -> dcap_qvl.QuotePolicy:
@@ -283,7 +292,7 @@ def verify_quote(
     q = v.quote
 
     dev = policy.dev_trust
-    use_dev = dev is not None and _chain_root_der(q) == dev.root_der
+    use_dev = dev is not None and chain_root_der(q) == dev.root_der
     v.simulated = use_dev or is_simulated_quote(q.raw)
     if crypto is None or crypto.quote_hash != q.quote_hash:
         if use_dev and collateral is None:

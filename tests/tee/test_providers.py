@@ -12,7 +12,6 @@ from node.tee.claims import Claims
 from node.tee.providers import (
     ConfigfsTsmProvider,
     QuoteProviderError,
-    SimulatedProvider,
     TsmBusyError,
     TsmUnavailableError,
 )
