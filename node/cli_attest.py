@@ -273,8 +273,9 @@ def attest() -> None:
 @click.option("--registry-snapshot", "snapshot_file", type=click.Path(dir_okay=False),
               help="Registry snapshot JSON: worker_image_hashes, proxy_image_hashes, model_hashes "
               "(hex lists), is_test, version.")
-@click.option("--accept-tcb", "accept_tcb", multiple=True, type=click.Choice(TCB_STATUSES),
-              help="A TCB status to accept; repeatable (default: UpToDate only).")
+@click.option("--accept-tcb", "accept_tcb", multiple=True, type=click.Choice(TCB_STATUSES), metavar="STATUS",
+              help="A TCB status to accept; repeatable (default: UpToDate only). One of: "
+              + ", ".join(TCB_STATUSES) + ".")
 @click.option("--allow-simulated", "dev_trust_file", type=click.Path(dir_okay=False), metavar="TRUST_JSON",
               help="Accept quotes of the SIMULATED TEE signed by this development root "
               "(its trust.json); the allow-list then counts as a test registry.")

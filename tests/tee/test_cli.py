@@ -294,3 +294,14 @@ def test_pccs_url(tdx_dir):
     r = run(str(tdx_dir / "tdx_quote"), "--pccs-url", f"http://127.0.0.1:{state['port']}",
             "--time", "2025-06-25", "--allow-image", INTEL_IMAGE)
     assert r.exit_code == 1 and "[FAIL] collateral" in r.output and "unreachable" in r.output
+
+
+def test_bare_quote_with_claims(sim, tmp_path):
+    ident, trust, img = sim
+    q = tmp_path / "quote.bin"
+    q.write_bytes(ident.quote)
+    r = run(str(q), "--allow-simulated", trust, "--allow-image", img, "--claims", ident.claims.encode().hex())
+    assert r.exit_code == 0, r.output
+    assert "[pass] report_data" in r.output and "Peer role:    worker" in r.output
+    r = run(str(q), "--allow-simulated", trust, "--allow-image", img, "--claims", "00" * 32)
+    assert r.exit_code == 1 and "[FAIL] report_data" in r.output
