@@ -28,7 +28,8 @@ from tonpy.libs.python_ton import PyEmulator
 from tonpy.types import Cell as TCell
 
 from .config import config_cell
-from .records import TxRecord, record_from_transaction
+from .fastparse import message_head, transaction_facts
+from .records import TxRecord, record_from_facts
 
 GENESIS_TIME = 1_767_225_600  # 2026-01-01 00:00:00 UTC: a fixed, reproducible start of time
 # Mints value into the chain (treasury funding). On mainnet this role belongs to nobody: the faucet
@@ -63,7 +64,7 @@ class ChainError(Exception):
 class _Queued:
     lt: int
     seq: int
-    msg: Cell
+    msg: TCell  # the emulator's own cell: no conversion between transactions
     parent: Optional[TxRecord]
 
     def __lt__(self, other: "_Queued") -> bool:
@@ -152,7 +153,7 @@ class EmbeddedChain:
         if isinstance(message, MessageAny):
             message = message.serialize()
         start = len(self.transactions)
-        heapq.heappush(self._queue, _Queued(self.lt, next(self._seq), message, None))
+        heapq.heappush(self._queue, _Queued(self.lt, next(self._seq), _to_t(message), None))
         if run:
             self.run()
         return self.transactions[start:]
@@ -188,36 +189,34 @@ class EmbeddedChain:
                 raise ChainError(f"more than {max_transactions} transactions from one message: a loop?")
 
     def _execute(self, q: _Queued) -> None:
-        msg_t = _to_t(q.msg)
-        dest = _msg_dest(q.msg)
-        key = addr_key(dest)
+        head = message_head(q.msg)
+        if head.dest is None:
+            raise ChainError("a message without a destination address cannot be delivered")
+        key = f"{head.dest[0]}:{head.dest[1].hex()}"
+        dest = Address(head.dest)
         acc = self.accounts.get(key)
         if acc is None:
-            acc = _empty_shard_account()
+            acc = _EMPTY_ACCOUNT
         lt = max(self.lt, q.lt + 1)
-        ok = self._emu.emulate_transaction(acc.cell, msg_t.cell, str(self.now), str(lt), 1, False)
+        ok = self._emu.emulate_transaction(acc.cell, q.msg.cell, str(self.now), str(lt), 1, False)
         if not ok:
             # The emulator refuses messages no validator would include (an external message the
             # account did not accept). Nothing happens on chain; record it for the caller.
-            rec = TxRecord.make_rejected(q.msg, dest, self.now, lt, self._emu.vm_log if hasattr(self._emu, "vm_log") else "")
-            rec.parent = q.parent
-            if q.parent is not None:
-                q.parent.children.append(rec)
-            self.transactions.append(rec)
-            return
-        tx_t = TCell(self._emu.transaction_cell)
-        self.accounts[key] = TCell(self._emu.account_cell)
-        tx_cell = _from_t(tx_t)
-        tx = Transaction.deserialize(tx_cell.begin_parse())
-        rec = record_from_transaction(tx, tx_cell, dest, q.msg)
+            rec = TxRecord.make_rejected(q.msg, dest, self.now, lt)
+        else:
+            tx_t = TCell(self._emu.transaction_cell)
+            self.accounts[key] = TCell(self._emu.account_cell)
+            facts = transaction_facts(tx_t)
+            rec = record_from_facts(facts, head, dest, q.msg, tx_t)
+            self.lt = facts.lt + len(facts.out_msgs) + 2
+            for mc in facts.out_msgs:
+                h = message_head(mc)
+                if h.internal:
+                    heapq.heappush(self._queue, _Queued(h.created_lt, next(self._seq), mc, rec))
         rec.parent = q.parent
         if q.parent is not None:
             q.parent.children.append(rec)
         self.transactions.append(rec)
-        self.lt = tx.lt + len(rec.out_msgs) + 2
-        for m, mc in zip(rec.out_msgs, rec.out_cells):
-            if m.is_internal:
-                heapq.heappush(self._queue, _Queued(m.info.created_lt, next(self._seq), mc, rec))
 
     # ----------------------------------------------------------------- treasuries
     def treasury(self, name: str, balance: int = 1_000_000 * 10**9) -> "Treasury":
@@ -228,18 +227,6 @@ class EmbeddedChain:
         if name not in self._treasuries:
             self._treasuries[name] = Treasury(self, name, balance)
         return self._treasuries[name]
-
-
-def _msg_dest(msg: Cell) -> Address:
-    s = msg.begin_parse()
-    if s.load_bit() == 0:  # int_msg_info$0 ihr_disabled bounce bounced src dest
-        s.skip_bits(3)
-        s.load_address()
-        return s.load_address()
-    if s.load_bit() == 0:  # ext_in_msg_info$10 src:MsgAddressExt dest:MsgAddressInt
-        s.load_address()
-        return s.load_address()
-    raise ChainError("outbound external messages cannot be sent to the chain")
 
 
 def _empty_shard_account() -> TCell:
@@ -295,3 +282,6 @@ def _load(cls, path) -> EmbeddedChain:
 
 EmbeddedChain.save = _save
 EmbeddedChain.load = classmethod(_load)
+
+
+_EMPTY_ACCOUNT = _empty_shard_account()

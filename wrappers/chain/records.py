@@ -17,9 +17,6 @@ class TxRecord:
     account: Address
     lt: int
     now: int
-    in_msg: Optional[MessageAny]
-    out_msgs: list[MessageAny]
-    out_cells: list[Cell]
     src: Optional[Address] = None
     value: int = 0
     op: Optional[int] = None
@@ -37,10 +34,38 @@ class TxRecord:
     total_fees: int = 0
     deploy: bool = False
     end_status: str = ""
-    hash: bytes = b""
     rejected: bool = False  # an external message the account did not accept (never on chain)
-    parent: Optional["TxRecord"] = None
-    children: list["TxRecord"] = field(default_factory=list)
+    parent: Optional["TxRecord"] = field(default=None, repr=False)
+    children: list["TxRecord"] = field(default_factory=list, repr=False)
+    # the emulator's cells; pytoniq objects are built from them only on demand
+    _in_cell: Any = field(default=None, repr=False)
+    _out_cells: list = field(default_factory=list, repr=False)
+    _tx_cell: Any = field(default=None, repr=False)
+
+    @property
+    def in_msg(self) -> Optional[MessageAny]:
+        if self._in_cell is None:
+            return None
+        return MessageAny.deserialize(_to_p(self._in_cell).begin_parse())
+
+    @property
+    def out_msgs(self) -> list[MessageAny]:
+        return [MessageAny.deserialize(_to_p(c).begin_parse()) for c in self._out_cells]
+
+    @property
+    def out_cells(self) -> list[Cell]:
+        return [_to_p(c) for c in self._out_cells]
+
+    @property
+    def hash(self) -> bytes:
+        return bytes.fromhex(self._tx_cell.get_hash()) if self._tx_cell is not None else b""
+
+    @property
+    def transaction(self) -> Optional[Transaction]:
+        """The full parsed transaction (pytoniq), for tests that need a field not lifted here."""
+        if self._tx_cell is None:
+            return None
+        return Transaction.deserialize(_to_p(self._tx_cell).begin_parse())
 
     @property
     def success(self) -> bool:
@@ -52,12 +77,8 @@ class TxRecord:
         return self.account
 
     @classmethod
-    def make_rejected(cls, msg: Cell, dest: Address, now: int, lt: int, log: str = "") -> "TxRecord":
-        m = MessageAny.deserialize(msg.begin_parse())
-        rec = cls(account=dest, lt=lt, now=now, in_msg=m, out_msgs=[], out_cells=[], external=True,
-                  rejected=True)
-        rec.op = _op(m.body)
-        return rec
+    def make_rejected(cls, msg_t, dest: Address, now: int, lt: int) -> "TxRecord":
+        return cls(account=dest, lt=lt, now=now, external=True, rejected=True, _in_cell=msg_t)
 
     def describe(self) -> str:
         op = f"op=0x{self.op:08x}" if self.op is not None else "op=-"
@@ -92,48 +113,26 @@ def _op(body: Optional[Cell]) -> Optional[int]:
     return None
 
 
-def record_from_transaction(tx: Transaction, tx_cell: Cell, account: Address, in_cell: Cell) -> TxRecord:
-    d = tx.description
-    out = [tx.out_msgs[i] for i in sorted(tx.out_msgs)] if isinstance(tx.out_msgs, dict) else list(tx.out_msgs or [])
-    out_cells = [m.serialize() for m in out]
-    m = tx.in_msg
-    rec = TxRecord(account=account, lt=tx.lt, now=tx.now, in_msg=m, out_msgs=out, out_cells=out_cells,
-                   hash=tx_cell.hash)
-    if m is not None:
-        rec.op = _op(m.body)
-        if m.is_internal:
-            rec.src = m.info.src
-            rec.value = m.info.value.grams
-            rec.bounced = bool(m.info.bounced)
-            if rec.bounced:
-                # a bounce body is 0xffffffff followed by the original body's first bits
-                s = m.body.begin_parse()
-                if s.remaining_bits >= 64 and s.load_uint(32) == 0xFFFFFFFF:
-                    rec.op = s.load_uint(32)
-        else:
-            rec.external = True
-            rec.op = None  # an external body starts with a signature, not an op
-    rec.aborted = bool(getattr(d, "aborted", True))
-    cp = getattr(d, "compute_ph", None)
-    if cp is not None:
-        if cp.type_ == "skipped":
-            rec.compute_skipped = cp.reason.type_ if cp.reason else "skipped"
-        else:
-            rec.exit_code = cp.exit_code
-            rec.gas_used = cp.gas_used
-            rec.gas_fees = cp.gas_fees
-    ap = getattr(d, "action", None)
-    if ap is not None:
-        rec.action_result = ap.result_code
-        rec.fwd_fees = ap.total_fwd_fees or 0
-        rec.action_fees = ap.total_action_fees or 0
-    sp = getattr(d, "storage_ph", None)
-    if sp is not None:
-        rec.storage_fees = sp.storage_fees_collected or 0
-    rec.total_fees = tx.total_fees.grams
-    rec.deploy = tx.orig_status.type_ != "active" and tx.end_status.type_ == "active" if hasattr(tx.orig_status, "type_") else False
-    rec.end_status = getattr(tx.end_status, "type_", str(tx.end_status))
-    return rec
+def _to_p(c) -> Cell:
+    import base64
+
+    return Cell.one_from_boc(base64.b64decode(c.to_boc()))
+
+
+def _addr(a: Optional[tuple[int, bytes]]) -> Optional[Address]:
+    return None if a is None else Address(a)
+
+
+def record_from_facts(f, head, account: Address, in_t, tx_t) -> TxRecord:
+    """Build a record from the hot-path facts (wrappers.chain.fastparse)."""
+    return TxRecord(
+        account=account, lt=f.lt, now=f.now, src=_addr(head.src) if head.internal else None,
+        value=head.value, op=head.op if head.internal else None, external=not head.internal,
+        bounced=head.bounced, aborted=f.aborted, compute_skipped=f.compute_skipped, exit_code=f.exit_code,
+        gas_used=f.gas_used, gas_fees=f.gas_fees, action_result=f.action_result, fwd_fees=f.fwd_fees,
+        action_fees=f.action_fees, storage_fees=f.storage_fees, total_fees=f.total_fees,
+        deploy=f.orig_status != "active" and f.end_status == "active", end_status=f.end_status,
+        _in_cell=in_t, _out_cells=f.out_msgs, _tx_cell=tx_t)
 
 
 _MISSING = object()
