@@ -22,7 +22,9 @@ OP = dict(
     transfer_ownership=0x693DE2EB, accept_ownership=0x18B6395E, query_params=0x5DCA325B,
     params_response=0x0C175CF1, stake_status=0x262D68DF, register_proxy=0x39EBFEF1,
     unregister_proxy=0x1D320B0F, governance_slash=0x6B7D77DC,
+    submit_report=0x725DF93D, stake_slashed=0x74A3955A, apply_report=0x4EE1D9DD, record_slash=0x2105B961,
 )
+REPORT_TAG = 0x52455054  # "REPT": the signature domain of reputation reports
 ACTION = dict(add_worker_image=1, add_proxy_image=2, add_model=3, set_params=4, set_child_codes=5,
               upgrade_code=6, slash_stake=7)
 
@@ -48,11 +50,13 @@ class Err:
     NO_CHILD_CODE = 210
     BAD_ROLE = 211
     BAD_ACTION = 212
+    BAD_SIGNATURE = 213
 
 
 ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)}
 ROLE_WORKER, ROLE_PROXY = 1, 2
 MIN_OP_VALUE = 10_000_000          # 0.01 TON: every registry operation
+REPORT_VALUE = 50_000_000          # 0.05 TON: relaying a reputation report
 SLASH_EXEC_VALUE = 50_000_000      # 0.05 TON: executing a slash_stake proposal
 MAX_OPEN_PROPOSALS = 16
 TON = 10**9
@@ -272,6 +276,26 @@ def register_proxy(owner: Address, operator_key: int | bytes, active_stake: int,
                    query_id: int = 0) -> Cell:
     return (_head("register_proxy", query_id).store_address(owner).store_uint(_int(operator_key), 256)
             .store_coins(active_stake).store_bit(active).store_ref(endpoint_cell(endpoint)).end_cell())
+
+
+def reputation_report(registry: Address, proxy_owner_hash: int | bytes, worker_owner: Address, epoch: int,
+                      stats: Cell) -> Cell:
+    """The signed part of a reputation report (registry.tlb); the stats layout is reputation.tlb's."""
+    return (begin_cell().store_uint(REPORT_TAG, 32).store_address(registry).store_uint(_int(proxy_owner_hash), 256)
+            .store_address(worker_owner).store_uint(epoch, 32).store_ref(stats).end_cell())
+
+
+def submit_report(signature: bytes, report: Cell, query_id: int = 0) -> Cell:
+    """Relay a report (anyone may): the signature is the proxy operator key's Ed25519 over the
+    report cell's hash."""
+    if len(signature) != 64:
+        raise ValueError("an Ed25519 signature is 64 bytes")
+    return _head("submit_report", query_id).store_bytes(signature).store_ref(report).end_cell()
+
+
+def stake_slashed(owner: Address, role: int, amount: int, kind: int, query_id: int = 0) -> Cell:
+    return (_head("stake_slashed", query_id).store_address(owner).store_uint(role, 8).store_coins(amount)
+            .store_uint(kind, 8).end_cell())
 
 
 def endpoint_cell(endpoint: str) -> Cell:

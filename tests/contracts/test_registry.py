@@ -507,3 +507,115 @@ def test_governance_slash_goes_through_the_registry_after_the_delay(env: Env):
     # no stake contract there: the message bounces back and the registry ignores it
     assert has_transaction(txs, from_=env.stake_addr(target), to=env.reg.address, bounced=True, success=True)
     assert env.read.proposal(pid) is None
+
+
+# ------------------------------------------------------------------------------------ reputation path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+PROXY_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
+def _pub_int(key: Ed25519PrivateKey) -> int:
+    from cryptography.hazmat.primitives import serialization
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return int.from_bytes(raw, "big")
+
+
+def _signed_report(env: Env, key=PROXY_KEY, registry=None, worker=None, epoch=1, proxy=None):
+    proxy = proxy or env.proxy_owner.address
+    report = R.reputation_report(registry or env.reg.address, proxy.hash_part, worker or env.heir.address, epoch,
+                                 begin_cell().store_uint(7, 32).end_cell())
+    return report, key.sign(report.hash)
+
+
+def _register_keyed(env: Env, active: bool = True):
+    owner = env.proxy_owner.address
+    txs = env.from_address(env.stake_addr(owner), R.register_proxy(owner, _pub_int(PROXY_KEY), 60 * TON, True, "p:1"))
+    assert env.on_registry(txs)[0].success
+    if not active:
+        env.from_address(env.stake_addr(owner), R.stake_status(owner, ROLE_PROXY, False, _pub_int(PROXY_KEY), 60 * TON))
+
+
+def test_report_is_forwarded_to_the_workers_reputation_contract(env: Env):
+    _register_keyed(env)
+    report, sig = _signed_report(env)
+    txs = env.send(env.stranger, R.submit_report(sig, report, query_id=5), value=R.REPORT_VALUE + 10_000_000)
+    assert env.on_registry(txs)[0].success
+    rep = R.child_address(REPUTATION_CODE, env.reg.address, R.reputation_identity(env.heir.address))
+    fwd = find_transactions(txs, from_=env.reg.address, to=rep, op=R.OP["apply_report"])
+    assert fwd, [t.describe() for t in txs]
+    m = fwd[0].in_msg
+    assert m.init is not None and m.init.code.hash == REPUTATION_CODE.hash  # deployed on first report
+    s = m.body.begin_parse()
+    s.skip_bits(32)
+    assert s.load_uint(64) == 5 and s.load_address() == env.stranger.address
+    assert s.load_ref().hash == report.hash
+
+
+@pytest.mark.parametrize("case,code", [
+    ("unregistered", Err.PROXY_UNKNOWN), ("inactive", Err.STAKE_TOO_LOW), ("stranger_key", Err.BAD_SIGNATURE),
+    ("other_registry", Err.MALFORMED), ("foreign_worker", Err.BAD_WORKCHAIN), ("low_value", Err.LOW_VALUE),
+    ("bad_tag", Err.MALFORMED),
+])
+def test_bad_reports_are_refused(env: Env, case, code):
+    if case != "unregistered":
+        _register_keyed(env, active=case != "inactive")
+    kw = {}
+    if case == "stranger_key":
+        kw["key"] = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    if case == "other_registry":
+        kw["registry"] = env.stranger.address
+    if case == "foreign_worker":
+        kw["worker"] = Address("-1:" + "33" * 32)
+    report, sig = _signed_report(env, **kw)
+    if case == "bad_tag":
+        s = report.begin_parse()
+        s.skip_bits(32)
+        report = begin_cell().store_uint(0x52455055, 32).store_slice(s).end_cell()
+        sig = PROXY_KEY.sign(report.hash)
+    value = R.REPORT_VALUE - 1 if case == "low_value" else R.REPORT_VALUE
+    with Unchanged(env):
+        txs = env.send(env.stranger, R.submit_report(sig, report), value=value)
+    env.expect_error(txs, code)
+    assert not has_transaction(txs, from_=env.reg.address, op=R.OP["apply_report"])
+
+
+def test_worker_slash_event_reaches_reputation(env: Env):
+    worker = env.heir.address
+    txs = env.from_address(env.stake_addr(worker, ROLE_WORKER), R.stake_slashed(worker, ROLE_WORKER, 3 * TON, 1, 9))
+    assert env.on_registry(txs)[0].success
+    rep = R.child_address(REPUTATION_CODE, env.reg.address, R.reputation_identity(worker))
+    fwd = find_transactions(txs, from_=env.reg.address, to=rep, op=R.OP["record_slash"])
+    assert fwd
+    s = fwd[0].in_msg.body.begin_parse()
+    s.skip_bits(32)
+    assert s.load_uint(64) == 9 and s.load_address() == env.stake_addr(worker, ROLE_WORKER)
+    assert s.load_coins() == 3 * TON and s.load_uint(8) == 1
+
+
+def test_proxy_slash_event_only_returns_the_excess(env: Env):
+    owner = env.proxy_owner.address
+    src = env.stake_addr(owner, ROLE_PROXY)
+    txs = env.from_address(src, R.stake_slashed(owner, ROLE_PROXY, TON, 2))
+    assert env.on_registry(txs)[0].success
+    assert not has_transaction(txs, from_=env.reg.address, op=R.OP["record_slash"])
+    assert has_transaction(txs, from_=env.reg.address, to=src, op=R.OP_EXCESSES)
+
+
+def test_slash_event_from_a_stranger(env: Env):
+    worker = env.heir.address
+    with Unchanged(env):
+        txs = env.from_address(env.stranger.address, R.stake_slashed(worker, ROLE_WORKER, TON, 1))
+    env.expect_error(txs, Err.WRONG_SENDER)
+
+
+def test_endpoint_must_be_one_cell(env: Env):
+    owner = env.proxy_owner.address
+    body = R.register_proxy(owner, OP_KEY, 60 * TON, True, "x:1")
+    s = body.begin_parse()
+    head = s.load_bits(s.remaining_bits)
+    deep = begin_cell().store_bytes(b"x:1").store_ref(begin_cell().store_bytes(b"junk").end_cell()).end_cell()
+    body = begin_cell().store_bits(head).store_ref(deep).end_cell()
+    with Unchanged(env):
+        txs = env.from_address(env.stake_addr(owner), body)
+    env.expect_error(txs, Err.MALFORMED)
