@@ -37,7 +37,8 @@ def main() -> None:
               "committed artifact in contracts/build/ differs from what its sources produce.")
 @click.option("--lang", type=click.Choice(["func", "tolk", "all"]), default="all", show_default=True,
               help="Which implementation to build.")
-def build(check: bool, lang: str) -> None:
+@click.option("--contract", metavar="NAME", help="Build only this contract (e.g. registry).")
+def build(check: bool, lang: str, contract: str | None) -> None:
     """Compile every contract (FunC with tonpy's FunC 0.4.6, Tolk with @ton/tolk-js).
 
     Writes contracts/build/<name>.<lang>.json with the code BoC, its hash, the compiler and its
@@ -57,7 +58,10 @@ def build(check: bool, lang: str) -> None:
         return
     langs = b.LANGS if lang == "all" else (lang,)
     click.echo(f"building into {b.BUILD.relative_to(b.ROOT)}/:")
-    arts = b.build_all(langs=langs, log=click.echo)
+    arts = b.build_all(langs=langs, log=click.echo, only=contract)
+    if contract and not arts:
+        click.echo(f"error: no contract named {contract!r} under contracts/func or contracts/tolk", err=True)
+        sys.exit(1)
     click.echo(f"{len(arts)} artifact(s) written")
 
 

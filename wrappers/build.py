@@ -6,8 +6,10 @@ underscore or named ``stdlib``/``common`` are included, not built) gives one art
 
     {"contract", "language", "compiler", "compiler_version", "sources_hash", "code_hash", "code_boc"}
 
-``sources_hash`` is SHA-256 over the names and bytes of every source file of that language, so an
-auditor can tie an artifact to the tree it came from. ``check`` rebuilds into memory and names every
+``sources_hash`` is SHA-256 over the relative names and bytes of exactly the files that contract is
+built from (its main file and its includes or imports, the compiler's own stdlib excepted), so an
+auditor can tie an artifact to its sources and a change to one contract leaves the others' artifacts
+as they are. ``check`` rebuilds into memory and names every
 contract whose committed artifact differs.
 """
 from __future__ import annotations
@@ -59,12 +61,29 @@ def contract_names(lang: str, root: Path = CONTRACTS) -> list[str]:
                   if not p.name.startswith("_") and p.stem not in ("stdlib", "common"))
 
 
-def sources_hash(lang: str, root: Path = CONTRACTS) -> str:
+def sources_hash(files: list[Path], base: Path) -> str:
+    """SHA-256 over the relative names and bytes of exactly the files one contract is built from."""
     h = hashlib.sha256()
-    d = root / lang
-    for p in sorted(d.rglob("*" + EXT[lang])):
-        h.update(p.relative_to(d).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    for p in sorted(set(files)):
+        h.update(p.relative_to(base).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def func_sources(main: Path) -> list[Path]:
+    """The main file and everything it #includes, recursively (FunC resolves includes relative to
+    the including file)."""
+    import re
+
+    seen: list[Path] = []
+    todo = [main.resolve()]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        for inc in re.findall(r'^\s*#include\s+"([^"]+)"', p.read_text(), flags=re.M):
+            todo.append((p.parent / inc).resolve())
+    return seen
 
 
 def compile_func(name: str, root: Path = CONTRACTS) -> Artifact:
@@ -81,7 +100,8 @@ def compile_func(name: str, root: Path = CONTRACTS) -> Artifact:
     except Exception as e:  # Fift assembler errors (e.g. a too-long jump)
         raise BuildError(f"Fift assembler: {name}.fc: {e}") from None
     code = Cell.one_from_boc(base64.b64decode(code_t.to_boc()))
-    return Artifact(name, "func", "func (tonpy)", FUNC_VERSION, sources_hash("func", root),
+    d = (root / "func").resolve()
+    return Artifact(name, "func", "func (tonpy)", FUNC_VERSION, sources_hash(func_sources(src), d),
                     code.hash.hex(), base64.b64encode(code.to_boc()).decode())
 
 
@@ -110,7 +130,10 @@ def compile_tolk(name: str, root: Path = CONTRACTS) -> Artifact:
             raise BuildError(f"Tolk: {name}.tolk failed to compile:\n{msg}")
         res = json.loads(out.read_text())
     code = Cell.one_from_boc(base64.b64decode(res["codeBoc64"]))
-    return Artifact(name, "tolk", "@ton/tolk-js", res["tolkVersion"], sources_hash("tolk", root),
+    d = (root / "tolk").resolve()
+    files = [(Path(fn) if Path(fn).is_absolute() else d / fn).resolve()
+             for fn in (f["filename"] for f in res.get("sourcesSnapshot", [])) if not fn.startswith("@stdlib")]
+    return Artifact(name, "tolk", "@ton/tolk-js", res["tolkVersion"], sources_hash(files, d),
                     code.hash.hex(), base64.b64encode(code.to_boc()).decode())
 
 
@@ -118,11 +141,14 @@ def compile_contract(name: str, lang: str, root: Path = CONTRACTS) -> Artifact:
     return compile_func(name, root) if lang == "func" else compile_tolk(name, root)
 
 
-def build_all(out: Path = BUILD, root: Path = CONTRACTS, langs=LANGS, log=print) -> list[Artifact]:
+def build_all(out: Path = BUILD, root: Path = CONTRACTS, langs=LANGS, log=print,
+              only: str | None = None) -> list[Artifact]:
     out.mkdir(parents=True, exist_ok=True)
     arts = []
     for lang in langs:
         for name in contract_names(lang, root):
+            if only and name != only:
+                continue
             a = compile_contract(name, lang, root)
             (out / f"{name}.{lang}.json").write_text(a.to_json())
             log(f"  {lang:4}  {name:12} {a.code_hash}")
