@@ -190,3 +190,16 @@ def test_pytoniq_wallet_deploys_and_sends(cls, kw):
         assert await w.get_seqno() == 2 - (1 if cls is WalletV5R1 else 0) or True
         assert (await p.get_account_state(w.address)).balance < 2 * 10**9 - 3 * 10**8
     asyncio.run(scenario())
+
+
+def test_money_is_conserved(counter_code):
+    c = EmbeddedChain()
+    w, v = c.treasury("alice"), c.treasury("bob")
+    addr, _ = deploy_counter(c, w, counter_code)
+    w.send(addr, 10**8, body(1, 2))
+    w.send(addr, 5 * 10**9, body(2))          # bounces
+    v.send(Address("0:" + "ef" * 32), 10**9, bounce=False)
+    c.advance(30 * 86400)                      # storage rent
+    w.send(v.address, 10**9)
+    assert c.fees_collected() > 0
+    assert c.money_leak() == 0

@@ -78,6 +78,7 @@ class Snapshot:
     lt: int
     seq: int
     tx_count: int
+    minted: int = 0
 
 
 class EmbeddedChain:
@@ -106,11 +107,11 @@ class EmbeddedChain:
         return self.now
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(dict(self.accounts), self.now, self.lt, next(self._seq), len(self.transactions))
+        return Snapshot(dict(self.accounts), self.now, self.lt, next(self._seq), len(self.transactions), self.minted)
 
     def restore(self, snap: Snapshot) -> None:
         self.accounts = dict(snap.accounts)
-        self.now, self.lt = snap.now, snap.lt
+        self.now, self.lt, self.minted = snap.now, snap.lt, snap.minted
         self._seq = itertools.count(snap.seq + 1)
         del self.transactions[snap.tx_count:]
         self._queue.clear()
@@ -217,6 +218,20 @@ class EmbeddedChain:
         if q.parent is not None:
             q.parent.children.append(rec)
         self.transactions.append(rec)
+
+    # ----------------------------------------------------------------- money
+    def total_balance(self) -> int:
+        """Sum of every account's balance."""
+        return sum(self.balance(Address(k)) for k in self.accounts)
+
+    def fees_collected(self) -> int:
+        """Every nanoTON the network took: transaction fees plus the forward fees messages carried."""
+        return sum(t.total_fees + t.in_fwd_fee for t in self.transactions)
+
+    def money_leak(self) -> int:
+        """minted - balances - fees: zero whenever no message is in flight. Anything else means value
+        appeared or vanished, which no contract can make happen on a real chain either."""
+        return self.minted - self.total_balance() - self.fees_collected()
 
     # ----------------------------------------------------------------- treasuries
     def treasury(self, name: str, balance: int = 1_000_000 * 10**9) -> "Treasury":

@@ -71,6 +71,7 @@ class MsgHead:
     bounced: bool = False
     created_lt: int = 0
     op: Optional[int] = None
+    fwd_fee: int = 0  # the forward fee still to be collected when the message is delivered
 
 
 def message_head(cell: TCell) -> MsgHead:
@@ -82,10 +83,10 @@ def message_head(cell: TCell) -> MsgHead:
         src, dest = load_addr(s), load_addr(s)
         value = _cc(s)
         _grams(s)  # ihr_fee (extra_flags in newer versions: same layout)
-        _grams(s)  # fwd_fee
+        fwd_fee = _grams(s)
         created_lt = s.load_uint(64)
         s.skip_bits(32)  # created_at
-        head = MsgHead(True, src, dest, value, bounce, bounced, created_lt)
+        head = MsgHead(True, src, dest, value, bounce, bounced, created_lt, fwd_fee=fwd_fee)
     elif s.load_uint(1) == 0:  # ext_in_msg_info$10 src dest import_fee
         src, dest = load_addr(s), load_addr(s)
         _grams(s)

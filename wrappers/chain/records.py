@@ -32,6 +32,7 @@ class TxRecord:
     action_fees: int = 0
     storage_fees: int = 0
     total_fees: int = 0
+    in_fwd_fee: int = 0  # forward fee the in message carried, collected on delivery
     deploy: bool = False
     end_status: str = ""
     rejected: bool = False  # an external message the account did not accept (never on chain)
@@ -131,6 +132,7 @@ def record_from_facts(f, head, account: Address, in_t, tx_t) -> TxRecord:
         bounced=head.bounced, aborted=f.aborted, compute_skipped=f.compute_skipped, exit_code=f.exit_code,
         gas_used=f.gas_used, gas_fees=f.gas_fees, action_result=f.action_result, fwd_fees=f.fwd_fees,
         action_fees=f.action_fees, storage_fees=f.storage_fees, total_fees=f.total_fees,
+        in_fwd_fee=head.fwd_fee if head.internal else 0,
         deploy=f.orig_status != "active" and f.end_status == "active", end_status=f.end_status,
         _in_cell=in_t, _out_cells=f.out_msgs, _tx_cell=tx_t)
 
