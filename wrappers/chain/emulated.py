@@ -97,6 +97,7 @@ class EmbeddedChain:
         self._queue: list[_Queued] = []
         self._treasuries: dict[str, "Treasury"] = {}
         self.minted = 0  # total value created by the faucet: the money supply of this chain
+        self.fees_before = 0  # fees of transactions not in self.transactions (a chain loaded from a file)
 
     # ----------------------------------------------------------------- time and snapshots
     def advance(self, seconds: int) -> int:
@@ -226,7 +227,7 @@ class EmbeddedChain:
 
     def fees_collected(self) -> int:
         """Every nanoTON the network took: transaction fees plus the forward fees messages carried."""
-        return sum(t.total_fees + t.in_fwd_fee for t in self.transactions)
+        return self.fees_before + sum(t.total_fees + t.in_fwd_fee for t in self.transactions)
 
     def money_leak(self) -> int:
         """minted - balances - fees: zero whenever no message is in flight. Anything else means value
@@ -275,7 +276,7 @@ def _save(self: EmbeddedChain, path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": 1, "now": self.now, "lt": self.lt, "minted": self.minted,
+    doc = {"format": 1, "now": self.now, "lt": self.lt, "minted": self.minted, "fees": self.fees_collected(),
            "accounts": {k: v.to_boc() for k, v in self.accounts.items()}}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc))
@@ -290,7 +291,7 @@ def _load(cls, path) -> EmbeddedChain:
     if doc.get("format") != 1:
         raise ChainError(f"{path}: not an embedded chain state file (format {doc.get('format')!r})")
     chain = cls(now=doc["now"])
-    chain.lt, chain.minted = doc["lt"], doc["minted"]
+    chain.lt, chain.minted, chain.fees_before = doc["lt"], doc["minted"], doc.get("fees", 0)
     chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
     return chain
 
