@@ -1,0 +1,665 @@
+"""Reputation contract: reports through the registry, replays, bounds, decay, slashes, money; once per
+language, with the registry of the same language (see TESTING.md)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pytoniq_core import Address, Cell, begin_cell
+from pytoniq_core.tlb.account import StateInit
+
+from wrappers import registry as R
+from wrappers import reputation as P
+from wrappers.build import load_code
+from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.getmethod import run_get_method
+from wrappers.chain.records import find_transactions, has_transaction
+from wrappers.reputation import Err, ReportStats, ScoreState, TON
+
+# The registry only hashes the stake code (stake addresses are derived from it); messages from stake
+# contracts are forged from those addresses, as in test_registry.py.
+STAKE_CODE = begin_cell().store_uint(0x5741CE, 24).end_cell()
+ESCROW_CODE = begin_cell().store_uint(0xE5C0, 16).end_cell()
+PROXIES = ("proxy-a", "proxy-b", "proxy-c")
+GOOD = ReportStats(succeeded=90, failed=5, timed_out=5, tokens=120_000, latency_ms=800)
+
+
+def _key(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"operator:" + name.encode()).digest())
+
+
+class Env:
+    def __init__(self, lang: str):
+        self.lang = lang
+        self.chain = c = EmbeddedChain()
+        self.owner, self.relayer, self.dao = c.treasury("owner"), c.treasury("relayer"), c.treasury("dao")
+        self.proxies = {n: c.treasury(n) for n in PROXIES}
+        self.keys = {n: _key(n) for n in PROXIES}
+        self.worker = c.treasury("worker").address
+        self.code = load_code("reputation", lang)
+        params = R.NetworkParams(staking=R.Staking(treasury=self.dao.address), governance_delay=3600, max_proxies=8)
+        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, params,
+                                                R.ChildCodes(STAKE_CODE, ESCROW_CODE, self.code))
+        self.rep = P.reputation_address(self.code, self.reg.address, self.worker)
+        self.read = P.ReputationReader(c.get_method, self.rep)
+        for n in PROXIES:
+            self.register(n)
+
+    # ------------------------------------------------------------------ proxies and reports
+    def stake_addr(self, owner: Address, role: int) -> Address:
+        return R.child_address(STAKE_CODE, self.reg.address, R.stake_identity(owner, role))
+
+    def forge(self, src: Address, dest: Address, value: int, body: Cell, state_init=None, bounced=False):
+        """A message from a contract that is not deployed here (a stake contract, the registry itself):
+        only the emulator can forge a sender. Its value is new money, so it counts as minted and the
+        chain's money invariant (minted = balances + fees) keeps holding."""
+        msg = self.chain.internal(src, dest, value, body, state_init=state_init)
+        if bounced:
+            from pytoniq_core.tlb.transaction import MessageAny
+            m = MessageAny.deserialize(msg.begin_parse())
+            m.info.bounced, m.info.bounce = True, False
+            msg = m.serialize()
+        self.chain.minted += value
+        return self.chain.send(msg)
+
+    def from_stake(self, owner: Address, role: int, body: Cell, value: int = 50_000_000):
+        return self.forge(self.stake_addr(owner, role), self.reg.address, value, body)
+
+    def register(self, name: str):
+        owner = self.proxies[name].address
+        txs = self.from_stake(owner, R.ROLE_PROXY,
+                              R.register_proxy(owner, P.operator_public_key(self.keys[name]), 60 * TON, True, "p:1"))
+        assert has_transaction(txs, to=self.reg.address, success=True)
+
+    def set_active(self, name: str, active: bool):
+        owner = self.proxies[name].address
+        self.from_stake(owner, R.ROLE_PROXY,
+                        R.stake_status(owner, R.ROLE_PROXY, active, P.operator_public_key(self.keys[name]), 60 * TON))
+        assert self.reg.read.proxy(owner).active == active
+
+    def report(self, proxy: str = "proxy-a", epoch: int | None = None, stats: ReportStats = GOOD,
+               worker: Address | None = None, registry: Address | None = None) -> P.Report:
+        return P.Report(registry or self.reg.address, P.owner_hash(self.proxies[proxy].address),
+                        worker or self.worker, self.chain.now if epoch is None else epoch, stats)
+
+    def submit(self, report: P.Report, key: Ed25519PrivateKey | None = None, value: int = P.SUBMIT_VALUE,
+               relayer=None):
+        """The real path: a relayer sends the signed report to the registry."""
+        name = next(n for n in PROXIES if P.owner_hash(self.proxies[n].address) == report.proxy_owner_hash)
+        body = P.submit_report(report.sign(key or self.keys[name]), report)
+        return (relayer or self.relayer).send(self.reg.address, value, body)
+
+    # ------------------------------------------------------------------ forged messages to the record
+    def to_record(self, body: Cell, value: int = 50_000_000, src: Address | None = None, dest: Address | None = None,
+                  init: bool = True, bounced: bool = False):
+        """A message to the record as the registry (or ``src``) would send it, with the StateInit."""
+        dest = dest or self.rep
+        si = P.state_init(self.code, self.reg.address, self.worker) if init and dest == self.rep else None
+        return self.forge(src or self.reg.address, dest, value, body, si, bounced)
+
+    def apply(self, report: P.Report | Cell, value: int = 50_000_000, **kw):
+        return self.to_record(P.apply_report(report, self.relayer.address), value, **kw)
+
+    def deploy_record(self, rec: P.ReputationRecord, balance: int = TON) -> Address:
+        """A record in a chosen state (a state no sequence of reports could reach in a test's time),
+        at the address its data gives; messages to it are forged from the registry."""
+        si = StateInit(code=self.code, data=rec.to_data())
+        addr = Address((0, si.serialize().hash))
+        self.chain.mint(addr, balance, state_init=si)
+        assert self.chain.state(addr)[0] == "active"
+        return addr
+
+    # ------------------------------------------------------------------ reading
+    def on_record(self, txs, addr: Address | None = None):
+        addr = addr or self.rep
+        return [t for t in txs if t.account.hash_part == addr.hash_part and not t.bounced]
+
+    def expect_error(self, txs, code: int, addr: Address | None = None):
+        mine = self.on_record(txs, addr)
+        assert mine, "the message never reached the record"
+        assert mine[0].exit_code == code, f"expected {P.describe_error(code)}, got {P.describe_error(mine[0].exit_code)}"
+        assert not mine[0].success
+
+    def expect_ok(self, txs, addr: Address | None = None):
+        mine = self.on_record(txs, addr)
+        assert mine and mine[0].success, [t.describe() for t in txs]
+        return mine[0]
+
+    def registry_refused(self, txs, code: int):
+        mine = [t for t in txs if t.account == self.reg.address and not t.bounced]
+        assert mine and mine[0].exit_code == code, [t.describe() for t in txs]
+        assert not has_transaction(txs, op=P.OP["apply_report"])
+
+    def record(self, addr: Address | None = None) -> P.ReputationRecord:
+        return P.ReputationRecord.from_data(self.chain.state(addr or self.rep)[2])
+
+
+_BASE: dict[str, tuple] = {}
+
+
+@pytest.fixture
+def env(lang) -> Env:
+    # deploy once per language, then every test starts from a snapshot of that state
+    if lang not in _BASE:
+        e = Env(lang)
+        _BASE[lang] = (e, e.chain.snapshot())
+    e, snap = _BASE[lang]
+    e.chain.restore(snap)
+    return e
+
+
+class Unchanged:
+    """Asserts that a refused operation changed nothing on the record and no value stayed there
+    beyond storage rent, and that the chain's money invariant holds (nobody lost more than fees).
+
+    A refused first message still leaves the account active in its initial form with nothing on
+    it: the chain applies a message's StateInit even when the compute phase then fails. That is an
+    empty record (every getter reads zero), so it counts as unchanged."""
+
+    def __init__(self, env: Env, addr: Address | None = None):
+        self.env, self.addr = env, addr or env.rep
+
+    def __enter__(self):
+        c = self.env.chain
+        self.status, _, self.data = c.state(self.addr)
+        self.bal = c.balance(self.addr)
+        self.start = len(c.transactions)
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is not None:
+            return
+        c, env = self.env.chain, self.env
+        status, _, data = c.state(self.addr)
+        if self.status == "nonexist" and status == "active":
+            initial = P.state_init(env.code, env.reg.address, env.worker).data
+            assert data.hash == initial.hash, "a refused first message left data behind"
+            assert not P.ReputationRecord.from_data(data).initialized
+        else:
+            assert status == self.status, f"the record went from {self.status} to {status}"
+            assert (data.hash if data else None) == (self.data.hash if self.data else None), "state changed"
+        txs = c.transactions[self.start:]
+        rent = sum(t.storage_fees for t in txs if t.account.hash_part == self.addr.hash_part)
+        assert self.bal - rent <= c.balance(self.addr) <= self.bal, "the record kept or lost value"
+        assert c.money_leak() == 0
+
+
+def model(env: Env, steps) -> tuple[P.Totals, ScoreState]:
+    """The Python model of a record after accepted (stats, time) reports and ('slash', time) events."""
+    totals, score = P.Totals(), ScoreState()
+    for what, t in steps:
+        if what == "slash":
+            score = score.after_slash(t)
+        else:
+            totals, score = totals.after_report(what, t), score.after_report(what, t)
+    return totals, score
+
+
+# ------------------------------------------------------------------------------------ the first report
+def test_first_report_deploys_the_record(env: Env):
+    assert env.chain.state(env.rep)[0] == "nonexist"
+    assert env.reg.read.reputation_address(env.worker) == env.rep  # the registry derives the same address
+    rep = env.report(epoch=env.chain.now - 60)
+    relayer_before, registry_before = env.relayer.balance, env.reg.balance
+    txs = env.submit(rep)
+    t = env.expect_ok(txs)
+    assert t.deploy
+    rec = env.record()
+    assert rec.initialized and rec.registry == env.reg.address and rec.worker_owner == env.worker
+    assert rec.totals == P.Totals(1, 90, 5, 5, 120_000, 800 * 90, env.chain.now)
+    assert rec.reporters == {rep.proxy_owner_hash: rep.epoch}
+    assert rec.score == ScoreState().after_report(GOOD, env.chain.now)
+    assert env.read.record() == rec  # getters and the data parser agree
+    # the excess goes back to the relayer; the record keeps exactly its storage reserve
+    back = find_transactions(txs, from_=env.rep, to=env.relayer.address, op=P.OP_EXCESSES)
+    assert back and back[0].value > 0
+    assert env.chain.balance(env.rep) == P.STORAGE_RESERVE
+    # the registry keeps nothing but its rent; the relayer pays the fees of the path and the reserve
+    rent = sum(t.storage_fees for t in txs if t.account == env.reg.address)
+    assert env.reg.balance == registry_before - rent
+    fees = sum(t.total_fees + t.in_fwd_fee for t in txs)
+    assert relayer_before - env.relayer.balance == fees - rent + P.STORAGE_RESERVE
+    assert fees < 30_000_000, fees
+    assert env.chain.money_leak() == 0
+
+
+def test_initial_form_reads_as_an_empty_record(env: Env):
+    # anyone can deploy the record with its StateInit and a top-up; it stays in the initial form
+    si = P.state_init(env.code, env.reg.address, env.worker)
+    env.relayer.send(env.rep, TON // 10, None, state_init=si, bounce=False)
+    assert env.chain.state(env.rep)[0] == "active"
+    assert env.read.data() == (env.reg.address, env.worker, False)
+    assert env.read.totals() == P.Totals() and env.read.score() == 5000
+    assert env.read.slashes() == P.Slashes() and env.read.reporters() == {}
+    assert env.record() == P.ReputationRecord(env.reg.address, env.worker)
+    # the first report still initialises it
+    env.expect_ok(env.submit(env.report()))
+    assert env.read.data()[2] and env.read.totals().reports == 1
+
+
+def test_top_up_comment_and_bounce_change_nothing(env: Env):
+    env.expect_ok(env.submit(env.report()))
+    for body in (None, begin_cell().store_uint(0, 32).store_snake_string("hi").end_cell()):
+        data = env.chain.state(env.rep)[2].hash
+        txs = env.relayer.send(env.rep, TON, body)
+        assert env.on_record(txs)[0].success and env.chain.state(env.rep)[2].hash == data
+    data, bal = env.chain.state(env.rep)[2].hash, env.chain.balance(env.rep)
+    txs = env.apply(env.report(epoch=env.chain.now + 1), bounced=True)
+    assert [t for t in txs if t.account == env.rep][0].success
+    assert env.chain.state(env.rep)[2].hash == data and env.chain.balance(env.rep) >= bal
+
+
+# ------------------------------------------------------------------------------------ who may write
+def test_report_signed_by_a_stranger(env: Env):
+    stranger_key = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    with Unchanged(env):
+        txs = env.submit(env.report(), key=stranger_key)
+    env.registry_refused(txs, Err.BAD_SIGNATURE)
+
+
+def test_report_from_an_unregistered_proxy(env: Env):
+    env.expect_ok(env.submit(env.report()))
+    owner = env.proxies["proxy-a"].address
+    assert has_transaction(env.proxies["proxy-a"].send(env.reg.address, 50_000_000, R.unregister_proxy()),
+                           to=env.reg.address, success=True)
+    with Unchanged(env):
+        txs = env.submit(env.report(epoch=env.chain.now + 10))
+    env.registry_refused(txs, Err.PROXY_UNKNOWN)
+    assert env.reg.read.proxy(owner) is None
+
+
+def test_report_from_a_jailed_proxy(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 10)))
+    env.set_active("proxy-a", False)          # jailed (slashed or under-staked) after its first report
+    with Unchanged(env):
+        txs = env.submit(env.report())
+    env.registry_refused(txs, Err.STAKE_TOO_LOW)
+    env.set_active("proxy-a", True)           # back in good standing: it may write again
+    env.expect_ok(env.submit(env.report()))
+
+
+def test_direct_writes_from_anyone_but_the_registry(env: Env):
+    # before the record exists: a stranger cannot deploy it with a report
+    with Unchanged(env):
+        txs = env.apply(env.report(), src=env.relayer.address)
+    env.expect_error(txs, Err.WRONG_SENDER)
+    assert not env.record().initialized and env.chain.balance(env.rep) == 0
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 5)))
+    # once it exists: a forged sender, a real wallet, a stake contract, for reports and slashes
+    forged = [env.relayer.address, env.stake_addr(env.worker, R.ROLE_WORKER)]
+    for src in forged:
+        for body in (P.apply_report(env.report(), env.relayer.address), P.record_slash(env.relayer.address, TON, 1)):
+            with Unchanged(env):
+                txs = env.to_record(body, src=src)
+            env.expect_error(txs, Err.WRONG_SENDER)
+    with Unchanged(env):
+        txs = env.relayer.send(env.rep, 50_000_000, P.apply_report(env.report(), env.relayer.address))
+    env.expect_error(txs, Err.WRONG_SENDER)
+
+
+# ------------------------------------------------------------------------------------ replays and epochs
+def test_replayed_report(env: Env):
+    rep = env.report(epoch=env.chain.now - 100)
+    env.expect_ok(env.submit(rep))
+    rec = env.record()
+    for again in (rep, replace(rep, stats=ReportStats(succeeded=1)), replace(rep, epoch=rep.epoch - 1)):
+        with Unchanged(env):
+            txs = env.submit(again)       # the registry forwards it (a valid signature) ...
+        env.expect_error(txs, Err.REPLAYED_REPORT)   # ... and the record refuses it
+    assert env.record() == rec
+    env.expect_ok(env.submit(replace(rep, epoch=rep.epoch + 1)))
+
+
+@pytest.mark.parametrize("offset,code", [
+    (-P.REPORT_WINDOW, None), (-P.REPORT_WINDOW - 1, Err.STALE_REPORT),
+    (P.MAX_FUTURE, None), (P.MAX_FUTURE + 1, Err.FUTURE_REPORT),
+])
+def test_epoch_window(env: Env, offset, code):
+    rep = env.report(epoch=env.chain.now + offset)
+    if code is None:
+        env.expect_ok(env.submit(rep))
+        assert env.read.reporter(rep.proxy_owner_hash) == rep.epoch
+        return
+    with Unchanged(env):
+        txs = env.submit(rep)
+    env.expect_error(txs, code)
+
+
+# ------------------------------------------------------------------------------------ malformed reports
+@pytest.mark.parametrize("stats,why", [
+    (ReportStats(), "no job at all"),
+    (ReportStats(failed=3, latency_ms=10), "a latency without a succeeded job"),
+])
+def test_bad_stats(env: Env, stats, why):
+    assert stats.problems()
+    with pytest.raises(ValueError):
+        P.build_report(env.reg.address, env.proxies["proxy-a"].address, env.worker, env.chain.now,
+                       **stats.__dict__)
+    with Unchanged(env):
+        txs = env.submit(env.report(stats=stats))
+    env.expect_error(txs, Err.BAD_STATS)
+
+
+def test_report_about_another_worker(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    with Unchanged(env):
+        txs = env.apply(env.report(worker=env.relayer.address))   # the registry would send it elsewhere
+    env.expect_error(txs, Err.WRONG_WORKER)
+
+
+def test_report_naming_another_registry_or_tag(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    with Unchanged(env):
+        txs = env.apply(env.report(registry=env.relayer.address))
+    env.expect_error(txs, Err.MALFORMED)
+    s = env.report().to_cell().begin_parse()
+    s.skip_bits(32)
+    bad_tag = begin_cell().store_uint(P.REPORT_TAG + 1, 32).store_slice(s).end_cell()
+    with Unchanged(env):
+        txs = env.apply(bad_tag)
+    env.expect_error(txs, Err.MALFORMED)
+
+
+def test_truncated_and_overlong(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    rep = env.report()
+    long_stats = begin_cell().store_slice(GOOD.to_cell().begin_parse()).store_uint(1, 1).end_cell()
+    s = rep.to_cell().begin_parse()
+    head = s.load_bits(s.remaining_bits)
+    overlong = begin_cell().store_bits(head).store_ref(long_stats).end_cell()
+    full = P.apply_report(rep, env.relayer.address)
+    cut = begin_cell().store_bits(full.begin_parse().load_bits(32 + 64 + 100)).end_cell()
+    for body in (P.apply_report(overlong, env.relayer.address), cut):
+        with Unchanged(env):
+            txs = env.to_record(body)
+        env.expect_error(txs, 9)   # cell underflow: a parse failure
+
+
+def test_excess_address_outside_the_basechain(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    for bad in (Address("-1:" + "44" * 32), None):
+        body = (begin_cell().store_uint(P.OP["apply_report"], 32).store_uint(0, 64).store_address(bad)
+                .store_ref(env.report().to_cell()).end_cell())
+        with Unchanged(env):
+            txs = env.to_record(body)
+        env.expect_error(txs, Err.BAD_WORKCHAIN)
+
+
+def test_unknown_op_from_the_registry(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    with Unchanged(env):
+        txs = env.to_record(begin_cell().store_uint(0xDEADBEEF, 32).store_uint(0, 64).end_cell())
+    env.expect_error(txs, Err.UNKNOWN_OP)
+
+
+# ------------------------------------------------------------------------------------ value
+def test_too_little_value(env: Env):
+    # the first message must bring the storage reserve on top of its own costs
+    need = P.GAS_ALLOWANCE + P.STORAGE_RESERVE
+    with Unchanged(env):
+        txs = env.apply(env.report(epoch=env.chain.now - 1), value=need - 1)
+    env.expect_error(txs, Err.LOW_VALUE)
+    env.expect_ok(env.apply(env.report(epoch=env.chain.now - 1), value=need))
+    assert env.chain.balance(env.rep) == P.STORAGE_RESERVE
+    # later messages only pay for themselves
+    with Unchanged(env):
+        txs = env.apply(env.report(), value=P.GAS_ALLOWANCE - 1)
+    env.expect_error(txs, Err.LOW_VALUE)
+    env.expect_ok(env.apply(env.report(), value=P.GAS_ALLOWANCE))
+    with Unchanged(env):
+        txs = env.to_record(P.record_slash(env.relayer.address, TON, 1), value=P.GAS_ALLOWANCE - 1)
+    env.expect_error(txs, Err.LOW_VALUE)
+
+
+def test_relayed_submission_below_the_registry_minimum(env: Env):
+    with Unchanged(env):
+        txs = env.submit(env.report(), value=P.SUBMIT_VALUE - 1)
+    env.registry_refused(txs, Err.LOW_VALUE)
+
+
+# ------------------------------------------------------------------------------------ overflow
+def _near_limit(env: Env, **totals) -> P.ReputationRecord:
+    return P.ReputationRecord(env.reg.address, env.worker, True, {}, replace(P.Totals(), **totals),
+                              ScoreState(env.chain.now), P.Slashes())
+
+
+@pytest.mark.parametrize("field,limit,stats", [
+    ("reports", P.MAX_UINT32, ReportStats(succeeded=1)),
+    ("succeeded", P.MAX_UINT64, ReportStats(succeeded=1)),
+    ("failed", P.MAX_UINT64, ReportStats(failed=1)),
+    ("timed_out", P.MAX_UINT64, ReportStats(timed_out=1)),
+    ("tokens", P.MAX_UINT128, ReportStats(succeeded=1, tokens=1)),
+    ("latency_sum", P.MAX_UINT128, ReportStats(succeeded=1, latency_ms=1)),
+])
+def test_overflowing_counters(env: Env, field, limit, stats):
+    # one below the limit fits exactly; the next report would pass it and is refused
+    step = stats.latency_ms * stats.succeeded if field == "latency_sum" else (
+        1 if field == "reports" else getattr(stats, field))
+    addr = env.deploy_record(_near_limit(env, **{field: limit - 2 * step}))
+    env.expect_ok(env.to_record(P.apply_report(env.report(epoch=env.chain.now - 1, stats=stats), env.relayer.address),
+                                dest=addr), addr)
+    assert getattr(P.ReputationRecord.from_data(env.chain.state(addr)[2]).totals, field) == limit - step
+    env.expect_ok(env.to_record(P.apply_report(env.report(epoch=env.chain.now, stats=stats), env.relayer.address),
+                                dest=addr), addr)
+    assert getattr(P.ReputationRecord.from_data(env.chain.state(addr)[2]).totals, field) == limit
+    with Unchanged(env, addr):
+        txs = env.to_record(P.apply_report(env.report(epoch=env.chain.now + 1, stats=stats), env.relayer.address),
+                            dest=addr)
+    env.expect_error(txs, Err.COUNTER_OVERFLOW, addr)
+
+
+@pytest.mark.parametrize("field", ["good", "bad", "latency"])
+def test_overflowing_decayed_values(env: Env, field):
+    stats = ReportStats(succeeded=1, latency_ms=1) if field != "bad" else ReportStats(failed=1)
+    rec = replace(_near_limit(env), score=replace(ScoreState(env.chain.now), **{field: P.MAX_UINT128 - 100}))
+    addr = env.deploy_record(rec)
+    with Unchanged(env, addr):
+        txs = env.to_record(P.apply_report(env.report(stats=stats), env.relayer.address), dest=addr)
+    env.expect_error(txs, Err.COUNTER_OVERFLOW, addr)
+
+
+def test_slash_counters_saturate(env: Env):
+    rec = P.ReputationRecord(env.reg.address, env.worker, True, {}, P.Totals(),
+                             ScoreState(env.chain.now, penalty=P.MAX_UINT128 - 5),
+                             P.Slashes(P.MAX_UINT32, P.MAX_UINT128 - 7, 1, ()))
+    addr = env.deploy_record(rec)
+    env.expect_ok(env.to_record(P.record_slash(env.relayer.address, 10**15, 2), dest=addr), addr)
+    after = P.ReputationRecord.from_data(env.chain.state(addr)[2])
+    assert after.slashes.count == P.MAX_UINT32 and after.slashes.total == P.MAX_UINT128
+    assert after.score.penalty == P.MAX_UINT128 and after.slashes.last_at == env.chain.now
+
+
+# ------------------------------------------------------------------------------------ many proxies
+def test_many_proxies_report_the_same_worker(env: Env):
+    now = env.chain.now
+    stats = {"proxy-a": GOOD, "proxy-b": ReportStats(3, 1, 0, 900, 1500), "proxy-c": ReportStats(0, 2, 4, 10, 0)}
+    epochs = {"proxy-a": now - 50, "proxy-b": now - 3000, "proxy-c": now - 10}
+    steps = []
+    for n in PROXIES:
+        env.expect_ok(env.submit(env.report(n, epochs[n], stats[n])))
+        steps.append((stats[n], env.chain.now))
+    # epochs are per proxy: b may still report an epoch older than a's latest
+    env.chain.advance(600)
+    env.expect_ok(env.submit(env.report("proxy-b", now - 2000, stats["proxy-b"])))
+    steps.append((stats["proxy-b"], env.chain.now))
+    totals, score = model(env, steps)
+    assert env.read.totals() == totals and env.read.score_state() == score
+    assert env.read.reporters() == {P.owner_hash(env.proxies["proxy-a"].address): now - 50,
+                                    P.owner_hash(env.proxies["proxy-b"].address): now - 2000,
+                                    P.owner_hash(env.proxies["proxy-c"].address): now - 10}
+    assert env.read.score() == score.score_at(env.chain.now)
+    # and each proxy's own epochs still guard against its own replays
+    with Unchanged(env):
+        txs = env.submit(env.report("proxy-c", now - 10, stats["proxy-c"]))
+    env.expect_error(txs, Err.REPLAYED_REPORT)
+
+
+def test_reporter_book_is_bounded_and_pruned(env: Env):
+    now = env.chain.now
+    full = {i + 1: now - 100 - i for i in range(P.MAX_REPORTERS)}
+    full[1] = now - P.REPORT_WINDOW + 50        # the oldest entry: stale 51 s from now
+    rec = P.ReputationRecord(env.reg.address, env.worker, True, full, P.Totals(), ScoreState(now), P.Slashes())
+    addr = env.deploy_record(rec)
+    newcomer = env.report("proxy-a", now)
+    with Unchanged(env, addr):
+        txs = env.to_record(P.apply_report(newcomer, env.relayer.address), dest=addr)
+    env.expect_error(txs, Err.TOO_MANY_REPORTERS, addr)
+    # a proxy already in the book may go on reporting
+    old = replace(newcomer, proxy_owner_hash=5)
+    env.expect_ok(env.to_record(P.apply_report(old, env.relayer.address), dest=addr), addr)
+    # once an entry is older than the window, a newcomer takes its place ...
+    env.chain.advance(51)
+    newcomer = replace(newcomer, epoch=env.chain.now)
+    env.expect_ok(env.to_record(P.apply_report(newcomer, env.relayer.address), dest=addr), addr)
+    after = P.ReputationRecord.from_data(env.chain.state(addr)[2])
+    assert 1 not in after.reporters and after.reporters[newcomer.proxy_owner_hash] == newcomer.epoch
+    assert len(after.reporters) == P.MAX_REPORTERS
+    assert P.ReputationReader(env.chain.get_method, addr).reporters() == after.reporters
+    # ... and the forgotten proxy's old report is still refused: it is stale
+    with Unchanged(env, addr):
+        txs = env.to_record(P.apply_report(replace(newcomer, proxy_owner_hash=1, epoch=full[1]), env.relayer.address),
+                            dest=addr)
+    env.expect_error(txs, Err.STALE_REPORT, addr)
+
+
+# ------------------------------------------------------------------------------------ decay and score
+def test_decay_over_time(env: Env):
+    steps = []
+    for i in range(3):
+        env.expect_ok(env.submit(env.report(epoch=env.chain.now)))
+        steps.append((GOOD, env.chain.now))
+        env.chain.advance(3600)
+    _, score = model(env, steps)
+    assert env.read.score_state() == score
+    high = env.read.score()
+    assert high == score.score_at(env.chain.now) and high > 7000
+    seen = [high]
+    for days in (3, 7, 30, 90):
+        env.chain.advance(days * 86400)
+        s = env.read.score()
+        assert s == score.score_at(env.chain.now)
+        assert s <= seen[-1]
+        seen.append(s)
+    assert seen[-1] < high
+    env.chain.advance(128 * P.HALF_LIFE)
+    assert env.read.score() == 5000  # no recent history: back to the prior
+    # bad history rises back towards the prior as it fades
+    bad = ReportStats(succeeded=0, failed=50, timed_out=50)
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now, stats=bad)))
+    low = env.read.score()
+    env.chain.advance(14 * 86400)
+    assert low < env.read.score() < 5000
+    assert env.read.score() == env.read.score_state().score_at(env.chain.now)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_score_matches_python_for_random_states(lang, data):
+    """get_score_at of arbitrary stored states (any width, any time) equals ScoreState.score_at."""
+    code = load_code("reputation", lang)
+    reg, worker = Address("0:" + "11" * 32), Address("0:" + "22" * 32)
+    u128 = st.one_of(st.integers(0, 2**20), st.integers(0, P.MAX_UINT128))
+    chain = EmbeddedChain()
+    for _ in range(8):
+        state = ScoreState(data.draw(st.integers(0, 2**32 - 1)), data.draw(u128), data.draw(u128),
+                           data.draw(u128), data.draw(u128))
+        rec = P.ReputationRecord(reg, worker, True, {}, P.Totals(), state, P.Slashes())
+        t = data.draw(st.integers(0, 2**32 - 1))
+        out = run_get_method(code, rec.to_data(), reg, "get_score_at", [t], balance=TON, now=t,
+                             config=chain.config)
+        assert out[0] == state.score_at(t)
+
+
+steps_strategy = st.lists(st.tuples(
+    st.sampled_from(PROXIES + ("slash",)),
+    st.builds(ReportStats, st.integers(0, 10**6), st.integers(0, 1000), st.integers(0, 1000),
+              st.integers(0, 10**9), st.integers(0, 60_000)),
+    st.integers(0, 20 * 86400)), min_size=1, max_size=6)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=steps_strategy)
+def test_random_reports_and_slashes_match_the_model(env: Env, steps):
+    """Random reports from several proxies and slashes at random times: the record's totals and
+    decayed state equal the Python model after every step, the score getter equals the Python score
+    now and later, and value is never created, kept or lost beyond the reserve and fees."""
+    env.chain.restore(_BASE[env.lang][1])
+    applied, epochs = [], {}
+    for who, stats, gap in steps:
+        env.chain.advance(gap)
+        before = env.chain.balance(env.rep)
+        start = len(env.chain.transactions)
+        if who == "slash":
+            txs = env.from_stake(env.worker, R.ROLE_WORKER, P.stake_slashed(env.worker, R.ROLE_WORKER, TON, 1))
+            ok = True
+        else:
+            epoch = max(epochs.get(who, 0) + 1, env.chain.now - 10)
+            txs = env.submit(env.report(who, epoch, stats))
+            ok = not stats.problems()
+            if ok:
+                epochs[who] = epoch
+        mine = env.on_record(txs)
+        assert mine and mine[0].success == ok, [t.describe() for t in txs]
+        if ok:
+            applied.append(("slash" if who == "slash" else stats, env.chain.now))
+            rent = sum(t.storage_fees for t in env.chain.transactions[start:] if t.account == env.rep)
+            # an accepted message leaves exactly the reserve (or what was there), the rest goes back
+            assert env.chain.balance(env.rep) == max(before - rent, P.STORAGE_RESERVE)
+        else:
+            env.expect_error(txs, Err.BAD_STATS)
+        totals, score = model(env, applied)
+        assert env.read.totals() == totals and env.read.score_state() == score
+        assert env.chain.money_leak() == 0
+    _, score = model(env, applied)
+    for later in (0, 3600, 40 * 86400):
+        assert env.read.score_at(env.chain.now + later) == score.score_at(env.chain.now + later)
+    assert env.read.score() == score.score_at(env.chain.now)
+
+
+# ------------------------------------------------------------------------------------ slashes
+def test_slash_is_reflected_in_the_record(env: Env):
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now)))
+    before = env.read.score()
+    env.chain.advance(60)
+    stake = env.stake_addr(env.worker, R.ROLE_WORKER)
+    txs = env.from_stake(env.worker, R.ROLE_WORKER, P.stake_slashed(env.worker, R.ROLE_WORKER, 7 * TON, 1, 3))
+    assert has_transaction(txs, from_=env.reg.address, to=env.rep, op=P.OP["record_slash"], success=True)
+    assert has_transaction(txs, from_=env.rep, to=stake, op=P.OP_EXCESSES)
+    sl = env.read.slashes()
+    assert (sl.count, sl.total, sl.last_at) == (1, 7 * TON, env.chain.now)
+    assert sl.events == (P.SlashEvent(1, env.chain.now, 7 * TON, 1),)
+    assert sl.events[0].kind_name == "objective"
+    after = env.read.score()
+    assert after == env.read.score_state().score_at(env.chain.now)
+    assert abs(after - before // 2) <= 2  # a fresh slash halves the score
+    # the penalty fades with its own half-life
+    env.chain.advance(P.SLASH_HALF_LIFE)
+    assert env.read.score_state().decayed_to(env.chain.now).penalty == P.FRAC_ONE // 2
+    assert env.read.score() == env.read.score_state().score_at(env.chain.now)
+    # a slash of a proxy stake does not touch any worker record
+    data = env.chain.state(env.rep)[2].hash
+    owner = env.proxies["proxy-a"].address
+    txs = env.from_stake(owner, R.ROLE_PROXY, P.stake_slashed(owner, R.ROLE_PROXY, TON, 2))
+    assert not has_transaction(txs, op=P.OP["record_slash"]) and env.chain.state(env.rep)[2].hash == data
+
+
+def test_slash_as_the_first_message_deploys_the_record(env: Env):
+    txs = env.from_stake(env.worker, R.ROLE_WORKER, P.stake_slashed(env.worker, R.ROLE_WORKER, TON, 2))
+    t = env.expect_ok(txs)
+    assert t.deploy and env.read.data()[2]
+    assert env.read.slashes().count == 1 and env.read.totals() == P.Totals()
+    assert env.read.score() == ScoreState().after_slash(env.chain.now).score_at(env.chain.now) == 2500
+
+
+def test_slash_log_keeps_the_last_eight(env: Env):
+    for i in range(P.SLASH_LOG_SIZE + 3):
+        env.chain.advance(10)
+        env.expect_ok(env.from_stake(env.worker, R.ROLE_WORKER,
+                                     P.stake_slashed(env.worker, R.ROLE_WORKER, (i + 1) * TON, 1 + i % 2)))
+    sl = env.read.slashes()
+    assert sl.count == P.SLASH_LOG_SIZE + 3 and sl.total == sum(range(1, P.SLASH_LOG_SIZE + 4)) * TON
+    assert [e.number for e in sl.events] == list(range(4, P.SLASH_LOG_SIZE + 4))
+    assert sl.events[-1].amount == (P.SLASH_LOG_SIZE + 3) * TON and sl.events[-1].at == env.chain.now
