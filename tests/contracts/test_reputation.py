@@ -3,6 +3,7 @@ language, with the registry of the same language (see TESTING.md)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 
 import pytest
@@ -663,3 +664,169 @@ def test_slash_log_keeps_the_last_eight(env: Env):
     assert sl.count == P.SLASH_LOG_SIZE + 3 and sl.total == sum(range(1, P.SLASH_LOG_SIZE + 4)) * TON
     assert [e.number for e in sl.events] == list(range(4, P.SLASH_LOG_SIZE + 4))
     assert sl.events[-1].amount == (P.SLASH_LOG_SIZE + 3) * TON and sl.events[-1].at == env.chain.now
+
+
+# ------------------------------------------------------------------------------------ listings
+def test_forwarded_reports_from_the_registry_history(env: Env):
+    """The testnet/mainnet listing reads the registry's outgoing apply_report messages; here the
+    embedded chain's own transactions stand in for a lite server's history."""
+    from node.cli_reputation import _rows_from_history
+
+    other = env.relayer.address
+    env.expect_ok(env.submit(env.report("proxy-a", env.chain.now - 20)))
+    env.submit(env.report("proxy-a", env.chain.now - 10, worker=other))
+    env.expect_ok(env.submit(env.report("proxy-b", env.chain.now - 5)))
+    env.chain.advance(60)
+    env.expect_ok(env.submit(env.report("proxy-a", env.chain.now)))
+    with Unchanged(env):
+        env.submit(env.report("proxy-a", env.chain.now))               # refused: a replay
+    reg_txs = [t for t in env.chain.transactions if t.account == env.reg.address]
+    fwd = list(P.forwarded_reports([m for t in reg_txs for m in t.out_msgs], env.reg.address))
+    a = P.owner_hash(env.proxies["proxy-a"].address)
+    assert [(f.report.proxy_owner_hash == a, f.record == env.rep) for f in fwd] == [
+        (True, True), (True, False), (False, True), (True, True), (True, True)]
+    assert fwd[1].record == P.reputation_address(env.code, env.reg.address, other)
+    assert not list(P.forwarded_reports([m for t in reg_txs for m in t.out_msgs], env.relayer.address))
+
+    class History:  # what the CLI's context offers on a real network
+        network = "testnet"
+        get_method = staticmethod(env.chain.get_method)
+        provider = type("Lite", (), {"get_transactions": staticmethod(lambda addr, n: _aw(reg_txs[-n:]))})()
+
+        @staticmethod
+        def call(coro):
+            import asyncio
+            return asyncio.run(coro)
+
+    rows = _rows_from_history(History, env.reg.address, a, 100, env.chain.now)
+    assert {(w.to_str(), e) for w, _, e, _, _ in rows} == {(env.worker.to_str(), env.chain.now),
+                                                           (other.to_str(), env.chain.now - 70)}
+    # a shorter history (the newest three registry transactions: the last report, the replay and its
+    # bounce) only knows the last worker
+    assert {w.to_str() for w, *_ in _rows_from_history(History, env.reg.address, a, 3, env.chain.now)} == {
+        env.worker.to_str()}
+
+
+async def _aw(value):
+    return value
+
+
+# ------------------------------------------------------------------------------------ the CLI
+class Cli:
+    """`cocoon` commands on an embedded chain kept in a temporary state file."""
+
+    def __init__(self, tmp_path, lang: str, monkeypatch):
+        from click.testing import CliRunner
+        from node import cli_registry
+        from node.cli import main
+
+        self.main, self.runner, self.tmp = main, CliRunner(), tmp_path
+        self.state = tmp_path / "chain.json"
+        self.keys = {}
+        for name in ("owner", "relayer", "operator"):
+            f = tmp_path / f"{name}.seed"
+            f.write_text(hashlib.sha256(b"cli:" + name.encode()).hexdigest())
+            self.keys[name] = f
+        # the registry derives stake addresses from its stake code; forged stake messages need one
+        real = cli_registry._maybe_code
+        monkeypatch.setattr(cli_registry, "_maybe_code",
+                            lambda n, lg: real(n, lg) if n != "stake" else (real(n, lg) or STAKE_CODE))
+        self.ok("registry", "deploy", "--lang", lang, "--key-file", self.keys["owner"])
+        self.registry = Address((tmp_path / "registry.txt").read_text().strip())
+
+    def run(self, *args):
+        args = [str(a) for a in args]
+        if args[0] != "registry" or args[1] != "advance-time":
+            args += ["--state-file", str(self.state)]
+        else:
+            args.insert(2, "--state-file")
+            args.insert(3, str(self.state))
+        return self.runner.invoke(self.main, args)
+
+    def ok(self, *args) -> str:
+        r = self.run(*args)
+        assert r.exit_code == 0, (r.output, r.exception)
+        return r.output
+
+    def fails(self, *args) -> str:
+        r = self.run(*args)
+        assert r.exit_code != 0, r.output
+        assert "Traceback" not in r.output and not isinstance(r.exception, (AssertionError, TypeError, KeyError))
+        lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("Error")]
+        assert len(lines) == 1, r.output
+        return lines[0]
+
+    def chain(self) -> EmbeddedChain:
+        return EmbeddedChain.load(self.state)
+
+    def register_proxy(self, owner: Address, operator_key: int):
+        """Registration goes through a proxy's stake contract: forged from its address here."""
+        c = self.chain()
+        stake = R.RegistryReader(c.get_method, self.registry).stake_address(owner, R.ROLE_PROXY)
+        body = R.register_proxy(owner, operator_key, 60 * TON, True, "10.0.0.9:8443")
+        c.minted += 50_000_000
+        txs = c.send(c.internal(stake, self.registry, 50_000_000, body))
+        assert has_transaction(txs, to=self.registry, success=True)
+        c.save(self.state)
+
+
+def test_cli_show_submit_and_listing(lang, tmp_path, monkeypatch):
+    cli = Cli(tmp_path, lang, monkeypatch)
+    worker, other = Address("0:" + "5a" * 32), Address("0:" + "6b" * 32)
+    proxy = Address("0:" + "7c" * 32)
+    out = cli.ok("reputation", "show", worker.to_str())
+    assert "no record yet" in out
+    assert "has reported no worker" in cli.ok("reputation", "reported", proxy.to_str())
+    # an unregistered proxy cannot report: refused before anything is sent
+    args = ["reputation", "submit", worker.to_str(), "--proxy", proxy.to_str(), "--operator-key-file",
+            cli.keys["operator"], "--key-file", cli.keys["relayer"]]
+    assert "not a registered proxy" in cli.fails(*args, "--succeeded", 3)
+    op_seed = bytes.fromhex(cli.keys["operator"].read_text())
+    cli.register_proxy(proxy, P.operator_public_key(op_seed))
+    now = cli.chain().now
+    out = cli.ok(*args, "--epoch", now - 30, "--succeeded", 40, "--failed", 2, "--timed-out", 1, "--tokens", 9000,
+                 "--latency-ms", 700)
+    assert f"report for epoch {now - 30} applied" in out
+    cli.ok(*args[:2], other.to_str(), *args[3:], "--failed", 5)
+    # show: the numbers are the record's, the score the Python model's
+    stats = ReportStats(40, 2, 1, 9000, 700)
+    expected = ScoreState().after_report(stats, now)
+    out = cli.ok("reputation", "show", worker.to_str())
+    assert "40 succeeded, 2 failed, 1 timed out" in out and "700 ms mean" in out and "reports       1 from 1 proxy" in out
+    assert f"score         {expected.score_at(now)} / 10000" in out
+    doc = json.loads(cli.ok("reputation", "show", worker.to_str(), "--json"))
+    assert doc["totals"] == {"reports": 1, "succeeded": 40, "failed": 2, "timed_out": 1, "tokens": 9000,
+                             "latency_sum": 28000, "last_report_at": now}
+    assert doc["score"] == expected.score_at(now) and doc["reporters"] == {f"{P.owner_hash(proxy):064x}": now - 30}
+    # the listing names both workers the proxy reported
+    out = cli.ok("reputation", "reported", proxy.to_str())
+    assert worker.to_str() in out and other.to_str() in out and "source: the records on the embedded chain" in out
+    assert "has reported no worker" in cli.ok("reputation", "reported", worker.to_str())
+    # refusals: one line each, no traceback, nothing sent
+    assert "already reported epoch" in cli.fails(*args, "--epoch", now - 30, "--succeeded", 1)
+    assert "would refuse this report" in cli.fails(*args, "--succeeded", 0)
+    assert "older than the 3-day report window" in cli.fails(*args, "--epoch", now - 4 * 86400, "--succeeded", 1)
+    wrong = tmp_path / "wrong.seed"
+    wrong.write_text("11" * 32)
+    bad = [a if a != cli.keys["operator"] else wrong for a in args]
+    assert "not the proxy's registered key" in cli.fails(*bad, "--succeeded", 1)
+    assert "is not a TON address" in cli.fails("reputation", "show", "not-an-address")
+    assert "at least 0.05 TON" in cli.fails(*args, "--succeeded", 1, "--value", 0.01)
+    assert json.loads(cli.ok("reputation", "show", worker.to_str(), "--json"))["totals"]["reports"] == 1
+    # time passes: the score shown decays exactly as the model says
+    cli.ok("registry", "advance-time", 10 * 86400)
+    doc = json.loads(cli.ok("reputation", "show", worker.to_str(), "--json"))
+    assert doc["score"] == expected.score_at(now + 10 * 86400) < expected.score_at(now)
+
+
+def test_cli_shows_slashes(lang, tmp_path, monkeypatch):
+    cli = Cli(tmp_path, lang, monkeypatch)
+    worker = Address("0:" + "5a" * 32)
+    c = cli.chain()
+    stake = R.RegistryReader(c.get_method, cli.registry).stake_address(worker, R.ROLE_WORKER)
+    c.minted += 50_000_000
+    c.send(c.internal(stake, cli.registry, 50_000_000, P.stake_slashed(worker, R.ROLE_WORKER, 4 * TON, 2)))
+    c.save(cli.state)
+    out = cli.ok("reputation", "show", worker.to_str())
+    assert "slashes       1, 4 TON in all" in out and "#1" in out and "(governance)" in out
+    assert "score         2500 / 10000" in out and "last report   never" in out
