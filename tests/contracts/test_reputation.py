@@ -666,6 +666,66 @@ def test_slash_log_keeps_the_last_eight(env: Env):
     assert sl.events[-1].amount == (P.SLASH_LOG_SIZE + 3) * TON and sl.events[-1].at == env.chain.now
 
 
+# ------------------------------------------------------------------------------------ all real contracts
+def test_end_to_end_with_real_stake_contracts(lang):
+    """Every contract real and of one language: a proxy registers through its stake contract, its
+    operator key signs reports that reach the worker's record; the worker equivocates and its stake
+    contract's slash reaches the record; the proxy equivocates, is jailed, and can no longer write."""
+    from wrappers import stake as S
+
+    c = EmbeddedChain()
+    owner, dao, relayer, reporter = (c.treasury(n) for n in ("owner", "dao", "relayer", "reporter"))
+    stake_code, rep_code = S.stake_code(lang), load_code("reputation", lang)
+    params = R.NetworkParams(staking=R.Staking(treasury=dao.address, min_worker_stake=10 * TON,
+                                               min_proxy_stake=50 * TON, slash_bps=2_000, reporter_bps=1_000),
+                             max_proxies=4)
+    reg, _ = R.EmbeddedRegistry.deploy(c, owner, lang, params, R.ChildCodes(stake_code, None, rep_code))
+
+    def staked(name: str, role: int, amount: int):
+        who, key = c.treasury(name), S.derive_operator_key(name)
+        st = S.EmbeddedStake(c, stake_code, reg.address, who.address, role)
+        st.send(who, S.deposit(), amount + S.DEPOSIT_FEE)
+        st.send(who, S.set_operator(S.public_key_int(key)))
+        return who, key, st
+
+    def equivocate(st, key):
+        a, b = (S.sign_statement(key, S.Statement(st.address, S.KIND_JOB_RECEIPT, 0xC0FFEE, 1, S.payload_cell(p)))
+                for p in (b"answer A", b"answer B"))
+        txs = st.send(reporter, S.report_equivocation(a, b), S.REPORT_VALUE)
+        assert st.read.state().jailed, [t.describe() for t in txs]
+        return txs
+
+    proxy, proxy_key, proxy_stake = staked("proxy", R.ROLE_PROXY, 60 * TON)
+    proxy_stake.send(proxy, S.register_proxy("10.0.0.1:8443"))
+    assert reg.read.proxy(proxy.address).active
+    worker, worker_key, worker_stake = staked("worker", R.ROLE_WORKER, 20 * TON)
+    rep = P.reputation_address(rep_code, reg.address, worker.address)
+    read = P.ReputationReader(c.get_method, rep)
+
+    report = P.build_report(reg.address, proxy.address, worker.address, c.now, **GOOD.__dict__)
+    txs = relayer.send(reg.address, P.SUBMIT_VALUE, P.signed_submission(report, proxy_key))
+    assert has_transaction(txs, to=rep, deploy=True, success=True)
+    assert read.totals() == P.Totals().after_report(GOOD, c.now)
+
+    c.advance(600)
+    txs = equivocate(worker_stake, worker_key)
+    slashed = 20 * TON * 2_000 // 10_000
+    assert has_transaction(txs, from_=reg.address, to=rep, op=P.OP["record_slash"], success=True)
+    sl = read.slashes()
+    assert (sl.count, sl.total, sl.events[0].kind) == (1, slashed, P.KIND_OBJECTIVE)
+    expected = ScoreState().after_report(GOOD, c.now - 600).after_slash(c.now)
+    assert read.score_state() == expected and read.score() == expected.score_at(c.now)
+
+    equivocate(proxy_stake, proxy_key)
+    assert not reg.read.proxy(proxy.address).active      # jailed: the registry heard it from the stake
+    data = c.state(rep)[2].hash
+    later = replace(report, epoch=c.now)
+    txs = relayer.send(reg.address, P.SUBMIT_VALUE, P.signed_submission(later, proxy_key))
+    assert has_transaction(txs, to=reg.address, exit_code=Err.STAKE_TOO_LOW)
+    assert not has_transaction(txs, op=P.OP["apply_report"]) and c.state(rep)[2].hash == data
+    assert c.money_leak() == 0
+
+
 # ------------------------------------------------------------------------------------ listings
 def test_forwarded_reports_from_the_registry_history(env: Env):
     """The testnet/mainnet listing reads the registry's outgoing apply_report messages; here the
