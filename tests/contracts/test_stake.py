@@ -6,6 +6,7 @@ notification the stake sends is authenticated and applied by it.
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 
 import pytest
 from pytoniq_core import Address, Cell, begin_cell
@@ -928,3 +929,116 @@ def test_money_invariants_hold_after_every_step(env: Env, ops):
             _check_invariants(env, m)
     finally:
         env.chain.restore(snap)
+
+
+# ================================================================================================
+# The provider CLI, end to end on the embedded chain (`cocoon registry deploy` carries the stake code)
+
+class Cli:
+    def __init__(self, tmp_path):
+        from click.testing import CliRunner
+        from node.cli import main
+
+        self.main, self.runner, self.dir = main, CliRunner(), tmp_path
+        self.state = str(tmp_path / "chain.json")
+        self.keys = {}
+        for name in ("owner", "provider", "proxy", "reporter"):
+            p = tmp_path / f"{name}.key"
+            p.write_text(hashlib.sha256(b"cli-test:" + name.encode()).hexdigest())
+            self.keys[name] = str(p)
+
+    def __call__(self, *args: str, key: str | None = None, ok: bool = True) -> str:
+        argv = list(args) + ["--state-file", self.state] + (["--key-file", self.keys[key]] if key else [])
+        r = self.runner.invoke(self.main, argv)
+        out = r.output
+        assert "Traceback" not in out and not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), out
+        assert (r.exit_code == 0) == ok, f"{argv}: exit {r.exit_code}\n{out}"
+        if not ok:
+            errors = [line for line in out.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1, out   # one clear line saying what went wrong
+        return out
+
+
+def _field(out: str, name: str) -> str:
+    line = next(line for line in out.splitlines() if line.startswith(name))
+    return line[len(name):].split()[0]
+
+
+def test_cli_end_to_end(lang, tmp_path):
+    cli = Cli(tmp_path)
+    cli("registry", "deploy", "--lang", lang, "--governance-delay", "60", key="owner")
+    out = cli("stake", "status", key="provider")
+    assert "not deployed yet" in out
+    out = cli("stake", "deposit", "20", key="provider")
+    assert "ok: deposited 20 TON" in out and "ACTIVE" in out
+    op_key = S.derive_operator_key("cli-operator")
+    cli("stake", "set-operator", f"{S.public_key_int(op_key):064x}", key="provider")
+    out = cli("stake", "status", key="provider")
+    assert "ACTIVE" in _field(out, "state") and _field(out, "active") == "20"
+    assert f"{S.public_key_int(op_key):064x}" in out
+    stake_addr = Address(_field(out, "stake"))
+
+    out = cli("stake", "unbond", "5", key="provider")
+    assert "unbonding 5 TON" in out and "withdrawable from" in out
+    out = cli("stake", "unbond", "1000", key="provider", ok=False)
+    assert "the active stake is 15 TON" in out
+    out = cli("stake", "withdraw", key="provider", ok=False)
+    assert "nothing is unlocked yet" in out and "advance-time" in out
+    cli("registry", "advance-time", str(7 * 86400))
+    out = cli("stake", "withdraw", key="provider")
+    assert "ok: withdrawal" in out
+    received = Decimal(out.split("received ")[1].split()[0])
+    assert Decimal(5) <= received < Decimal("5.2")
+    out = cli("stake", "status", key="provider")
+    assert _field(out, "active") == "15" and _field(out, "unbonding") == "0"
+
+    # anyone reports an equivocation of the operator key; files in raw and in base64 form
+    a = S.sign_statement(op_key, S.Statement(stake_addr, S.KIND_JOB_RECEIPT, 42, 1, S.payload_cell(b"tokens=10")))
+    b = S.sign_statement(op_key, S.Statement(stake_addr, S.KIND_JOB_RECEIPT, 42, 1, S.payload_cell(b"tokens=99")))
+    import base64
+    (tmp_path / "a.boc").write_bytes(a.to_cell().to_boc())
+    (tmp_path / "b.txt").write_text(base64.b64encode(b.to_cell().to_boc()).decode())
+    (tmp_path / "junk").write_text("not a statement")
+    out = cli("stake", "report-equivocation", str(tmp_path / "a.boc"), str(tmp_path / "junk"), key="reporter", ok=False)
+    assert "not a signed stake statement" in out
+    out = cli("stake", "report-equivocation", str(tmp_path / "a.boc"), str(tmp_path / "a.boc"), key="reporter", ok=False)
+    assert "same statement" in out
+    out = cli("stake", "report-equivocation", str(tmp_path / "a.boc"), str(tmp_path / "b.txt"), key="reporter")
+    assert "slashed 7.5 TON and jailed" in out and "received" in out
+    out = cli("stake", "report-equivocation", str(tmp_path / "b.txt"), str(tmp_path / "a.boc"), key="reporter", ok=False)
+    assert "already slashed" in out
+    out = cli("stake", "status", "--address", stake_addr.to_str())
+    assert "JAILED" in out and _field(out, "slashed") == "7.5"
+    out = cli("stake", "deposit", "1", key="provider", ok=False)
+    assert "jailed" in out
+
+    # a proxy: stake, key, registration through the stake contract
+    out = cli("stake", "register-proxy", "10.0.0.1:8443", key="proxy", ok=False)
+    assert "no proxy stake" in out
+    cli("stake", "deposit", "60", "--role", "proxy", key="proxy")
+    cli("stake", "set-operator", f"{S.public_key_int(S.derive_operator_key('cli-proxy')):064x}", "--role", "proxy",
+        key="proxy")
+    out = cli("stake", "register-proxy", "10.0.0.1:8443", key="proxy")
+    assert "registered: proxy 10.0.0.1:8443" in out
+    out = cli("registry", "show")
+    assert "10.0.0.1:8443" in out and "active" in out
+    out = cli("stake", "refresh", "--role", "proxy", key="reporter", ok=False)
+    assert "there is no proxy stake" in out
+    out = cli("stake", "refresh", "--role", "proxy", "--owner", _field(cli("stake", "status", "--role", "proxy",
+                                                                            key="proxy"), "owner"), key="reporter")
+    assert "parameters refreshed" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("stake", "deposit", "abc"), "not a number"),
+    (("stake", "deposit", "0"), "more than 0"),
+    (("stake", "deposit", "0.0000000001"), "9 decimals"),
+    (("stake", "set-operator", "zz"), "operator key"),
+    (("stake", "unbond", "1"), "no worker stake"),
+    (("stake", "status", "--address", "nonsense"), "not a TON address"),
+])
+def test_cli_failures_are_one_line(lang, tmp_path, args, needle):
+    cli = Cli(tmp_path)
+    cli("registry", "deploy", "--lang", lang, key="owner")
+    out = cli(*args, key="provider", ok=False)
+    assert needle in out
