@@ -497,7 +497,15 @@ def test_governance_slash_goes_through_the_registry_after_the_delay(env: Env):
     with Unchanged(env):
         txs = env.send(env.stranger, R.execute_proposal(pid), value=R.SLASH_EXEC_VALUE - 1)
     env.expect_error(txs, Err.LOW_VALUE)
+    bal = env.reg.balance
+    start = len(env.chain.transactions)
     txs = env.send(env.stranger, R.execute_proposal(pid), value=R.SLASH_EXEC_VALUE + 20_000_000)
+    # the executor pays for the slash message, not the registry (only rent may come off its balance)
+    rent = sum(t.storage_fees for t in env.on_registry(env.chain.transactions[start:]))
+    bounces = find_transactions(txs, to=env.reg.address, bounced=True)
+    # here no stake contract exists, so the 0.05 TON comes back: it may stay, minus the bounce's gas
+    back = sum(t.value - t.total_fees for t in bounces)
+    assert env.reg.balance - back >= bal - rent
     sent = find_transactions(txs, from_=env.reg.address, to=env.stake_addr(target), op=R.OP["governance_slash"])
     assert sent, [t.describe() for t in txs]
     body = sent[0].in_msg.body.begin_parse()

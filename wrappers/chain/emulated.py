@@ -28,7 +28,7 @@ from tonpy.libs.python_ton import PyEmulator
 from tonpy.types import Cell as TCell
 
 from .config import config_cell
-from .fastparse import message_head, transaction_facts
+from .fastparse import account_balance, message_head, transaction_facts
 from .records import TxRecord, record_from_facts
 
 GENESIS_TIME = 1_767_225_600  # 2026-01-01 00:00:00 UTC: a fixed, reproducible start of time
@@ -131,10 +131,8 @@ class EmbeddedChain:
         return None if raw is None else _from_t(raw)
 
     def balance(self, address: Address | str) -> int:
-        sa = self.shard_account(address)
-        if sa is None or sa.account is None:
-            return 0
-        return sa.account.storage.balance.grams
+        raw = self.accounts.get(addr_key(address))
+        return 0 if raw is None else account_balance(raw)
 
     def state(self, address: Address | str) -> tuple[str, Optional[Cell], Optional[Cell]]:
         """(status, code, data): status is 'nonexist', 'uninit', 'active' or 'frozen'."""
@@ -179,6 +177,14 @@ class EmbeddedChain:
         """Create ``value`` out of nothing and send it to ``dest`` (funding accounts at genesis)."""
         self.minted += value
         return self.send(self.internal(FAUCET, dest, value, body, state_init, bounce=False))
+
+    def forge(self, src: Address, dest: Address, value: int, body: Cell | None = None,
+              state_init: StateInit | None = None, bounce: bool = True) -> list[TxRecord]:
+        """Deliver a message as if ``src`` had sent it, with ``value`` created for it (counted as
+        minted). Tests use it to act as a contract that is not deployed, to check that the receiver
+        authenticates senders by address; nothing else can forge a sender on a real chain."""
+        self.minted += value
+        return self.send(self.internal(src, dest, value, body, state_init, bounce))
 
     def run(self, max_transactions: int = 100_000) -> None:
         """Process queued messages in logical-time order until none is left."""
@@ -257,11 +263,22 @@ def _get_method(self: EmbeddedChain, address: Address | str, method: str | int, 
 
     if isinstance(address, str):
         address = Address(address)
-    status, code, data = self.state(address)
-    if status != "active":
-        raise GetMethodError(address, method, -256)
-    return run_get_method(code, data, address, method, list(stack or []), balance=self.balance(address),
-                          now=self.now, config=self.config)
+    key = addr_key(address)
+    raw = self.accounts.get(key)
+    cache = self.__dict__.setdefault("_getter_cache", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] is not raw:  # parse an account once per state, not once per getter
+        status, code, data = self.state(address)
+        if status != "active":
+            raise GetMethodError(address, method, -256)
+        from .getmethod import _t
+        hit = (raw, _t(code), _t(data), self.balance(address))
+        cache[key] = hit
+    if "_config_t" not in self.__dict__:
+        from .getmethod import _t
+        self._config_t = _t(self.config)
+    return run_get_method(hit[1], hit[2], address, method, list(stack or []), balance=hit[3],
+                          now=self.now, config=self._config_t)
 
 
 EmbeddedChain.get_method = _get_method

@@ -223,3 +223,23 @@ def _collect_hashmap(root: TCell, n: int, out: list) -> None:
             walk(right, rest - 1)
 
     walk(root, n)
+
+
+def account_balance(shard_account: TCell) -> int:
+    """Balance of a ShardAccount, read in place. Layout (current block.tlb, as the emulator writes):
+    account$1 addr:MsgAddressInt storage_stat:StorageInfo(used:StorageUsed(cells, bits: VarUInteger 7)
+    storage_extra:StorageExtraInfo(000 | 001 dict_hash) last_paid:uint32 due_payment:(Maybe Grams))
+    storage:AccountStorage(last_trans_lt:uint64 balance:CurrencyCollection ...)."""
+    s = shard_account.begin_parse().load_ref(as_cs=True)
+    if s.load_uint(1) == 0:  # account_none
+        return 0
+    load_addr(s)
+    _varuint(s, 3)
+    _varuint(s, 3)
+    if s.load_uint(3) == 1:
+        s.skip_bits(256)
+    s.skip_bits(32)
+    if s.load_uint(1):
+        _grams(s)
+    s.skip_bits(64)
+    return _grams(s)

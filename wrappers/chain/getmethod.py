@@ -62,12 +62,16 @@ def from_tvm(v: Any) -> Any:
     return v
 
 
-def run_get_method(code: Cell, data: Cell, address: Address, method: str | int, stack: list, *,
-                   balance: int, now: int, config: Cell) -> list:
-    """Run ``method`` and return the result stack, bottom first (as pytoniq's clients do)."""
-    tvm = TVM(code=_t(code), data=_t(data))
+def run_get_method(code: Cell | TCell, data: Cell | TCell, address: Address, method: str | int, stack: list, *,
+                   balance: int, now: int, config: Cell | TCell) -> list:
+    """Run ``method`` and return the result stack, bottom first (as pytoniq's clients do).
+    Cells may be given in the emulator's own form (tonpy) to save conversions."""
+    code_t = code if isinstance(code, TCell) else _t(code)
+    data_t = data if isinstance(data, TCell) else _t(data)
+    config_t = config if isinstance(config, TCell) else _t(config)
+    tvm = TVM(code=code_t, data=data_t)
     tvm.set_c7(C7(time=now, balance_grams=balance, address=_t(begin_cell().store_address(address).end_cell()).begin_parse(),
-                  global_config=_t(config), my_code=_t(code)))
+                  global_config=config_t, my_code=code_t))
     tvm.set_gas_limit(GET_METHOD_GAS)
     from tonpy.tvm.tvm import method_name_to_id
 
