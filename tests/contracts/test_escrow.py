@@ -780,3 +780,139 @@ def test_money_invariants(env: Env, ops):
         if new.state == ch.state and new == ch:
             pass   # a refused operation (or one that changed nothing): checked by the equalities
     assert env.chain.money_leak() == leak0
+
+
+# ==================================================================================== the CLI
+class Cli:
+    """``cocoon`` driven in-process on an embedded chain kept in a temporary state file."""
+
+    def __init__(self, tmp_path):
+        import hashlib
+        from click.testing import CliRunner
+        from node.cli import main
+
+        self.main, self.runner, self.dir = main, CliRunner(), tmp_path
+        self.state = str(tmp_path / "chain.json")
+        self.keys, self.seeds = {}, {}
+        for name in ("owner", "payer", "payee", "stranger", "voucher2", "voucher3"):
+            seed = hashlib.sha256(b"escrow-cli-test:" + name.encode()).digest()
+            p = tmp_path / f"{name}.key"
+            p.write_text(seed.hex())
+            self.keys[name], self.seeds[name] = str(p), seed
+
+    def __call__(self, *args: str, key: str | None = None, ok: bool = True) -> str:
+        argv = list(args) + ["--state-file", self.state] + (["--key-file", self.keys[key]] if key else [])
+        r = self.runner.invoke(self.main, argv)
+        out = r.output
+        assert "Traceback" not in out, out
+        assert r.exception is None or isinstance(r.exception, SystemExit), out
+        assert (r.exit_code == 0) == ok, f"{argv}: exit {r.exit_code}\n{out}"
+        if not ok:
+            errors = [line for line in out.splitlines() if line.startswith("Error:")]
+            assert len(errors) == 1, out   # one clear line saying what went wrong
+        return out
+
+    def wallet(self, name: str) -> Address:
+        """The address of the wallet the CLI uses for a key (pytoniq's v4r2)."""
+        import asyncio
+        from pytoniq import WalletV4R2
+        from wrappers.chain.provider import EmbeddedProvider
+        from node.chainctx import load_keys
+        keys = load_keys(None, self.keys[name])
+        return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), keys.private)).address
+
+    def pub(self, name: str) -> str:
+        return f"{E.public_key_int(self.seeds[name]):064x}"
+
+
+def _line(out: str, prefix: str) -> str:
+    return next(l for l in out.splitlines() if l.startswith(prefix))[len(prefix):].strip().split()[0]
+
+
+def test_cli_end_to_end(lang, tmp_path):
+    cli = Cli(tmp_path)
+    cli("registry", "deploy", "--lang", lang, key="owner")
+    payee = cli.wallet("payee").to_str()
+    # an amount below the registry's minimum is refused before anything is sent
+    out = cli("escrow", "open", payee, "0.5", "--payee-key", cli.pub("payee"), key="payer", ok=False)
+    assert "minimum deposit is 1 TON" in out
+    out = cli("escrow", "open", payee, "5", key="payer", ok=False)
+    assert "--payee-key" in out                                   # the payee is no registered proxy
+    out = cli("escrow", "open", payee, "5", "--payee-key", cli.pub("payee"), key="payer")
+    channel = _line(out, "channel:")
+    assert "open with 5 TON; close delay 3600 s" in out
+    out = cli("escrow", "status", channel)
+    assert _line(out, "state") == "open" and _line(out, "deposited") == "5" and cli.pub("payee") in out
+    cli("escrow", "open", payee, "5", "--payee-key", cli.pub("payee"), key="payer", ok=False)   # already open
+    out = cli("escrow", "top-up", channel, "1.5", key="stranger")
+    assert "deposited in total 6.5 TON" in out
+    # the payer signs a voucher; the payee claims with it
+    vfile = str(tmp_path / "v2.json")
+    cli("escrow", "voucher", channel, "2", "-o", vfile, key="payer")
+    out = cli("escrow", "status", channel, "--voucher", vfile)
+    assert _line(out, "claimable") == "2" and "signature valid" in out
+    out = cli("escrow", "claim", channel, vfile, key="payee")
+    assert "paid 2 TON" in out
+    out = cli("escrow", "claim", channel, vfile, key="payee", ok=False)
+    assert "already claimed" in out
+    out = cli("escrow", "voucher", channel, "2", key="payer", ok=False)            # not above what was claimed
+    out = cli("escrow", "voucher", channel, "3", key="stranger", ok=False)         # not the payer key
+    assert "payer key" in out
+    forged = E.Voucher.sign(cli.seeds["stranger"], Address(channel), 4 * TON).to_json()
+    out = cli("escrow", "claim", channel, forged, key="payee", ok=False)
+    assert "not signed by this channel's payer key" in out
+    cli("escrow", "claim", channel, "{not json", key="payee", ok=False)
+    # a partial withdrawal waits for the notice
+    out = cli("escrow", "withdraw", channel, "1", key="stranger", ok=False)
+    assert "only the channel's payer" in out
+    cli("escrow", "withdraw", channel, "100", key="payer", ok=False)
+    out = cli("escrow", "withdraw", channel, "1", key="payer")
+    assert "withdrawal of 1 TON requested" in out
+    out = cli("escrow", "finish", channel, key="stranger", ok=False)
+    assert "advance-time" in out
+    cli("registry", "advance-time", "3600")
+    out = cli("escrow", "finish", channel, key="stranger")
+    assert "returned 1 TON to the payer" in out and "the channel is open" in out
+    # close: the payee's claim during the notice is honoured, the rest goes back
+    out = cli("escrow", "close", channel, key="payer")
+    assert "anyone can finish after" in out
+    cli("escrow", "voucher", channel, "3", "-o", vfile, key="payer")
+    assert "paid 1 TON" in cli("escrow", "claim", channel, vfile, key="stranger")
+    cli("registry", "advance-time", "3600")
+    out = cli("escrow", "finish", channel, key="payee")
+    assert "returned 2.5 TON to the payer" in out and "the channel is closed" in out
+    out = cli("escrow", "status", channel)
+    assert _line(out, "state") == "closed" and _line(out, "claimed") == "3" and _line(out, "withdrawn") == "3.5"
+    cli("escrow", "top-up", channel, "1", key="stranger", ok=False)
+    cli("escrow", "open", payee, "5", "--payee-key", cli.pub("payee"), key="payer", ok=False)  # closed for good
+    # a new channel (another voucher key), closed cooperatively
+    out = cli("escrow", "open", payee, "2", "--payee-key", cli.pub("payee"), "--voucher-key-file",
+              cli.keys["voucher2"], key="payer")
+    channel2 = _line(out, "channel:")
+    assert channel2 != channel
+    sig = cli("escrow", "sign-close", channel2, "0.5", key="payee").strip().splitlines()[-1]
+    out = cli("escrow", "close", channel2, "--cooperative", "0.6", "--payee-signature", sig,
+              "--voucher-key-file", cli.keys["voucher2"], key="payer", ok=False)
+    assert "not valid for a close at 0.6 TON" in out
+    out = cli("escrow", "close", channel2, "--cooperative", "0.5", "--payee-signature", sig,
+              "--voucher-key-file", cli.keys["voucher2"], key="payer")
+    assert "payee: 0.5 TON" in out and "you: 1.5 TON" in out
+    assert _line(cli("escrow", "status", channel2), "state") == "closed"
+    cli("escrow", "status", "not-an-address", ok=False)
+    # a payee that is a registered proxy: its operator key is the default payee key
+    _register_proxy(cli, cli.wallet("payee"), operator_key=0xC0FFEE)
+    out = cli("escrow", "open", payee, "1", "--voucher-key-file", cli.keys["voucher3"], key="payer")
+    assert f"payee key {0xC0FFEE:064x}" in out
+
+
+def _register_proxy(cli: Cli, owner: Address, operator_key: int) -> None:
+    """Register ``owner`` as a proxy in the CLI's registry the way its stake contract would (the
+    message is forged on the embedded chain kept in the state file)."""
+    from pathlib import Path
+    chain = EmbeddedChain.load(cli.state)
+    reg = Address((Path(cli.state).parent / "registry.txt").read_text().strip())
+    stake_code = R.RegistryReader(chain.get_method, reg).child_codes().stake
+    src = R.child_address(stake_code, reg, R.stake_identity(owner, R.ROLE_PROXY))
+    txs = chain.send(chain.internal(src, reg, TON, R.register_proxy(owner, operator_key, 100 * TON, True, "p:1")))
+    assert txs[0].success, txs[0].describe()
+    chain.save(cli.state)

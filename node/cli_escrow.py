@@ -1,0 +1,558 @@
+"""``cocoon escrow``: payment channels for clients (payers) and providers (payees).
+
+A channel is the escrow contract of (registry, payer, payee, payer key). The payer opens and funds it,
+signs cumulative vouchers off chain (``cocoon escrow voucher``), and may close it or withdraw part of
+it after the registry's close delay; the payee (or anyone) claims with the latest voucher. The
+escrow's code comes from the registry, so these commands need only the registry and a key.
+"""
+from __future__ import annotations
+
+import time
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Callable, Optional
+
+import click
+from pytoniq_core import Address, Cell
+
+from wrappers import escrow as E
+from wrappers import registry as R
+from wrappers.chain.records import fmt_ton
+
+from .chainctx import ChainContext, UserError, guarded, load_keys, network_options
+from .cli_registry import _registry_address, registry_option
+
+ADVICE = {
+    E.Err.LOW_VALUE: "attach more value (the operation's fee and any storage deficit)",
+    E.Err.NOT_OWNER: "only the channel's payer may do this",
+    E.Err.NOT_OPEN: "the channel is not open yet: the payer opens it with `cocoon escrow open`",
+    E.Err.CLOSED: "the channel is closed for good; open a new one with another voucher key",
+    E.Err.ALREADY_OPEN: "the channel is already open; add money with `cocoon escrow top-up`",
+    E.Err.BAD_SIGNATURE: "the voucher is not signed by this channel's payer key (or is for another channel)",
+    E.Err.BAD_PAYEE_SIGNATURE: "the payee's signature does not match the channel's payee key",
+    E.Err.STALE_VOUCHER: "the voucher is not above what was already claimed; nothing to pay",
+    E.Err.NOTHING_TO_CLAIM: "the channel holds nothing more; the payer must top it up",
+    E.Err.TOO_EARLY: "the notice period has not ended yet",
+    E.Err.NOTHING_TO_FINISH: "no close or withdrawal is pending",
+    E.Err.REQUEST_PENDING: "a close or withdrawal is already pending; finish it first",
+    E.Err.AMOUNT_TOO_HIGH: "the channel holds less than that",
+}
+
+voucher_key_option = click.option(
+    "--voucher-key-file", type=click.Path(exists=True, dir_okay=False),
+    help="File with the 32-byte Ed25519 seed (hex or raw) that signs this channel's statements "
+         "(default: your wallet key). Never printed.")
+
+
+@click.group()
+def escrow() -> None:
+    """Payment channels: open, top up, claim with vouchers, close or withdraw after the notice."""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _ton(value: str, what: str = "amount") -> int:
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
+    if d <= 0:
+        raise UserError(f"{what} must be more than 0 TON")
+    nano = d * 10**9
+    if nano != nano.to_integral_value():
+        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
+    return int(nano)
+
+
+def _address(value: str, what: str) -> Address:
+    try:
+        return Address(value)
+    except Exception:
+        raise UserError(f"{what} {value!r} is not a TON address") from None
+
+
+def _key_hex(text: str, what: str) -> int:
+    v = text.lower().removeprefix("0x")
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise UserError(f"{what} is an Ed25519 public key: 64 hex digits, got {text!r}")
+    return int(v, 16)
+
+
+def _seed(key_file: Optional[str], keys) -> bytes:
+    """The signing seed: the key file's, or the wallet's own."""
+    if key_file:
+        return load_keys(None, key_file).private[:32]
+    return keys.private[:32]
+
+
+def _now(ctx: ChainContext) -> int:
+    return ctx.chain.now if ctx.chain is not None else int(time.time())
+
+
+def _when(unix: int, now: int) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(unix))
+    if unix <= now:
+        return f"{stamp} (passed)"
+    left = unix - now
+    h, rest = divmod(left, 3600)
+    m, s = divmod(rest, 60)
+    return f"{stamp} (in {h}h {m}m {s}s)" if h else f"{stamp} (in {m}m {s}s)"
+
+
+def _deployed(ctx: ChainContext, address: Address) -> bool:
+    if ctx.chain is not None:
+        return ctx.chain.state(address)[0] == "active"
+    return ctx.call(ctx.status(address)) == "active"
+
+
+def _reader(ctx: ChainContext, channel: str) -> tuple[Address, E.EscrowReader]:
+    addr = _address(channel, "the channel")
+    if not _deployed(ctx, addr):
+        raise UserError(f"no escrow is deployed at {addr.to_str()} on {ctx.network}; check the address "
+                        "(`cocoon escrow open` prints it)")
+    return addr, E.EscrowReader(ctx.get_method, addr)
+
+
+def _load_voucher(text: str) -> E.Voucher:
+    """A voucher from a file or from its JSON text."""
+    p = Path(text)
+    try:
+        raw = p.read_text() if p.is_file() else text
+    except OSError as e:
+        raise UserError(f"cannot read the voucher file: {e.strerror}") from None
+    try:
+        return E.Voucher.from_json(raw)
+    except ValueError as e:
+        raise UserError(f"{e}; a voucher is the JSON `cocoon escrow voucher` prints") from None
+
+
+def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.Channel] = None,
+           read: Optional[E.EscrowReader] = None) -> None:
+    """Say whether the escrow accepted the message. On the embedded chain the transactions are at
+    hand; on a real network the command watches the channel until it changes."""
+    if ctx.chain is None:
+        if read is not None:
+            _await_change(read, before, what)
+        else:
+            click.echo(f"sent: {what}; check with `cocoon escrow status {addr.to_str()}`")
+        return
+    mine = [t for t in txs if t.account.hash_part == addr.hash_part and not t.bounced]
+    if not mine:
+        raise UserError(f"the message did not reach the escrow {addr.to_str()}")
+    t = mine[0]
+    if not t.success:
+        advice = ADVICE.get(t.exit_code, "")
+        raise UserError(f"the escrow refused: error {E.describe_error(t.exit_code)}" + (f": {advice}" if advice else "")
+                        + "; nothing changed and the value came back minus fees")
+    click.echo(f"ok: {what} (gas {t.gas_used}, fees {fmt_ton(t.total_fees)} TON)")
+
+
+def _await_change(read: E.EscrowReader, before: Optional[E.Channel], what: str, timeout: int = 120,
+                  done: Optional[Callable[[E.Channel], bool]] = None) -> E.Channel:
+    start = time.monotonic()
+    with click.progressbar(length=timeout, label="waiting for the escrow", file=click.get_text_stream("stderr")) as bar:
+        while time.monotonic() - start < timeout:
+            try:
+                now = read.channel()
+            except Exception:
+                now = None
+            if now is not None and now != before and (done is None or done(now)):
+                click.echo(f"\nok: {what}")
+                return now
+            time.sleep(4)
+            bar.update(4)
+    raise UserError(f"the escrow did not change within {timeout} s: it may have refused the message (the value "
+                    f"then came back to your wallet); check `cocoon escrow status {read.address.to_str()}`")
+
+
+def _payouts(txs, addr: Address) -> list[tuple[E.Payout, int]]:
+    out = []
+    for t in txs:
+        if t.src is not None and t.src.hash_part == addr.hash_part and not t.bounced and t.in_msg is not None:
+            p = E.parse_payout(t.in_msg.body)
+            if p is not None:
+                out.append((p, t.value))
+    return out
+
+
+def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel, body: Cell, value: int,
+              what: str, check: Optional[Callable] = None):
+    """Send ``body`` from the payer's wallet to its channel and report the outcome."""
+    keys = load_keys(mnemonic_file, key_file)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        w = ctx.call(ctx.wallet(keys))
+        _, payer, _ = rd.parties()
+        if payer != w.address:
+            raise UserError(f"only the channel's payer {payer.to_str()} may do this; your wallet is {w.address.to_str()}")
+        ch = rd.channel()
+        if check is not None:
+            check(ctx, ch)
+        txs = ctx.call(ctx.send(w, addr, value, body))
+        _check(ctx, txs, addr, what, ch, rd)
+        return ctx, addr, rd, txs
+
+
+def _require_active(ch: E.Channel) -> None:
+    if ch.state in (E.State.NEW, E.State.OPENING):
+        raise UserError(ADVICE[E.Err.NOT_OPEN])
+    if ch.state == E.State.CLOSED:
+        raise UserError(ADVICE[E.Err.CLOSED])
+
+
+# ------------------------------------------------------------------------------------------------ commands
+@escrow.command("open")
+@network_options
+@registry_option
+@voucher_key_option
+@click.option("--payee-key", help="The payee's Ed25519 public key (64 hex digits), needed for cooperative closes. "
+              "Default: the operator key of the payee if it is a registered proxy.")
+@click.argument("payee")
+@click.argument("amount")
+@guarded
+def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry, voucher_key_file, payee_key,
+          payee, amount):
+    """Open a channel from your wallet to PAYEE with AMOUNT TON (deploys the escrow).
+
+    The escrow asks the registry for its parameters; an amount below the registry's minimum deposit
+    comes back. Attaches AMOUNT + 0.055 TON; what the open does not spend comes back.
+    """
+    nano = _ton(amount)
+    payee_addr = _address(payee, "the payee")
+    keys = load_keys(mnemonic_file, key_file)
+    payer_key = E.public_key_int(_seed(voucher_key_file, keys))
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        reg = _registry_address(registry, state_file, network)
+        rd = R.RegistryReader(ctx.get_method, reg)
+        try:
+            code, params = rd.child_codes().escrow, rd.params()
+        except Exception:
+            raise UserError(f"cannot read the registry at {reg.to_str()}; is that the registry's address on "
+                            f"{network}?") from None
+        if code is None:
+            raise UserError("this registry has no escrow code yet; its owner must set it (a set_child_codes "
+                            "proposal) before channels can be opened")
+        minimum = params.economics.min_escrow_deposit
+        if nano < minimum:
+            raise UserError(f"the registry's minimum deposit is {fmt_ton(minimum)} TON; open with at least that")
+        if payee_key:
+            pkey = _key_hex(payee_key, "--payee-key")
+        else:
+            proxy = rd.proxy(payee_addr)
+            if proxy is None:
+                raise UserError("the payee is not a registered proxy, so its key is not known: pass --payee-key HEX "
+                                "(the key the payee will sign a cooperative close with)")
+            pkey = proxy.operator_key
+        w = ctx.call(ctx.wallet(keys))
+        if w.address == payee_addr:
+            raise UserError("a channel needs two parties: the payee is your own wallet")
+        si = E.state_init(code, reg, w.address, payee_addr, payer_key)
+        addr = R.address_of(si)
+        if rd.escrow_address(w.address, payee_addr, payer_key) != addr:
+            raise UserError("the registry derives another escrow address than its escrow code gives; refusing to send")
+        read = E.EscrowReader(ctx.get_method, addr)
+        before = None
+        if _deployed(ctx, addr):
+            before = read.channel()
+            if before.state == E.State.CLOSED:
+                raise UserError(f"the channel {addr.to_str()} was closed for good; use another --voucher-key-file "
+                                "to open a new channel to this payee")
+            if before.state != E.State.NEW:
+                raise UserError(f"the channel {addr.to_str()} is already {before.state_name}; "
+                                "add money with `cocoon escrow top-up`")
+        click.echo(f"opening the channel {addr.to_str()} to {payee_addr.to_str()} with {fmt_ton(nano)} TON")
+        txs = ctx.call(ctx.send(w, addr, E.open_value(nano), E.open_body(nano, pkey), state_init=si))
+        if ctx.chain is None:
+            ch = _await_change(read, before, "the registry answered", done=lambda c: c.state in (E.State.OPEN, E.State.NEW))
+            if ch.state != E.State.OPEN:
+                raise UserError("the open was refused (the amount is below the registry's minimum or the registry did "
+                                "not answer); the amount came back to your wallet")
+        else:
+            _check(ctx, txs, addr, "open sent")
+            refused = [p for p, _ in _payouts(txs, addr) if p.op == "open_refused"]
+            if refused:
+                raise UserError(f"the open was refused ({E.describe_error(refused[0].reason)}); the amount came back "
+                                "to your wallet")
+        delay, _ = read.config()
+        click.echo(f"channel: {addr.to_str()}")
+        click.echo(f"open with {fmt_ton(read.channel().deposited)} TON; close delay {delay} s; "
+                   f"payee key {pkey:064x}")
+
+
+@escrow.command("top-up")
+@network_options
+@click.argument("channel")
+@click.argument("amount")
+@guarded
+def top_up(network, state_file, mnemonic_file, key_file, wallet_version, channel, amount):
+    """Add AMOUNT TON to CHANNEL (anyone may). Attaches AMOUNT + 0.015 TON; the rest comes back."""
+    nano = _ton(amount)
+    keys = load_keys(mnemonic_file, key_file)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        ch = rd.channel()
+        _require_active(ch)
+        w = ctx.call(ctx.wallet(keys))
+        txs = ctx.call(ctx.send(w, addr, nano + E.TOP_UP_FEE + E.MARGIN, E.top_up_body(nano)))
+        _check(ctx, txs, addr, f"added {fmt_ton(nano)} TON", ch, rd)
+        if ctx.chain is not None:
+            click.echo(f"deposited in total {fmt_ton(rd.channel().deposited)} TON")
+
+
+@escrow.command()
+@network_options
+@click.option("--voucher", "voucher_text", help="A voucher (file or JSON): also show what it is worth now.")
+@click.option("--claim-fee", default="0.01", show_default=True, help="TON a claim costs, to judge if claiming pays.")
+@click.argument("channel")
+@guarded
+def status(network, state_file, mnemonic_file, key_file, wallet_version, voucher_text, claim_fee, channel):
+    """Show a channel: state, deposited, claimed, withdrawn, held, pending withdrawal, close time,
+    parties and keys; with --voucher, what it pays now and the payee's exposure."""
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        ch = rd.channel()
+        reg, payer, payee = rd.parties()
+        payer_key, payee_key = rd.keys()
+        delay, minimum = rd.config()
+        now = _now(ctx)
+        click.echo(f"channel       {addr.to_str()}")
+        click.echo(f"state         {ch.state_name}")
+        click.echo(f"deposited     {fmt_ton(ch.deposited)} TON")
+        click.echo(f"claimed       {fmt_ton(ch.claimed)} TON")
+        click.echo(f"withdrawn     {fmt_ton(ch.withdrawn)} TON")
+        click.echo(f"held          {fmt_ton(ch.held)} TON")
+        if ch.owed:
+            click.echo(f"owed          {fmt_ton(ch.owed)} TON (bounced payments, claimable by the payee)")
+        if ch.state == E.State.CLOSING:
+            click.echo(f"closing       finish after {_when(ch.close_at, now)}")
+        elif ch.pending_withdrawal:
+            click.echo(f"withdrawal    {fmt_ton(ch.pending)} TON, finish after {_when(ch.close_at, now)}")
+        elif ch.state == E.State.CLOSED:
+            click.echo(f"closed at     {_when(ch.close_at, now)}")
+        click.echo(f"payer         {payer.to_str()}  key {payer_key:064x}")
+        click.echo(f"payee         {payee.to_str()}  key {payee_key:064x}")
+        click.echo(f"registry      {reg.to_str()}")
+        click.echo(f"params        close delay {delay} s, minimum deposit {fmt_ton(minimum)} TON")
+        if voucher_text:
+            v = _load_voucher(voucher_text)
+            if v.channel != addr:
+                raise UserError("the voucher is for another channel")
+            valid = v.verify(payer_key)
+            click.echo(f"voucher       {fmt_ton(v.amount)} TON, signature {'valid' if valid else 'INVALID'}")
+            if valid:
+                fee = _ton(claim_fee, "--claim-fee")
+                ex = E.exposure(v.amount, ch)
+                click.echo(f"claimable     {fmt_ton(E.claimable(v.amount, ch))} TON now "
+                           f"(worth claiming: {'yes' if E.should_claim(v.amount, ch, fee, now) else 'not yet'})")
+                click.echo(f"exposure      unclaimed {fmt_ton(ex.unclaimed)} TON, covered {fmt_ton(ex.covered)}, "
+                           f"uncovered {fmt_ton(ex.uncovered)}, at risk from a notice {fmt_ton(ex.at_risk)}")
+
+
+@escrow.command()
+@network_options
+@voucher_key_option
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the voucher to this file.")
+@click.argument("channel")
+@click.argument("total")
+@guarded
+def voucher(network, state_file, mnemonic_file, key_file, wallet_version, voucher_key_file, output, channel, total):
+    """Sign a voucher granting the payee TOTAL TON in total from CHANNEL (off chain; payer).
+
+    Vouchers are cumulative: each one replaces the previous, so TOTAL includes what was paid before.
+    """
+    nano = _ton(total, "total")
+    keys = load_keys(mnemonic_file, key_file)
+    seed = _seed(voucher_key_file, keys)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        payer_key, _ = rd.keys()
+        if payer_key != E.public_key_int(seed):
+            raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was "
+                            "opened with")
+        ch = rd.channel()
+        if nano <= ch.claimed:
+            raise UserError(f"{fmt_ton(ch.claimed)} TON were already claimed; a voucher is cumulative and must be above that")
+    v = E.Voucher.sign(seed, addr, nano)
+    if output:
+        Path(output).write_text(v.to_json() + "\n")
+        click.echo(f"voucher for {fmt_ton(nano)} TON written to {output}")
+    else:
+        click.echo(v.to_json())
+
+
+@escrow.command()
+@network_options
+@click.argument("channel")
+@click.argument("voucher_text", metavar="VOUCHER")
+@guarded
+def claim(network, state_file, mnemonic_file, key_file, wallet_version, channel, voucher_text):
+    """Claim with VOUCHER (a file or its JSON): the payee receives what it grants beyond what was
+    already claimed. Anyone may send it; the money always goes to the payee."""
+    v = _load_voucher(voucher_text)
+    keys = load_keys(mnemonic_file, key_file)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        if v.channel != addr:
+            raise UserError(f"the voucher is for the channel {v.channel.to_str()}, not this one")
+        payer_key, _ = rd.keys()
+        if not v.verify(payer_key):
+            raise UserError(ADVICE[E.Err.BAD_SIGNATURE])
+        ch = rd.channel()
+        pay = E.claimable(v.amount, ch)
+        if pay == 0:
+            if ch.state in (E.State.NEW, E.State.OPENING):
+                raise UserError(ADVICE[E.Err.NOT_OPEN])
+            if ch.state == E.State.CLOSED:
+                raise UserError("the channel is closed and owes the payee nothing more")
+            if v.amount <= ch.claimed:
+                raise UserError(f"{fmt_ton(ch.claimed)} TON were already claimed; this voucher grants "
+                                f"{fmt_ton(v.amount)} TON in total, so it pays nothing more")
+            raise UserError(ADVICE[E.Err.NOTHING_TO_CLAIM])
+        w = ctx.call(ctx.wallet(keys))
+        txs = ctx.call(ctx.send(w, addr, E.CLAIM_FEE + E.MARGIN, E.claim_body(v)))
+        _check(ctx, txs, addr, f"claimed {fmt_ton(pay)} TON for the payee", ch, rd)
+        if ctx.chain is not None:
+            owed = rd.channel().owed
+            paid = [p for p, _ in _payouts(txs, addr) if p.op == "payment"]
+            if owed:
+                click.echo(f"the payee's account did not accept the payment (is its wallet deployed?): "
+                           f"{fmt_ton(owed)} TON stay claimable; claim again once it can receive")
+            elif paid:
+                click.echo(f"paid {fmt_ton(paid[0].amount)} TON to {rd.parties()[2].to_str()}")
+
+
+@escrow.command()
+@network_options
+@voucher_key_option
+@click.option("--cooperative", "coop_amount", metavar="TOTAL",
+              help="Close at once: the payee gets TOTAL TON in total (its signature is needed, --payee-signature).")
+@click.option("--payee-signature", help="The payee's signature on the cooperative close (`cocoon escrow sign-close`).")
+@click.argument("channel")
+@guarded
+def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_key_file, coop_amount,
+          payee_signature, channel):
+    """Close CHANNEL (payer): after the registry's close delay anyone finishes it and the rest comes
+    back to you; the payee can claim until then. With --cooperative it settles at once."""
+    if coop_amount is None:
+        if payee_signature:
+            raise UserError("--payee-signature belongs to a cooperative close: add --cooperative TOTAL")
+
+        def can_close(ctx, ch: E.Channel) -> None:
+            _require_active(ch)
+            if ch.state == E.State.CLOSING:
+                raise UserError(f"the channel is already closing; finish it after {_when(ch.close_at, _now(ctx))}")
+
+        ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
+                                     E.request_close_body(), E.REQUEST_FEE + E.MARGIN, "close requested", can_close)
+        if ctx.chain is not None:
+            ch = rd.channel()
+            click.echo(f"anyone can finish after {_when(ch.close_at, _now(ctx))} (`cocoon escrow finish "
+                       f"{addr.to_str()}`)")
+        return
+    nano = _ton(coop_amount, "--cooperative")
+    if not payee_signature:
+        raise UserError("a cooperative close needs the payee's signature: --payee-signature HEX "
+                        "(the payee makes it with `cocoon escrow sign-close CHANNEL TOTAL`)")
+    try:
+        qsig = bytes.fromhex(payee_signature.removeprefix("0x"))
+    except ValueError:
+        qsig = b""
+    if len(qsig) != 64:
+        raise UserError("the payee's signature is 128 hex digits (64 bytes)")
+    keys = load_keys(mnemonic_file, key_file)
+    seed = _seed(voucher_key_file, keys)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        payer_key, payee_key = rd.keys()
+        if payer_key != E.public_key_int(seed):
+            raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was opened with")
+        if not E.verify_statement(payee_key, E.TAG_COOP_CLOSE, addr, nano, qsig):
+            raise UserError(f"the payee's signature is not valid for a close at {fmt_ton(nano)} TON on this channel")
+        ch = rd.channel()
+        _require_active(ch)
+        w = ctx.call(ctx.wallet(keys))
+        body = E.coop_close_body(nano, E.sign_coop_close(seed, addr, nano), qsig)
+        txs = ctx.call(ctx.send(w, addr, E.COOP_CLOSE_FEE + E.MARGIN, body))
+        _check(ctx, txs, addr, "closed cooperatively", ch, rd)
+        if ctx.chain is not None:
+            for p, _ in _payouts(txs, addr):
+                who = "payee" if p.op == "payment" else "you"
+                click.echo(f"{who}: {fmt_ton(p.amount)} TON")
+
+
+@escrow.command("sign-close")
+@network_options
+@click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
+              help="File with the seed of the channel's payee key (default: your wallet key). Never printed.")
+@click.argument("channel")
+@click.argument("total")
+@guarded
+def sign_close(network, state_file, mnemonic_file, key_file, wallet_version, signing_key_file, channel, total):
+    """Sign a cooperative close of CHANNEL granting the payee TOTAL TON in total (payee, off chain);
+    prints the signature to give the payer."""
+    nano = _ton(total, "total")
+    keys = load_keys(mnemonic_file, key_file)
+    seed = _seed(signing_key_file, keys)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        _, payee_key = rd.keys()
+        if payee_key != E.public_key_int(seed):
+            raise UserError("this key is not the channel's payee key; pass --signing-key-file with the key the "
+                            "channel names (see `cocoon escrow status`)")
+        ch = rd.channel()
+        if nano < ch.claimed:
+            click.echo(f"note: {fmt_ton(ch.claimed)} TON were already claimed; the close pays the payee nothing more",
+                       err=True)
+    click.echo(E.sign_coop_close(seed, addr, nano).hex())
+
+
+@escrow.command()
+@network_options
+@click.argument("channel")
+@click.argument("amount")
+@guarded
+def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, channel, amount):
+    """Ask to withdraw AMOUNT TON from CHANNEL (payer); after the close delay anyone finishes it and
+    what is still held, at most AMOUNT, comes back to you."""
+    nano = _ton(amount)
+
+    def can_withdraw(ctx, ch: E.Channel) -> None:
+        _require_active(ch)
+        if ch.state == E.State.CLOSING or ch.pending_withdrawal:
+            raise UserError(f"a close or withdrawal is already pending until {_when(ch.close_at, _now(ctx))}")
+        if nano > ch.held:
+            raise UserError(f"the channel holds {fmt_ton(ch.held)} TON; you cannot withdraw {fmt_ton(nano)} TON")
+
+    ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
+                                 E.request_withdraw_body(nano), E.REQUEST_FEE + E.MARGIN,
+                                 f"withdrawal of {fmt_ton(nano)} TON requested", can_withdraw)
+    if ctx.chain is not None:
+        click.echo(f"anyone can finish after {_when(rd.channel().close_at, _now(ctx))} "
+                   f"(`cocoon escrow finish {addr.to_str()}`)")
+
+
+@escrow.command()
+@network_options
+@click.argument("channel")
+@guarded
+def finish(network, state_file, mnemonic_file, key_file, wallet_version, channel):
+    """Finish a close or withdrawal of CHANNEL whose notice has ended (anyone may)."""
+    keys = load_keys(mnemonic_file, key_file)
+    with ChainContext(network, state_file, wallet_version) as ctx:
+        addr, rd = _reader(ctx, channel)
+        ch = rd.channel()
+        _require_active(ch)
+        if ch.state == E.State.OPEN and not ch.pending:
+            raise UserError(ADVICE[E.Err.NOTHING_TO_FINISH])
+        now = _now(ctx)
+        if now < ch.close_at:
+            hint = (f"; on the embedded chain move the clock with `cocoon registry advance-time {ch.close_at - now}`"
+                    if ctx.chain is not None else "; run it again then")
+            raise UserError(f"the notice ends at {_when(ch.close_at, now)}" + hint)
+        w = ctx.call(ctx.wallet(keys))
+        txs = ctx.call(ctx.send(w, addr, E.FINISH_FEE + E.MARGIN, E.finish_body()))
+        _check(ctx, txs, addr, "finished", ch, rd)
+        if ctx.chain is not None:
+            for p, _ in _payouts(txs, addr):
+                if p.op == "refund":
+                    click.echo(f"returned {fmt_ton(p.amount)} TON to the payer")
+            click.echo(f"the channel is {rd.channel().state_name}")
