@@ -747,16 +747,16 @@ def _gov_slash_body(amount: int, evidence: int = 0xE1) -> Cell:
 def test_governance_slash_only_through_the_registry_after_the_delay(env: Env):
     w = env.worker
     pid = env.reg.read.proposals()[1]
-    env.reg.send(env.owner, R.propose(R.action_slash_stake(env.provider.address, ROLE_WORKER, 5 * TON, 0xE1)))
-    # the provider tries to escape by unbonding everything during the delay
-    w.send(env.provider, S.unbond(WORKER_STAKE))
+    env.reg.send(env.owner, R.propose(R.action_slash_stake(env.provider.address, ROLE_WORKER, 10 * TON, 0xE1)))
+    # the provider tries to escape by unbonding most of the stake during the delay
+    w.send(env.provider, S.unbond(12 * TON))
     # too early: the registry refuses, the stake is untouched
     with Unchanged(env):
         txs = env.reg.send(env.stranger, R.execute_proposal(pid), value=R.SLASH_EXEC_VALUE + TON)
     assert find_transactions(txs, to=env.reg.address)[0].exit_code == R.Err.PROPOSAL_NOT_READY
     # not through the registry: a wallet sending the same message is refused
     with Unchanged(env):
-        txs = w.send(env.owner, _gov_slash_body(5 * TON))
+        txs = w.send(env.owner, _gov_slash_body(10 * TON))
     env.expect_error(w, txs, Err.WRONG_SENDER)
     env.chain.advance(DELAY)
     dao_before = env.dao.balance
@@ -764,12 +764,20 @@ def test_governance_slash_only_through_the_registry_after_the_delay(env: Env):
     mine = env.on(w, txs)
     assert mine and mine[0].success, [t.describe() for t in txs]
     st = w.read.state()
-    assert (st.active, st.unbonding) == (0, WORKER_STAKE - 5 * TON)
-    assert not st.jailed and w.read.slashing().slashed_total == 5 * TON
+    # 8 TON from the active stake, the other 2 from the unbonding request
+    assert (st.active, st.unbonding) == (0, 10 * TON)
+    assert not st.jailed and w.read.slashing() == S.Slashing(10 * TON, 1, 0)
     to_dao = payouts(txs, w, S.PAYOUT_TREASURY)
-    assert to_dao and to_dao[0].value == 5 * TON and env.dao.balance >= dao_before + 5 * TON - 1_000_000
+    assert to_dao and to_dao[0].value == 10 * TON and env.dao.balance >= dao_before + 10 * TON - 1_000_000
     sl = find_transactions(txs, from_=w.address, to=env.reg.address, op=S.REGISTRY_OP["stake_slashed"])
     assert sl and sl[0].success
+    s = sl[0].in_msg.body.begin_parse()
+    s.skip_bits(32 + 64 + 267 + 8)
+    assert s.load_coins() == 10 * TON and s.load_uint(8) == S.SLASH_GOVERNANCE
+    # the attached value and the reserve pay for both notifications
+    status = status_messages(env, txs)
+    assert len(status) == 1 and status[0].success
+    assert parse_status(status[0]) == (False, S.public_key_int(env.op_key), 0)
     assert w.balance >= st.unbonding
 
 
