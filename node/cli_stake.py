@@ -510,7 +510,6 @@ def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_ver
             raise UserError("the signatures do not verify with the stake's operator key (nor with a retired key "
                             "still in its window); the contract would refuse the report")
         w = ctx.call(ctx.wallet(keys))
-        tgt_read = rd
         txs = ctx.call(ctx.send(w, x.stake, value, S.report_equivocation(a, b)))
         if ctx.chain is None:
             click.echo(f"sent; check the outcome with `cocoon stake status --address {x.stake.to_str()}`")
@@ -518,7 +517,7 @@ def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_ver
         mine = [t for t in txs if t.account.hash_part == x.stake.hash_part and not t.bounced]
         if not mine or not mine[0].success:
             raise UserError(_refusal(mine[0], x.stake) if mine else "the report did not reach the stake contract")
-        after = tgt_read.slashing()
+        after = rd.slashing()
         reward = [t for t in txs if t.src is not None and t.src.hash_part == x.stake.hash_part
                   and t.account.hash_part == w.address.hash_part and t.op == S.OP["payout"]]
         click.echo(f"ok: the provider was slashed {fmt_ton(after.slashed_total - sl.slashed_total)} TON and jailed")

@@ -345,6 +345,12 @@ class StakeReader:
     def is_active(self) -> bool:
         return bool(self._get("is_active")[0])
 
+    def serves_with(self, operator_key: int | bytes) -> bool:
+        """What a proxy checks before routing to a worker: the stake is active (at least the minimum,
+        not jailed) and bound to the key in the worker's attestation."""
+        st = self.state()
+        return st.is_active and st.operator_key == _key_int(operator_key)
+
 
 def min_stake(staking: R.Staking, role: int) -> int:
     return staking.min_worker_stake if role == ROLE_WORKER else staking.min_proxy_stake

@@ -185,6 +185,15 @@ def test_first_deposit_deploys_queries_params_and_reports_status(env: Env):
     assert w.balance >= WORKER_STAKE + S.MIN_RESERVE
 
 
+def test_serves_with_checks_activity_and_key(env: Env):
+    w = env.worker
+    key = env.op_key.public_key().public_bytes_raw()
+    assert w.read.serves_with(key) and w.read.serves_with(S.public_key_int(env.op_key))
+    assert not w.read.serves_with(S.public_key_int(env.other_key))
+    w.send(env.provider, S.unbond(WORKER_STAKE - MIN_WORKER + 1))
+    assert not w.read.serves_with(key)
+
+
 def test_getters_read_the_initial_form(env: Env):
     s = env.stake(env.stranger.address, ROLE_PROXY)
     txs = env.stranger.send(s.address, TON, None, state_init=s.state_init)
