@@ -104,6 +104,16 @@ def _deployed(ctx: ChainContext, address: Address) -> bool:
     return ctx.call(ctx.status(address)) == "active"
 
 
+def _value(ctx: ChainContext, addr: Address, ch: E.Channel, fee: int) -> int:
+    """The value to attach: the operation's fee, a margin, and what storage took below the escrow's
+    reserve while it sat idle (the contract asks the caller for it)."""
+    if ctx.chain is not None:
+        balance = ctx.chain.balance(addr)
+    else:
+        balance = ctx.call(ctx.provider.get_account_state(addr)).balance
+    return fee + E.MARGIN + E.storage_deficit(balance, ch)
+
+
 def _reader(ctx: ChainContext, channel: str) -> tuple[Address, E.EscrowReader]:
     addr = _address(channel, "the channel")
     if not _deployed(ctx, addr):
@@ -174,7 +184,7 @@ def _payouts(txs, addr: Address) -> list[tuple[E.Payout, int]]:
     return out
 
 
-def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel, body: Cell, value: int,
+def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel, body: Cell, fee: int,
               what: str, check: Optional[Callable] = None):
     """Send ``body`` from the payer's wallet to its channel and report the outcome."""
     keys = load_keys(mnemonic_file, key_file)
@@ -187,7 +197,7 @@ def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, chan
         ch = rd.channel()
         if check is not None:
             check(ctx, ch)
-        txs = ctx.call(ctx.send(w, addr, value, body))
+        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, fee), body))
         _check(ctx, txs, addr, what, ch, rd)
         return ctx, addr, rd, txs
 
@@ -284,7 +294,8 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
 @click.argument("amount")
 @guarded
 def top_up(network, state_file, mnemonic_file, key_file, wallet_version, channel, amount):
-    """Add AMOUNT TON to CHANNEL (anyone may). Attaches AMOUNT + 0.015 TON; the rest comes back."""
+    """Add AMOUNT TON to CHANNEL (anyone may). Attaches AMOUNT + 0.015 TON (and any storage deficit
+    of an idle escrow); the rest comes back."""
     nano = _ton(amount)
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
@@ -292,7 +303,7 @@ def top_up(network, state_file, mnemonic_file, key_file, wallet_version, channel
         ch = rd.channel()
         _require_active(ch)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, nano + E.TOP_UP_FEE + E.MARGIN, E.top_up_body(nano)))
+        txs = ctx.call(ctx.send(w, addr, nano + _value(ctx, addr, ch, E.TOP_UP_FEE), E.top_up_body(nano)))
         _check(ctx, txs, addr, f"added {fmt_ton(nano)} TON", ch, rd)
         if ctx.chain is not None:
             click.echo(f"deposited in total {fmt_ton(rd.channel().deposited)} TON")
@@ -408,7 +419,7 @@ def claim(network, state_file, mnemonic_file, key_file, wallet_version, channel,
                                 f"{fmt_ton(v.amount)} TON in total, so it pays nothing more")
             raise UserError(ADVICE[E.Err.NOTHING_TO_CLAIM])
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, E.CLAIM_FEE + E.MARGIN, E.claim_body(v)))
+        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.CLAIM_FEE), E.claim_body(v)))
         _check(ctx, txs, addr, f"claimed {fmt_ton(pay)} TON for the payee", ch, rd)
         if ctx.chain is not None:
             owed = rd.channel().owed
@@ -442,7 +453,7 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
                 raise UserError(f"the channel is already closing; finish it after {_when(ch.close_at, _now(ctx))}")
 
         ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
-                                     E.request_close_body(), E.REQUEST_FEE + E.MARGIN, "close requested", can_close)
+                                     E.request_close_body(), E.REQUEST_FEE, "close requested", can_close)
         if ctx.chain is not None:
             ch = rd.channel()
             click.echo(f"anyone can finish after {_when(ch.close_at, _now(ctx))} (`cocoon escrow finish "
@@ -471,7 +482,7 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
         _require_active(ch)
         w = ctx.call(ctx.wallet(keys))
         body = E.coop_close_body(nano, E.sign_coop_close(seed, addr, nano), qsig)
-        txs = ctx.call(ctx.send(w, addr, E.COOP_CLOSE_FEE + E.MARGIN, body))
+        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.COOP_CLOSE_FEE), body))
         _check(ctx, txs, addr, "closed cooperatively", ch, rd)
         if ctx.chain is not None:
             for p, _ in _payouts(txs, addr):
@@ -523,7 +534,7 @@ def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, chann
             raise UserError(f"the channel holds {fmt_ton(ch.held)} TON; you cannot withdraw {fmt_ton(nano)} TON")
 
     ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
-                                 E.request_withdraw_body(nano), E.REQUEST_FEE + E.MARGIN,
+                                 E.request_withdraw_body(nano), E.REQUEST_FEE,
                                  f"withdrawal of {fmt_ton(nano)} TON requested", can_withdraw)
     if ctx.chain is not None:
         click.echo(f"anyone can finish after {_when(rd.channel().close_at, _now(ctx))} "
@@ -549,7 +560,7 @@ def finish(network, state_file, mnemonic_file, key_file, wallet_version, channel
                     if ctx.chain is not None else "; run it again then")
             raise UserError(f"the notice ends at {_when(ch.close_at, now)}" + hint)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, E.FINISH_FEE + E.MARGIN, E.finish_body()))
+        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.FINISH_FEE), E.finish_body()))
         _check(ctx, txs, addr, "finished", ch, rd)
         if ctx.chain is not None:
             for p, _ in _payouts(txs, addr):

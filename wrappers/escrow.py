@@ -318,6 +318,14 @@ class EscrowReader:
 
 
 # ---------------------------------------------------------------------------- off-chain bookkeeping
+def storage_deficit(balance: int, ch: Channel) -> int:
+    """What storage fees took below the escrow's reserve: the next operation must attach it on top
+    of its fee (102 otherwise). ``balance`` is the account's balance as last seen; storage due since
+    then comes on top, which MARGIN covers for months."""
+    tracked = ch.held + ch.owed + (ch.pending if ch.state == State.OPENING else 0)
+    return max(0, STORAGE_RESERVE + tracked - balance)
+
+
 def claimable(voucher_amount: int, ch: Channel) -> int:
     """What a claim with this voucher would pay the payee now (the contract's rule)."""
     if ch.state in (State.NEW, State.OPENING):
@@ -454,7 +462,10 @@ class EmbeddedEscrow:
     def top_up(self, wallet, amount: int, value: Optional[int] = None) -> list:
         return self.send(wallet, top_up_body(amount), amount + TOP_UP_FEE + MARGIN if value is None else value)
 
-    def claim(self, wallet, voucher: Voucher, value: int = CLAIM_FEE + MARGIN) -> list:
+    def claim(self, wallet, voucher: Voucher, value: Optional[int] = None) -> list:
+        """Claim; by default attaches the fee, the margin and any storage deficit."""
+        if value is None:
+            value = CLAIM_FEE + MARGIN + storage_deficit(self.balance, self.read.channel())
         return self.send(wallet, claim_body(voucher), value)
 
     def request_close(self, wallet, value: int = REQUEST_FEE + MARGIN) -> list:

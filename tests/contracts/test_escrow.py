@@ -687,6 +687,22 @@ def test_forged_bounce_changes_nothing(env: Env):
     assert env.mine(txs)[0].success and env.esc.data_hash == data and env.ch.owed == 0
 
 
+def test_storage_fees_eating_the_balance(env: Env):
+    """Two idle years: storage fees take the reserve and part of what the escrow holds. The next
+    caller pays that deficit on top of its fee (102 otherwise); the payee is paid in full and the
+    reserve is back."""
+    env.chain.advance(2 * 365 * 86400)
+    with Unchanged(env):                                      # (the storage phase charges the rent)
+        txs = env.esc.claim(env.stranger, env.voucher(4 * TON), value=E.CLAIM_FEE + E.MARGIN)
+    env.expect_error(txs, Err.LOW_VALUE)
+    deficit = E.storage_deficit(env.esc.balance, env.ch)
+    assert deficit > E.STORAGE_RESERVE                        # below what it holds
+    txs = env.esc.claim(env.stranger, env.voucher(4 * TON), value=E.CLAIM_FEE + deficit + E.MARGIN)
+    assert [(p.amount, v) for p, v in payments(txs, env, to=env.payee)] == [(4 * TON, 4 * TON)]
+    assert env.esc.balance == DEPOSIT - 4 * TON + E.STORAGE_RESERVE
+    assert E.storage_deficit(env.esc.balance, env.ch) == 0
+
+
 # ==================================================================================== getters and helpers
 def test_getters_of_an_unopened_escrow(env: Env):
     env.chain.restore(env.fresh)
