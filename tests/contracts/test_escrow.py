@@ -703,7 +703,7 @@ def test_storage_fees_eating_the_balance(env: Env):
     assert E.storage_deficit(env.esc.balance, env.ch) == 0
 
 
-# ==================================================================================== getters and helpers
+# ==================================================================================== getters and bookkeeping
 def test_getters_of_an_unopened_escrow(env: Env):
     env.chain.restore(env.fresh)
     env.payer.send(env.esc.address, E.STORAGE_RESERVE, None, state_init=env.esc.state_init, bounce=False)
