@@ -205,6 +205,29 @@ def test_getters_read_the_initial_form(env: Env):
     assert s.read.params() == (0, None) and s.read.unbonding().requests == []
 
 
+def test_first_operation_other_than_a_deposit_pays_the_init(env: Env):
+    s = env.stake(env.stranger.address, ROLE_WORKER)
+    key = S.public_key_int(env.other_key)
+    txs = s.send(env.stranger, S.set_operator(key), S.OP_VALUE + S.INIT_VALUE - 1)
+    env.expect_error(s, txs, Err.LOW_VALUE)
+    txs = s.send(env.stranger, S.set_operator(key), S.OP_VALUE + S.INIT_VALUE)
+    assert env.on(s, txs)[0].success
+    assert has_transaction(txs, from_=env.reg.address, to=s.address, op=S.REGISTRY_OP["params_response"], success=True)
+    st = s.read.state()
+    assert st.params_ready and st.operator_key == key and st.active == 0 and not st.is_active
+    assert s.balance >= S.MIN_RESERVE
+
+
+def test_refresh_initialises_a_stake_deployed_by_a_top_up(env: Env):
+    s = env.stake(env.stranger.address, ROLE_PROXY)
+    env.stranger.send(s.address, TON, None, state_init=s.state_init)
+    txs = s.send(env.reporter, S.refresh_params(), S.REFRESH_VALUE)
+    assert env.on(s, txs)[0].success
+    assert env.chain.state(s.address)[2].begin_parse().remaining_bits > 267  # the full storage now
+    assert s.read.params() == (env.reg.read.version(), env.params.staking)
+    assert s.read.state().owner == env.stranger.address and not s.read.is_active()
+
+
 @pytest.mark.parametrize("body", [None, begin_cell().store_uint(0, 32).store_snake_string("tip").end_cell(),
                                   begin_cell().store_uint(S.OP_EXCESSES, 32).store_uint(5, 64).end_cell()])
 def test_top_up_comment_and_excesses_change_nothing(env: Env, body):
