@@ -87,6 +87,20 @@ def func_sources(main: Path) -> list[Path]:
 
 
 def compile_func(name: str, root: Path = CONTRACTS) -> Artifact:
+    """Compile in a fresh process: tonpy's FunC keeps state (global variable numbering) between
+    compilations in one process, so a contract's code could otherwise depend on build order."""
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "wrappers.build", "func", name, str(root)], capture_output=True,
+                       text=True, cwd=str(ROOT))
+    if p.returncode == 3:
+        raise BuildError(p.stderr.strip())
+    if p.returncode != 0:
+        raise BuildError(f"FunC {FUNC_VERSION}: {name}.fc: the compiler process failed:\n{p.stderr.strip()[-2000:]}")
+    return Artifact(**json.loads(p.stdout))
+
+
+def _compile_func_here(name: str, root: Path = CONTRACTS) -> Artifact:
     from tonpy.fift.fift import convert_assembler
     from tonpy.libs.python_ton import func_to_asm
 
@@ -190,3 +204,15 @@ def load_artifact(name: str, lang: str, build: Path = BUILD) -> Artifact:
 
 def load_code(name: str, lang: str) -> Cell:
     return load_artifact(name, lang).code
+
+
+if __name__ == "__main__":  # the isolated FunC compiler process used by compile_func
+    import sys
+
+    lang, name, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    try:
+        art = _compile_func_here(name, root)
+    except BuildError as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(3)
+    print(json.dumps(art.__dict__))
