@@ -385,7 +385,7 @@ def status(network, state_file, mnemonic_file, key_file, wallet_version, registr
             if not _deployed(ctx, addr):
                 raise UserError(f"no stake contract is deployed at {addr.to_str()} on {network}")
             rd = S.StakeReader(ctx.get_method, addr)
-            _print_status(ctx, addr, rd, None)
+            _print_status(ctx, addr, rd, R.RegistryReader(ctx.get_method, rd.state().registry))
             return
         owner = _address(owner_text, "--owner") if owner_text else _owner_address(
             ctx, load_keys(mnemonic_file, key_file))
@@ -404,7 +404,7 @@ def _print_brief(tgt: Target) -> None:
                f"{'ACTIVE' if st.is_active else 'inactive'}")
 
 
-def _print_status(ctx: ChainContext, addr: Address, rd: S.StakeReader, reg: Optional[R.RegistryReader]) -> None:
+def _print_status(ctx: ChainContext, addr: Address, rd: S.StakeReader, reg: R.RegistryReader) -> None:
     st, ub, keys, sl = rd.state(), rd.unbonding(), rd.keys(), rd.slashing()
     version, staking = rd.params()
     now = _now(ctx)
@@ -433,10 +433,12 @@ def _print_status(ctx: ChainContext, addr: Address, rd: S.StakeReader, reg: Opti
     if staking:
         line = (f"parameters    version {version}: unbonding {_duration(staking.unbonding_period)}, slash "
                 f"{staking.slash_bps / 100:g}% (reporter {staking.reporter_bps / 100:g}%)")
-        if reg is not None:
-            current = reg.version()
-            if current != version:
-                line += f"; the registry is at version {current}: `cocoon stake refresh` picks up changes"
+        try:
+            current = reg.params().staking
+        except Exception:       # the registry is unreachable or not a registry: say nothing about it
+            current = staking
+        if current != staking:
+            line += "; the registry's staking parameters have changed since: `cocoon stake refresh` picks them up"
         click.echo(line)
     balance = ctx.chain.balance(addr) if ctx.chain is not None else None
     if balance is not None:
@@ -469,14 +471,12 @@ def _read_statement(path: str) -> S.SignedStatement:
 
 @stake.command("report-equivocation")
 @network_options
-@registry_option
 @click.argument("first", type=click.Path(exists=True, dir_okay=False))
 @click.argument("second", type=click.Path(exists=True, dir_okay=False))
 @click.option("--value", "value_text", default=str(Decimal(S.REPORT_VALUE) / 10**9), show_default=True,
               help="TON to attach (pays the fees; the rest comes back with the reward).")
 @guarded
-def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_version, registry, first, second,
-                        value_text):
+def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_version, first, second, value_text):
     """Report two conflicting statements signed by a provider's operator key (anyone may).
 
     FIRST and SECOND are files holding signed statements (BoC: raw, hex or base64) for the same

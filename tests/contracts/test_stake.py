@@ -1062,11 +1062,21 @@ def test_cli_end_to_end(lang, tmp_path):
     assert "registered: proxy 10.0.0.1:8443" in out
     out = cli("registry", "show")
     assert "10.0.0.1:8443" in out and "active" in out
+
+    # the registry raises the proxy minimum; anyone refreshes the proxy's stake, which turns inactive
+    cli("registry", "set-params", "--min-proxy-stake", "70", key="owner")
+    cli("registry", "advance-time", "60")
+    cli("registry", "execute", "0", key="owner")
+    out = cli("stake", "status", "--role", "proxy", key="proxy")
+    assert "ACTIVE" in _field(out, "state") and "parameters have changed" in out
     out = cli("stake", "refresh", "--role", "proxy", key="reporter", ok=False)
     assert "there is no proxy stake" in out
-    out = cli("stake", "refresh", "--role", "proxy", "--owner", _field(cli("stake", "status", "--role", "proxy",
-                                                                            key="proxy"), "owner"), key="reporter")
-    assert "parameters refreshed" in out
+    out = cli("stake", "refresh", "--role", "proxy", "--owner", _field(out_owner := cli(
+        "stake", "status", "--role", "proxy", key="proxy"), "owner"), key="reporter")
+    assert "parameters refreshed" in out and out_owner
+    out = cli("stake", "status", "--role", "proxy", key="proxy")
+    assert "below the minimum of 70 TON" in out and "parameters have changed" not in out
+    assert "INACTIVE" in cli("registry", "show")
 
 
 @pytest.mark.parametrize("args,needle", [
