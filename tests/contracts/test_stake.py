@@ -768,6 +768,24 @@ def test_payout_to_a_failing_treasury_is_not_lost(env: Env, lang):
     assert env.worker.read.slashing().slashed_total == slashed
 
 
+def test_reward_to_a_failing_reporter_is_not_lost(env: Env):
+    """The reporter is a contract that throws on every message (its report is forged from its address):
+    the non-bounceable reward stays with it and nothing comes back to the stake."""
+    thrower = StateInit(code=begin_cell().store_uint(0xF237, 16).end_cell(), data=Cell.empty())  # THROW 55
+    bad = R.address_of(thrower)
+    env.stranger.send(bad, TON, None, state_init=thrower, bounce=False)
+    before = env.chain.balance(bad)
+    body = S.report_equivocation(env.statement(env.op_key, b"a"), env.statement(env.op_key, b"b"))
+    txs = env.forge(bad, env.worker.address, body, value=S.REPORT_VALUE)
+    assert env.on(env.worker, txs)[0].success
+    reward = (WORKER_STAKE * SLASH_BPS // 10_000) * REPORTER_BPS // 10_000
+    got = payouts(txs, env.worker, S.PAYOUT_REPORTER)
+    assert got and got[0].account == bad and got[0].exit_code == 55 and not got[0].in_msg.info.bounce
+    assert env.chain.balance(bad) >= before + reward
+    assert len(find_transactions(txs, from_=bad, to=env.worker.address)) == 1  # the report, no bounce
+    assert env.chain.money_leak() == 0
+
+
 # ================================================================================================
 # Governance slashing
 
