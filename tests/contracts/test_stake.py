@@ -974,8 +974,8 @@ def _check_invariants(env: Env, m: Model) -> None:
     assert env.chain.money_leak() == 0
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=hs.lists(OPS, min_size=8, max_size=24))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=hs.lists(OPS, min_size=8, max_size=40))
 def test_money_invariants_hold_after_every_step(env: Env, ops):
     snap = env.chain.snapshot()
     try:
