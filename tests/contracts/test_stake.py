@@ -228,6 +228,33 @@ def test_refresh_initialises_a_stake_deployed_by_a_top_up(env: Env):
     assert s.read.state().owner == env.stranger.address and not s.read.is_active()
 
 
+def test_the_other_build_reads_the_same_storage(env: Env):
+    """Both builds follow one layout (stake.tlb): the other language's getters, run on this build's
+    data, return the same values (in the initial form too)."""
+    from wrappers.chain.getmethod import run_get_method
+
+    w = env.worker
+    w.send(env.provider, S.unbond(3 * TON))
+    env.chain.advance(60)
+    w.send(env.provider, S.unbond(2 * TON))
+    w.send(env.provider, S.set_operator(S.public_key_int(env.op_key2)))
+    env.report(env.statement(env.op_key2, b"a"), env.statement(env.op_key2, b"b"))
+    fresh = env.stake(env.stranger.address, ROLE_PROXY)
+    env.stranger.send(fresh.address, TON, None, state_init=fresh.state_init)
+    other = S.stake_code("tolk" if env.lang == "func" else "func")
+    for stake in (w, fresh):
+        _status, code, data = env.chain.state(stake.address)
+
+        def on(c):
+            return lambda addr, method, stack: run_get_method(c, data, addr, method, stack, balance=stake.balance,
+                                                              now=env.chain.now, config=env.chain.config)
+
+        mine, theirs = S.StakeReader(on(code), stake.address), S.StakeReader(on(other), stake.address)
+        for getter in ("state", "unbonding", "params", "keys", "slashing", "is_active"):
+            assert getattr(mine, getter)() == getattr(theirs, getter)(), getter
+    assert w.read.unbonding().requests and w.read.state().jailed
+
+
 @pytest.mark.parametrize("body", [None, begin_cell().store_uint(0, 32).store_snake_string("tip").end_cell(),
                                   begin_cell().store_uint(S.OP_EXCESSES, 32).store_uint(5, 64).end_cell()])
 def test_top_up_comment_and_excesses_change_nothing(env: Env, body):
