@@ -410,6 +410,17 @@ class VoucherTracker:
         self.latest = v
         return True
 
+    def settle(self, v: Voucher, floor: int) -> None:
+        """Replace the held voucher with a request's exact total (DESIGN.md §4: the client first
+        authorizes previous + maximum, then signs previous + actual). ``floor`` is the total before
+        the request: a final voucher below it would give back money already earned, so it is
+        refused, as is one above the authorization it settles."""
+        if v.channel != self.channel or not v.verify(self.payer_key):
+            raise ValueError("the final voucher is not the payer's for this channel")
+        if not floor <= v.amount <= self.authorized:
+            raise ValueError(f"a final total must lie between {floor} and the authorized {self.authorized}")
+        self.latest = v
+
 
 class VoucherSigner:
     """The payer's side: signs cumulative vouchers for one channel and never signs a lower total, so
@@ -425,6 +436,21 @@ class VoucherSigner:
         if total < self.total:
             raise ValueError(f"vouchers are cumulative: {total} is below the {self.total} already signed")
         self.total = total
+        self.latest = Voucher.sign(self.key, self.channel, total)
+        return self.latest
+
+    def authorize_request(self, settled: int, max_cost: int) -> Voucher:
+        """Before a request: the settled total plus the request's maximum cost."""
+        return self._sign(settled + max_cost)
+
+    def settle_request(self, settled: int, cost: int, max_cost: int) -> Voucher:
+        """After the answer: the settled total plus what the request actually cost."""
+        if not 0 <= cost <= max_cost:
+            raise ValueError("a request cannot cost more than was authorized for it")
+        return self._sign(settled + cost)
+
+    def _sign(self, total: int) -> Voucher:
+        self.total = max(self.total, total)
         self.latest = Voucher.sign(self.key, self.channel, total)
         return self.latest
 

@@ -1,0 +1,77 @@
+"""What a request costs: token usage to adjusted tokens, client price, worker fee, proxy margin.
+
+The formulas follow the network's economics (DESIGN.md §4, the same as COCOON's): each class of
+tokens is scaled by the worker's coefficient and the class multiplier from the registry's
+parameters, then priced per token. Integer arithmetic only, rounded down per class, so the client,
+the proxy and the worker compute the same numbers.
+
+    adjusted(n, coef, mult) = n * coef * mult // (COEF_ONE * MULT_ONE)
+    prompt     = adjusted(prompt_tokens - cached_tokens, coef, prompt_mult)
+    cached     = adjusted(cached_tokens, coef, cached_mult)
+    completion = adjusted(completion_tokens - reasoning_tokens, coef, completion_mult)
+    reasoning  = adjusted(reasoning_tokens, coef, reasoning_mult)
+    client pays  (prompt + cached + completion + reasoning) * price_per_token
+    worker earns (prompt + cached + completion + reasoning) * worker_fee_per_token
+
+Coefficients use COEF_ONE = 1000 for 1.0 (a worker at 1500 charges 1.5x); multipliers use 10000.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .registry import Economics
+
+COEF_ONE = 1000
+MULT_ONE = 10_000
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts as an OpenAI ``usage`` object reports them (cached within prompt, reasoning
+    within completion)."""
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self):
+        if min(self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.reasoning_tokens) < 0:
+            raise ValueError("token counts cannot be negative")
+        if self.cached_tokens > self.prompt_tokens or self.reasoning_tokens > self.completion_tokens:
+            raise ValueError("cached tokens are part of the prompt and reasoning tokens part of the completion")
+
+
+def adjusted(n: int, coef: int, mult: int) -> int:
+    return n * coef * mult // (COEF_ONE * MULT_ONE)
+
+
+@dataclass(frozen=True)
+class Charge:
+    adjusted_tokens: int
+    client_cost: int   # nanoTON the client pays
+    worker_fee: int    # nanoTON the worker earns
+
+    @property
+    def proxy_margin(self) -> int:
+        return self.client_cost - self.worker_fee
+
+
+def adjusted_tokens(u: Usage, coef: int, e: Economics) -> int:
+    return (adjusted(u.prompt_tokens - u.cached_tokens, coef, e.prompt_mult)
+            + adjusted(u.cached_tokens, coef, e.cached_mult)
+            + adjusted(u.completion_tokens - u.reasoning_tokens, coef, e.completion_mult)
+            + adjusted(u.reasoning_tokens, coef, e.reasoning_mult))
+
+
+def charge(u: Usage, coef: int, e: Economics) -> Charge:
+    t = adjusted_tokens(u, coef, e)
+    return Charge(t, t * e.price_per_token, t * e.worker_fee_per_token)
+
+
+def max_cost(prompt_tokens: int, max_tokens: int, max_coef: int, e: Economics) -> int:
+    """The most a request can cost: what a client authorizes before it is served. No cached-token
+    discount is assumed, and every completion token is priced at the dearer of completion and
+    reasoning."""
+    u_prompt = adjusted(prompt_tokens, max_coef, e.prompt_mult)
+    u_out = adjusted(max_tokens, max_coef, max(e.completion_mult, e.reasoning_mult))
+    return (u_prompt + u_out) * e.price_per_token
