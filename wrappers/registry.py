@@ -57,7 +57,8 @@ ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)}
 ROLE_WORKER, ROLE_PROXY = 1, 2
 MIN_OP_VALUE = 10_000_000          # 0.01 TON: every registry operation
 REPORT_VALUE = 50_000_000          # 0.05 TON: relaying a reputation report
-SLASH_EXEC_VALUE = 100_000_000     # 0.1 TON: executing a slash_stake proposal (0.05 goes with the slash)
+SLASH_EXEC_VALUE = 150_000_000     # 0.15 TON: executing a slash_stake proposal
+SLASH_MESSAGE_VALUE = 100_000_000  # 0.1 TON of it goes with governance_slash to the stake contract
 MAX_OPEN_PROPOSALS = 16
 TON = 10**9
 
