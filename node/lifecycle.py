@@ -285,6 +285,27 @@ class Network:
                   addr, f"the proxy reports on {worker}")
 
 
+def ready(lang: str, jobs: int = 0, log: Callable[[str], None] = lambda s: None,
+          client_deposit: int = 5 * TON) -> Network:
+    """Deployed, governed, staked, registered, channels open: the point where requests flow."""
+    n = Network(lang, log)
+    n.deploy()
+    pids = [n.allow("worker_image", WORKER_IMAGE), n.allow("proxy_image", PROXY_IMAGE), n.allow("model", MODEL)]
+    n.chain.advance(n.params.governance_delay)
+    for pid in pids:
+        n.execute(pid)
+    n.stake(n.proxy, R.ROLE_PROXY, 60 * TON)
+    for w in n.workers.values():
+        n.stake(w, R.ROLE_WORKER, 20 * TON)
+    n.register_proxy()
+    n.open_channel(n.client, n.proxy, client_deposit)
+    for w in n.workers.values():
+        n.open_channel(n.proxy, w, 2 * TON)
+    for i in range(jobs):
+        n.run_job("worker-a", job_usage(i))
+    return n
+
+
 # ---------------------------------------------------------------------------- the story
 @dataclass
 class StoryResult:

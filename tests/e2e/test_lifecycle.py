@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from node.lifecycle import MODEL, PROXY_IMAGE, WORKER_IMAGE, Network, job_usage, run_story
+from node.lifecycle import MODEL, PROXY_IMAGE, WORKER_IMAGE, Network, job_usage, ready, run_story
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
@@ -79,23 +79,7 @@ def test_unbonding_slashing_and_reputation(story):
 
 # ------------------------------------------------------------------------------------ unhappy lives
 def _ready(lang: str, jobs: int = 0) -> Network:
-    """Deployed, governed, staked, registered, channels open: the point where requests flow."""
-    n = Network(lang)
-    n.deploy()
-    pids = [n.allow("worker_image", WORKER_IMAGE), n.allow("proxy_image", PROXY_IMAGE), n.allow("model", MODEL)]
-    n.chain.advance(n.params.governance_delay)
-    for pid in pids:
-        n.execute(pid)
-    n.stake(n.proxy, R.ROLE_PROXY, 60 * TON)
-    for w in n.workers.values():
-        n.stake(w, R.ROLE_WORKER, 20 * TON)
-    n.register_proxy()
-    n.open_channel(n.client, n.proxy, 5 * TON)
-    for w in n.workers.values():
-        n.open_channel(n.proxy, w, 2 * TON)
-    for i in range(jobs):
-        n.run_job("worker-a", job_usage(i))
-    return n
+    return ready(lang, jobs)
 
 
 @pytest.mark.parametrize("lang", ["func", "tolk"])
