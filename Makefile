@@ -27,4 +27,4 @@ test: install
 	$(BIN)/pytest -q -n 2
 
 bench: install
-	$(BIN)/python benchmarks/chain.py
+	for b in chain stake escrow reputation lifecycle; do $(BIN)/python benchmarks/$$b.py || exit 1; done
