@@ -1,0 +1,1 @@
+"""Operator scripts of the network (deployment: :mod:`scripts.deploy`)."""
