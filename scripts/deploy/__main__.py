@@ -1,0 +1,5 @@
+"""``python -m scripts.deploy CONFIG [options]``: the same command as ``cocoon deploy``."""
+from node.cli_deploy import deploy
+
+if __name__ == "__main__":
+    deploy(prog_name="python -m scripts.deploy")
