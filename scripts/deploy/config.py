@@ -291,6 +291,9 @@ class _Reader:
                            test_network=vals["test_network"], governance_delay=vals["governance_delay"],
                            max_proxies=vals["max_proxies"], staking=staking, treasury=vals["treasury"],
                            trust=trust, trust_since=since, address=pinned, record_dir=record_dir)
+        if network == "mainnet" and cfg.test_network:
+            raise self.fail("[params] test_network", "true on mainnet would let simulated TEEs serve real "
+                            "users; set it to false")
         problems = cfg.params(Address("0:" + "00" * 32)).problems()
         if problems:
             raise self.fail("[params]", "; ".join(problems))

@@ -180,8 +180,9 @@ def _locate(ctx, cfg: DeployConfig, exp: Expected, record_dir: Path, new: bool) 
     if cfg.address is not None:
         obs = observe(ctx, cfg.address)
         if not obs.active:
-            raise UserError(f"[registry] address {fmt_addr(cfg.address, net)} is {obs.status} on {net}; "
-                            "remove `address` from the file to deploy a new registry")
+            raise UserError(f"[registry] address {fmt_addr(cfg.address, net)}: no registry there on {net} "
+                            f"(account {obs.status}); correct it, or remove `address` from the file to deploy "
+                            "a new registry")
         return obs, "pinned by [registry] address in the file"
     obs = observe(ctx, exp.address)
     if obs.status == "frozen":

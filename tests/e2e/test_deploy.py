@@ -310,6 +310,33 @@ def test_check_names_code_hash_mismatches_against_the_artifacts(d):
     assert d.executed == 0 and "23 of 23 checks pass" in out
 
 
+def test_a_pinned_registry_is_the_one_verified_and_only_its_owner_proposes(d, tmp_path):
+    d(d.config())
+    addr = expected_address(d.owner, example_params(d.owner))
+    pinned = d.config(name="pinned.toml", governance_delay="120",
+                      children=f'["stake", "escrow", "reputation"]\naddress = "{addr.to_str()}"')
+    # no records to lead there: the pinned address alone says which registry this file manages
+    out = d(pinned, "--record-dir", tmp_path / "elsewhere", records=False, code=3)
+    assert d.executed == 0 and "pinned by [registry] address" in out
+    assert "params.governance_delay" in [line for line in out.splitlines() if line.startswith("Error:")][0]
+
+    # another wallet's key: the owner check fails and nothing is proposed
+    (tmp_path / "other.key").write_text(hashlib.sha256(b"someone else").hexdigest())
+    other = pinned.read_text().replace(str(d.key), str(tmp_path / "other.key"))
+    (tmp_path / "other.toml").write_text(other)
+    out = d(tmp_path / "other.toml", code=3)
+    assert d.executed == 0 and "MISMATCH owner" in out and "only the owner can propose" in out
+    out = d(tmp_path / "other.toml", "--propose", code=3)
+    assert d.executed == 0 and f"is owned by {d.owner.to_str()}" in out
+
+    # a pinned address with nothing deployed there is an error, not a deployment
+    empty = Address((0, b"\x01" * 32))
+    nothing = pinned.read_text().replace(addr.to_str(), empty.to_str())
+    (tmp_path / "nothing.toml").write_text(nothing)
+    out = d(tmp_path / "nothing.toml", code=1)
+    assert d.executed == 0 and "no registry there on embedded (account nonexist)" in out and "remove `address`" in out
+
+
 def test_check_of_nothing_deployed_is_an_error(d):
     out = d(d.config(), "--check", code=1)
     assert "no registry is deployed" in out and "run without --check" in out
@@ -360,6 +387,7 @@ BAD = [
     ({"deploy_value": '"0.001"'}, "[registry] deploy_value: at least 0.01 TON"),
     ({"models": '["abc"]'}, "[trust] models: 'abc' is not a 64-hex-digit hash"),
     ({"wallet": '"v3r2"'}, "[owner] wallet: 'v3r2' is not one of v4r2, v5r1"),
+    ({"network": '"mainnet"'}, "[params] test_network: true on mainnet would let simulated TEEs serve"),
 ]
 
 
