@@ -8,6 +8,7 @@ Modules, in the order a run uses them:
 * :mod:`.plan`    the committed artifacts, the expected registry (state init, address) and the
   messages that deploy it or propose the fixes governance needs;
 * :mod:`.verify`  what the chain holds at an address, compared field by field with the expectation;
+* :mod:`.send`    one message from the owner's wallet, the wait for its effect, what it cost;
 * :mod:`.cost`    the cost of a plan: measured on a snapshot of the embedded chain, or estimated on
   a fresh embedded chain with mainnet prices for testnet and mainnet;
 * :mod:`.record`  the JSON record of a deployment for the operator;
