@@ -202,6 +202,43 @@ class ChainContext:
                         "explorer before sending again")
 
 
+# ------------------------------------------------------------------------ parsing what users type
+def parse_ton(value: str, what: str = "amount") -> int:
+    """'12.5' -> nanoTON, exactly (no float rounding); positive, at most 9 decimals."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        d = Decimal(value)
+    except InvalidOperation:
+        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
+    if d <= 0:
+        raise UserError(f"{what} must be more than 0 TON")
+    nano = d * 10**9
+    if nano != nano.to_integral_value():
+        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
+    return int(nano)
+
+
+def parse_address(value: str, what: str) -> Address:
+    try:
+        return Address(value)
+    except Exception:
+        raise UserError(f"{what} {value!r} is not a TON address") from None
+
+
+def parse_hex256(text: str, what: str) -> int:
+    """A 256-bit value (a hash or an Ed25519 public key) as 64 hex digits, 0x allowed."""
+    v = text.lower().removeprefix("0x")
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise UserError(f"{what} is 64 hex digits, got {text!r}")
+    return int(v, 16)
+
+
+def chain_now(ctx: "ChainContext") -> int:
+    """The chain's time: the embedded chain's clock, or the wall clock on a real network."""
+    return ctx.chain.now if ctx.chain is not None else int(time.time())
+
+
 def guarded(f):
     """Decorator for command bodies: expected failures become one-line errors, never a traceback."""
     import functools

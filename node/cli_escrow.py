@@ -8,7 +8,6 @@ escrow's code comes from the registry, so these commands need only the registry 
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,7 +18,8 @@ from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options
+from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options,
+                       chain_now as _now, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton)
 from .cli_registry import _registry_address, registry_option
 
 ADVICE = {
@@ -50,31 +50,6 @@ def escrow() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _ton(value: str, what: str = "amount") -> int:
-    try:
-        d = Decimal(value)
-    except InvalidOperation:
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
-    if d <= 0:
-        raise UserError(f"{what} must be more than 0 TON")
-    nano = d * 10**9
-    if nano != nano.to_integral_value():
-        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
-    return int(nano)
-
-
-def _address(value: str, what: str) -> Address:
-    try:
-        return Address(value)
-    except Exception:
-        raise UserError(f"{what} {value!r} is not a TON address") from None
-
-
-def _key_hex(text: str, what: str) -> int:
-    v = text.lower().removeprefix("0x")
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise UserError(f"{what} is an Ed25519 public key: 64 hex digits, got {text!r}")
-    return int(v, 16)
 
 
 def _seed(key_file: Optional[str], keys) -> bytes:
@@ -82,10 +57,6 @@ def _seed(key_file: Optional[str], keys) -> bytes:
     if key_file:
         return load_keys(None, key_file).private[:32]
     return keys.private[:32]
-
-
-def _now(ctx: ChainContext) -> int:
-    return ctx.chain.now if ctx.chain is not None else int(time.time())
 
 
 def _when(unix: int, now: int) -> str:

@@ -16,7 +16,7 @@ from wrappers import registry as R
 from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options
+from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, parse_hex256
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 
@@ -39,10 +39,7 @@ def _registry_address(registry: Optional[str], state_file: Path, network: str) -
 
 
 def _parse_hash(value: str) -> int:
-    v = value.lower().removeprefix("0x")
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise UserError(f"a hash is 64 hex digits (SHA-256), got {value!r}")
-    return int(v, 16)
+    return parse_hex256(value, "a hash (SHA-256)")
 
 
 def _check_result(txs, registry: Address, what: str) -> None:

@@ -23,18 +23,9 @@ from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options
+from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options,
+                       chain_now as _now, parse_address as _address)
 from .cli_registry import _registry_address, registry_option
-
-
-def _address(value: str, what: str) -> Address:
-    try:
-        a = Address(value)
-    except Exception:
-        raise UserError(f"{value!r} is not a TON address ({what})") from None
-    if a.wc != 0:
-        raise UserError(f"{what} must be in workchain 0 (got {a.wc})")
-    return a
 
 
 def _when(t: int, now: int) -> str:
@@ -60,12 +51,6 @@ def _record_address(ctx: ChainContext, registry: Address, worker: Address) -> Ad
             raise UserError("this registry holds no reputation code; its owner must set the child codes "
                             "(a set_child_codes proposal) before workers can have records") from None
         raise
-
-
-def _now(ctx: ChainContext) -> int:
-    import time
-
-    return ctx.chain.now if ctx.chain is not None else int(time.time())
 
 
 def _deployed(ctx: ChainContext, address: Address) -> bool:

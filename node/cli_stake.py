@@ -7,7 +7,7 @@ gives it, and its code comes from the registry, so these commands need only the 
 from __future__ import annotations
 
 import time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Optional
 
@@ -18,7 +18,8 @@ from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options
+from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options,
+                       chain_now as _now, parse_address as _address, parse_hex256, parse_ton as _ton)
 from .cli_registry import _registry_address, registry_option
 
 ROLES = {"worker": S.ROLE_WORKER, "proxy": S.ROLE_PROXY}
@@ -33,31 +34,10 @@ def stake() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _ton(value: str, what: str = "amount") -> int:
-    try:
-        d = Decimal(value)
-    except InvalidOperation:
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
-    if d <= 0:
-        raise UserError(f"{what} must be more than 0 TON")
-    nano = d * 10**9
-    if nano != nano.to_integral_value():
-        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
-    return int(nano)
-
-
-def _address(value: str, what: str) -> Address:
-    try:
-        return Address(value)
-    except Exception:
-        raise UserError(f"{what} {value!r} is not a TON address") from None
 
 
 def _parse_key(text: str) -> int:
-    v = text.lower().removeprefix("0x")
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise UserError(f"the operator key is an Ed25519 public key: 64 hex digits, got {text!r}")
-    return int(v, 16)
+    return parse_hex256(text, "the operator key (an Ed25519 public key)")
 
 
 def _when(unix: int, now: int) -> str:
@@ -73,10 +53,6 @@ def _duration(seconds: int) -> str:
     m, s = divmod(rest, 60)
     parts = [f"{d}d" if d else "", f"{h}h" if h else "", f"{m}m" if m else "", f"{s}s" if s or not (d or h or m) else ""]
     return " ".join(p for p in parts if p)
-
-
-def _now(ctx: ChainContext) -> int:
-    return ctx.chain.now if ctx.chain is not None else int(time.time())
 
 
 def _deployed(ctx: ChainContext, address: Address) -> bool:
