@@ -29,7 +29,6 @@ from typing import Optional
 import click
 
 from node.chainctx import DEFAULT_STATE, ChainContext, UserError
-from wrappers import registry as R
 
 from . import cost, record
 from .config import CHILDREN, DeployConfig
