@@ -10,3 +10,22 @@ LANGS = ("func", "tolk")
 @pytest.fixture(params=LANGS)
 def lang(request) -> str:
     return request.param
+
+
+def per_language(factory):
+    """A fixture giving ``factory(lang)``'s environment, built once per language and restored to its
+    first snapshot before every test, so each test starts from the same deployed state cheaply.
+    The environment must have a ``chain`` (an EmbeddedChain)."""
+    cache: dict[str, tuple] = {}
+
+    @pytest.fixture
+    def env(lang):
+        if lang not in cache:
+            e = factory(lang)
+            e.base_snapshot = e.chain.snapshot()  # property tests restore it before each example
+            cache[lang] = (e, e.base_snapshot)
+        e, snap = cache[lang]
+        e.chain.restore(snap)
+        return e
+
+    return env

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+
+from tests.conftest import per_language
 from pytoniq_core import Address, Cell, begin_cell
 
 from wrappers import registry as R
@@ -61,18 +63,7 @@ class Env:
         assert not mine[0].success
 
 
-_BASE: dict[str, tuple] = {}
-
-
-@pytest.fixture
-def env(lang) -> Env:
-    # deploy once per language, then every test starts from a snapshot of that state
-    if lang not in _BASE:
-        e = Env(lang)
-        _BASE[lang] = (e, e.chain.snapshot())
-    e, snap = _BASE[lang]
-    e.chain.restore(snap)
-    return e
+env = per_language(Env)  # deployed once per language, restored before every test
 
 
 class Unchanged:

@@ -7,6 +7,8 @@ import json
 from dataclasses import replace
 
 import pytest
+
+from tests.conftest import per_language
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pytoniq_core import Address, Cell, begin_cell
@@ -138,18 +140,7 @@ class Env:
         return P.ReputationRecord.from_data(self.chain.state(addr or self.rep)[2])
 
 
-_BASE: dict[str, tuple] = {}
-
-
-@pytest.fixture
-def env(lang) -> Env:
-    # deploy once per language, then every test starts from a snapshot of that state
-    if lang not in _BASE:
-        e = Env(lang)
-        _BASE[lang] = (e, e.chain.snapshot())
-    e, snap = _BASE[lang]
-    e.chain.restore(snap)
-    return e
+env = per_language(Env)  # deployed once per language, restored before every test
 
 
 class Unchanged:
@@ -587,7 +578,7 @@ def test_random_reports_and_slashes_match_the_model(env: Env, steps):
     """Random reports from several proxies and slashes at random times: the record's totals and
     decayed state equal the Python model after every step, the score getter equals the Python score
     now and later, and value is never created, kept or lost beyond the reserve and fees."""
-    env.chain.restore(_BASE[env.lang][1])
+    env.chain.restore(env.base_snapshot)
     applied, epochs = [], {}
     for who, stats, gap in steps:
         env.chain.advance(gap)

@@ -9,6 +9,8 @@ import hashlib
 from decimal import Decimal
 
 import pytest
+
+from tests.conftest import per_language
 from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.account import StateInit
 from pytoniq_core.tlb.transaction import MessageAny
@@ -98,18 +100,7 @@ class Env:
         return pid
 
 
-_BASE: dict[str, tuple] = {}
-
-
-@pytest.fixture
-def env(lang) -> Env:
-    # deploy once per language, then every test starts from a snapshot of that state
-    if lang not in _BASE:
-        e = Env(lang)
-        _BASE[lang] = (e, e.chain.snapshot())
-    e, snap = _BASE[lang]
-    e.chain.restore(snap)
-    return e
+env = per_language(Env)  # deployed once per language, restored before every test
 
 
 class Unchanged:
