@@ -419,6 +419,34 @@ def test_truncated_claim(env: Env, cut):
     assert not mine.success and mine.exit_code == 9     # cell underflow in both languages
 
 
+@pytest.mark.parametrize("state", ["new", "open", "closed"])
+def test_truncated_bodies_are_a_cell_underflow_in_every_state(env: Env, state):
+    """escrow.tlb: a body is read before any check, so a cut query id or field is a cell underflow
+    (9) whatever the channel's state and whoever sends it, never the error a check would give (the
+    Tolk build once checked the state and the sender first and answered 400, 401 or 101)."""
+    if state == "new":   # deployed in its initial form, never opened
+        env.chain.restore(env.fresh)
+        env.payer.send(env.esc.address, E.STORAGE_RESERVE, None, state_init=env.esc.state_init, bounce=False)
+    elif state == "closed":
+        _close(env)
+    sig = bytes(64)
+    params = (begin_cell().store_uint(R.OP["params_response"], 32).store_uint(0, 64).store_uint(1, 32)
+              .store_ref(env.params.to_cell()).end_cell())
+    bodies = [E.open_body(TON, E.public_key_int(env.payee_key)), E.top_up_body(TON), E.claim_body(env.voucher(TON)),
+              E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
+              E.coop_close_body(TON, sig, sig), params]
+    for sender in (env.payer, env.stranger):
+        for full in bodies:
+            bits = full.bits.to01()
+            for cut in sorted({40, len(bits) - 1}):
+                body = begin_cell().store_bits(bits[:cut]).end_cell()
+                with Unchanged(env, sender=sender):
+                    txs = env.esc.send(sender, body, TON)
+                mine = env.mine(txs)[0]
+                assert not mine.success and mine.exit_code == 9, (sender.name, hex(full.begin_parse().load_uint(32)),
+                                                                  cut, mine.exit_code)
+
+
 def test_unknown_op(env: Env):
     with Unchanged(env):
         txs = env.esc.send(env.stranger, begin_cell().store_uint(0xDEADBEEF, 32).store_uint(0, 64).end_cell(), TON)
