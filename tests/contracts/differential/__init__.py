@@ -1,0 +1,1 @@
+"""The differential machine's worlds (see tests/contracts/test_differential.py)."""
