@@ -90,9 +90,12 @@ role = st.sampled_from(ROLES)
 self_or = st.sampled_from(("self", "self", "self", "self", "relayer"))
 op_value = st.sampled_from((0, 1, 1, 2, 2, 2, 2, 2, 2, 2))   # index: below the minimum, the minimum, with INIT_VALUE
 low = st.sampled_from((False,) * 9 + (True,))
-channel = st.sampled_from(("c0", "c0", "c0", "c3", "c3", "c1", "c2", "c4"))   # c0 and c3 are open when seeded
+channel = st.sampled_from(("c0", "c0", "c0", "c3", "c3", "c3", "c1", "c2", "c4"))   # c0 and c3 are open when seeded
+# "live": a channel that is open or closing now, "notice": one with a close or withdrawal notice running
+live_channel = st.sampled_from(("live", "live", "live", "c0", "c3", "c1", "c2", "c4"))
+notice_channel = st.sampled_from(("notice", "notice", "notice", "live", "c0", "c3", "c1", "c2", "c4"))
 key_index = st.integers(0, len(OPERATOR_KEYS) - 1)
-travel = st.sampled_from(("now", "now", "exact", "exact", "early"))   # first move the clock to a deadline
+travel = st.sampled_from(("now", "exact", "exact", "exact", "early"))   # first move the clock to a deadline
 stats_choice = st.sampled_from(("good", "good", "small", "failures", "empty", "latency_only"))
 STATS = {"good": P.ReportStats(90, 5, 5, 120_000, 800), "small": P.ReportStats(1, 0, 0, 10, 50),
          "failures": P.ReportStats(0, 3, 2, 0, 0), "empty": P.ReportStats(),
@@ -100,6 +103,13 @@ STATS = {"good": P.ReportStats(90, 5, 5, 120_000, 800), "small": P.ReportStats(1
 # epoch relative to now: the window's edges and one second past them
 EPOCHS = {"now": 0, "recent": -100, "window_edge": -P.REPORT_WINDOW, "stale": -P.REPORT_WINDOW - 1,
           "future_edge": P.MAX_FUTURE, "future": P.MAX_FUTURE + 1}
+
+
+DEEP_OPS = {R.OP["governance_slash"]: "governance_slash", R.OP["stake_slashed"]: "stake_slashed",
+            R.OP["record_slash"]: "record_slash", R.OP["apply_report"]: "apply_report",
+            R.OP["register_proxy"]: "register_proxy (registry)", R.OP["params_response"]: "params_response",
+            S.OP["payout"]: "payout", E.OP["payment"]: "payment", E.OP["refund"]: "refund",
+            E.OP["open_refused"]: "open_refused"}
 
 
 def stake_value(index: int, minimum: int) -> int:
@@ -144,6 +154,9 @@ class Differential(RuleBasedStateMachine):
         first = next((tx for tx in t0 if tx[0] in self.w0.contracts), None)
         event(f"{label or sys._getframe(1).f_code.co_name}: " + ("no contract" if first is None else
                                                       f"{first[0].split(':')[0]} exit {first[5]}"))
+        for tx in t0:   # the deep paths a step reached, for --hypothesis-show-statistics
+            if tx[4] and not tx[3] and tx[2] in DEEP_OPS:
+                event(f"delivered: {DEEP_OPS[tx[2]]}")
         touched = sorted({tx[0] for tx in t0} | {tx[0] for tx in t1})
         for name in touched:
             d = [w.balance_of(w.chain.accounts, name) - w.balance_of(p, name) for w, p in zip(self.worlds, pre)]
@@ -248,15 +261,19 @@ class Differential(RuleBasedStateMachine):
     def deposit(self, owner, r, by, amount):
         self.both(lambda w: w.to_stake(self._by(by, owner), owner, r, S.deposit(), amount * TON + S.DEPOSIT_FEE))
 
-    @rule(owner=provider, r=role, by=self_or, amount=st.sampled_from(("one", "ten", "all", "above", "zero", "max")),
-          v=op_value)
+    @rule(owner=provider, r=role, by=self_or,
+          amount=st.sampled_from(("one", "one", "one", "ten", "all", "above", "zero", "max")), v=op_value)
     def unbond(self, owner, r, by, amount, v):
         active = self._stake(owner, r)[0]
         x = {"one": TON, "ten": 10 * TON, "all": active, "above": active + 1, "zero": 0, "max": 2**120 - 1}[amount]
         self.both(lambda w: w.to_stake(self._by(by, owner), owner, r, S.unbond(x), stake_value(v, S.OP_VALUE)))
 
-    @rule(owner=provider, r=role, by=self_or, v=op_value, when=travel)
+    @rule(owner=st.sampled_from(("unbonding", "unbonding", "unbonding") + PROVIDERS), r=role, by=self_or, v=op_value,
+          when=travel)
     def withdraw(self, owner, r, by, v, when):
+        if owner == "unbonding":   # a stake with requests in flight, if there is one
+            owner, r = next(((o, x) for o in PROVIDERS for x in ROLES if self.w0.status(f"stake:{o}:{x}") == "active"
+                             and self.w0.stake_read[(o, x)].unbonding().requests), ("alice", r))
         if self.w0.status(f"stake:{owner}:{r}") == "active":
             self._travel_to(when, self.w0.stake_read[(owner, r)].unbonding().next_unlock)
         self.both(lambda w: w.to_stake(self._by(by, owner), owner, r, S.withdraw(), stake_value(v, S.OP_VALUE)))
@@ -319,6 +336,16 @@ class Differential(RuleBasedStateMachine):
             return E.Channel(0, 0, 0, 0, 0, 0, 0)
         return self.w0.esc_read[ch].channel()
 
+    def _ch(self, ch: str) -> str:
+        """Resolve "live" and "notice" on world 0's state (the worlds agree); "c0" when none fits."""
+        if ch in CHANNELS:
+            return ch
+        for name in CHANNELS:
+            c = self._channel(name)
+            if c.state in (E.State.OPEN, E.State.CLOSING) and (ch == "live" or c.close_at):
+                return name
+        return "c0"
+
     def _party(self, by: str, ch: str) -> str:
         payer, payee, _ = CHANNELS[ch]
         return {"payer": payer, "payee": payee}.get(by, by)
@@ -330,8 +357,9 @@ class Differential(RuleBasedStateMachine):
         self.both(lambda w: w.to_escrow(self._party(by, ch), ch, E.open_body(amount, key_int(payee_key)), value,
                                         deploy=True))
 
-    @rule(ch=channel, amount=st.sampled_from((0, TON, 5 * TON)), by=wallet, bad=low)
+    @rule(ch=live_channel, amount=st.sampled_from((0, TON, 5 * TON)), by=wallet, bad=low)
     def top_up(self, ch, amount, by, bad):
+        ch = self._ch(ch)
         value = amount + E.TOP_UP_FEE + (-1 if bad else 50_000_000)
         self.both(lambda w: w.to_escrow(by, ch, E.top_up_body(amount), value))
 
@@ -340,11 +368,12 @@ class Differential(RuleBasedStateMachine):
         return {"next": c.claimed + TON, "stale": c.claimed, "beyond": c.claimed + 30 * TON, "one": TON, "zero": 0,
                 "held": c.held, "held+1": c.held + 1}[choice]
 
-    @rule(ch=channel, on=st.sampled_from(("same", "same", "same", "same", "other")),
+    @rule(ch=live_channel, on=st.sampled_from(("same", "same", "same", "same", "other")),
           signer=st.sampled_from(("payer", "payer", "payer", "payer", "other", "operator")),
           amount=st.sampled_from(("next", "next", "stale", "beyond", "one", "zero")),
           by=st.sampled_from(("payee", "relayer", "payer")), bad=low)
     def claim(self, ch, on, signer, amount, by, bad):
+        ch = self._ch(ch)
         x = self._amount(ch, amount)
         target = ch if on == "same" else {"c0": "c1", "c1": "c0"}.get(ch, "c0")
         pk = CHANNELS[ch][2]
@@ -357,28 +386,32 @@ class Differential(RuleBasedStateMachine):
                                E.CLAIM_FEE + (-1 if bad else 50_000_000))
         self.both(act)
 
-    @rule(ch=channel, by=st.sampled_from(("payer", "payer", "payer", "payee")), bad=low)
+    @rule(ch=live_channel, by=st.sampled_from(("payer", "payer", "payer", "payee")), bad=low)
     def request_close(self, ch, by, bad):
+        ch = self._ch(ch)
         self.both(lambda w: w.to_escrow(self._party(by, ch), ch, E.request_close_body(),
                                         E.REQUEST_FEE + (-1 if bad else 50_000_000)))
 
-    @rule(ch=channel, amount=st.sampled_from(("one", "held", "held+1", "zero")),
+    @rule(ch=live_channel, amount=st.sampled_from(("one", "held", "held+1", "zero")),
           by=st.sampled_from(("payer", "payer", "payer", "payee")), bad=low)
     def request_withdraw(self, ch, amount, by, bad):
+        ch = self._ch(ch)
         x = self._amount(ch, amount)
         self.both(lambda w: w.to_escrow(self._party(by, ch), ch, E.request_withdraw_body(x),
                                         E.REQUEST_FEE + (-1 if bad else 50_000_000)))
 
-    @rule(ch=channel, by=wallet, bad=low, when=travel)
+    @rule(ch=notice_channel, by=wallet, bad=low, when=travel)
     def finish(self, ch, by, bad, when):
+        ch = self._ch(ch)
         self._travel_to(when, self._channel(ch).close_at)
         self.both(lambda w: w.to_escrow(by, ch, E.finish_body(), E.FINISH_FEE + (-1 if bad else 50_000_000)))
 
-    @rule(ch=channel, amount=st.sampled_from(("next", "stale", "beyond", "zero")),
+    @rule(ch=live_channel, amount=st.sampled_from(("next", "stale", "beyond", "zero")),
           payer_sig=st.sampled_from(("payer", "payer", "payer", "other")),
           payee_sig=st.sampled_from(("payee", "payee", "payee", 0, 1)),
           on=st.sampled_from(("same", "same", "same", "other", "voucher")), by=wallet, bad=low)
     def coop_close(self, ch, amount, payer_sig, payee_sig, on, by, bad):
+        ch = self._ch(ch)
         x = self._amount(ch, amount)
         pk = CHANNELS[ch][2]
         payee_key = self.w0.esc_read[ch].keys()[1] if self.w0.status(f"escrow:{ch}") == "active" else 0
