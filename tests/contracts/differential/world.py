@@ -36,9 +36,12 @@ ROLES = (S.ROLE_WORKER, S.ROLE_PROXY)
 
 OPERATOR_KEYS = [S.derive_operator_key(f"differential:{i}") for i in range(4)]     # k0..k3
 PAYER_KEYS = [E.signing_key(hashlib.sha256(b"differential-payer:%d" % i).digest()) for i in range(2)]  # p0, p1
-# channel name -> (payer, payee, payer key index); c1 shares c0's parties with another key, c4 pays itself
+# an address with no account: payments to it bounce (the escrow keeps them as owed), payouts stay there
+GHOST = Address((0, hashlib.sha256(b"differential-ghost").digest()))
+# channel name -> (payer, payee, payer key index); c1 shares c0's parties with another key, c4 pays itself,
+# c5 pays an address that cannot receive a bounceable payment
 CHANNELS = {"c0": ("carol", "alice", 0), "c1": ("carol", "alice", 1), "c2": ("carol", "bob", 0),
-            "c3": ("alice", "bob", 1), "c4": ("carol", "carol", 0)}
+            "c3": ("alice", "bob", 1), "c4": ("carol", "carol", 0), "c5": ("carol", "ghost", 0)}
 
 
 def key_int(i: int) -> int:
@@ -70,10 +73,12 @@ def params(variant: int, treasury: Address, other: Address) -> R.NetworkParams:
         economics.update(price_per_token=10, worker_fee_per_token=11)    # 209
     elif variant == 7:
         staking.update(treasury=other, slash_bps=0, reporter_bps=0)
+    elif variant == 8:
+        staking.update(treasury=GHOST)
     return R.NetworkParams(staking=R.Staking(**staking), economics=R.Economics(**economics), **top)
 
 
-PARAM_VARIANTS = 8
+PARAM_VARIANTS = 9
 
 
 # ------------------------------------------------------------------------------------------ accounts
@@ -121,20 +126,21 @@ class World:
         self.lang = lang
         self.chain = c = EmbeddedChain()
         self.w = {n: c.treasury(n) for n in WALLETS}
+        self.addr = {n: w.address for n, w in self.w.items()} | {"ghost": GHOST}
         self.codes = R.ChildCodes(S.stake_code(lang), E.escrow_code(lang), load_code("reputation", lang))
         self.reg, _ = R.EmbeddedRegistry.deploy(c, self.w["owner"], lang, self.params(0), self.codes,
                                                 worker_images={1 << 240: 1})
         self.stakes = {(o, r): S.EmbeddedStake(c, self.codes.stake, self.reg.address, self.w[o].address, r)
                        for o in STAKE_OWNERS for r in ROLES}
-        self.escrows = {ch: E.EmbeddedEscrow(c, self.codes.escrow, self.reg.address, self.w[a].address,
-                                             self.w[b].address, payer_key_int(k))
+        self.escrows = {ch: E.EmbeddedEscrow(c, self.codes.escrow, self.reg.address, self.addr[a], self.addr[b],
+                                             payer_key_int(k))
                         for ch, (a, b, k) in CHANNELS.items()}
         self.records = {wk: P.reputation_address(self.codes.reputation, self.reg.address, self.w[wk].address)
                         for wk in WALLETS}
         self.rep_read = {wk: P.ReputationReader(self.get_method, a) for wk, a in self.records.items()}
 
         # names: every account a step can touch, and the contract addresses to rewrite inside cells
-        self.names: dict[bytes, str] = {w.address.hash_part: n for n, w in self.w.items()}
+        self.names: dict[bytes, str] = {a.hash_part: n for n, a in self.addr.items()}
         self.contracts: dict[str, Address] = {"registry": self.reg.address}
         for (o, r), st in self.stakes.items():
             self.contracts[f"stake:{o}:{r}"] = st.address
@@ -147,8 +153,12 @@ class World:
         for n, a in self.contracts.items():
             self.names[a.hash_part] = n
             self.name_int(int.from_bytes(a.hash_part, "big"), n)
+        other = "tolk" if lang == "func" else "func"
+        self.registry_codes = {"own": R.registry_code(lang), "other": R.registry_code(other)}
         self.code_names = {self.codes.stake.hash: "code:stake", self.codes.escrow.hash: "code:escrow",
-                           self.codes.reputation.hash: "code:reputation"}
+                           self.codes.reputation.hash: "code:reputation",
+                           self.registry_codes["own"].hash: "code:registry", self.registry_codes["other"].hash:
+                           "code:registry of the other language"}
         self.code_names_hex = {h.hex(): n for h, n in self.code_names.items()}
         self._data_cache: dict[str, tuple[Any, Any]] = {}
         self._accounts: dict[str, tuple] = {}
@@ -210,12 +220,12 @@ class World:
         return self.data(name)[0]
 
     def balance_of(self, accounts: dict, name: str) -> int:
-        addr = self.contracts.get(name) or self.w[name].address
+        addr = self.contracts.get(name) or self.addr[name]
         raw = accounts.get(f"0:{addr.hash_part.hex()}")
         return 0 if raw is None else account_balance(raw)
 
     def address(self, name: str) -> Address:
-        return self.contracts.get(name) or self.w[name].address
+        return self.contracts.get(name) or self.addr[name]
 
     def norm(self, v: Any) -> Any:
         """A getter result or a parsed structure with every world-specific value replaced by its name."""
