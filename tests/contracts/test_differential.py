@@ -533,8 +533,8 @@ def valid_bodies(w: World, kind: str) -> list:
                 begin_cell().store_uint(R.OP["governance_slash"], 32).store_uint(0, 64).store_coins(TON)
                 .store_uint(1, 256).end_cell()]
     if kind == "escrow":
-        return [E.open_body(TON, key_int(0)), E.top_up_body(TON), E.claim_body(E.Voucher(w.escrows["c0"].address, TON, sig)),
-                E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
+        return [E.open_body(TON, key_int(0)), E.top_up_body(TON),
+                E.claim_body(E.Voucher(w.escrows["c0"].address, TON, sig)), E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
                 E.coop_close_body(TON, sig, sig),
                 begin_cell().store_uint(R.OP["params_response"], 32).store_uint(0, 64).store_uint(1, 32)
                 .store_ref(w.params(0).to_cell()).end_cell()]

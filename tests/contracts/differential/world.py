@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any, Optional
+from typing import Any
 
 from pytoniq_core import Address, Cell, Slice, begin_cell
 
