@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README):
 #   make demo   install everything, then run `cocoon demo` on the embedded chain
 #   make test   install everything, check the contract artifacts, run the test suite
+#               (the README's test command, which .ci/run runs)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
