@@ -41,7 +41,6 @@ class Keys:
 
 def load_keys(mnemonic_file: Optional[str], key_file: Optional[str]) -> Keys:
     from nacl.bindings import crypto_sign_seed_keypair
-    from pytoniq_core.crypto.keys import mnemonic_is_valid, mnemonic_to_private_key
 
     if key_file:
         raw = Path(key_file).read_bytes()
@@ -64,11 +63,32 @@ def load_keys(mnemonic_file: Optional[str], key_file: Optional[str]) -> Keys:
     if not words:
         raise UserError("no key: pass --mnemonic-file FILE (24 words) or --key-file FILE, "
                         "or set COCOON_MNEMONIC")
+    return keys_from_words(words, "the mnemonic")
+
+
+def keys_from_words(words: str, where: str) -> Keys:
+    """Keys from a 24-word TON mnemonic; ``where`` names its source in the error, never the words."""
+    from pytoniq_core.crypto.keys import mnemonic_is_valid, mnemonic_to_private_key
+
     ws = words.split()
     if len(ws) != 24 or not mnemonic_is_valid(ws):
-        raise UserError("the mnemonic is not a valid 24-word TON mnemonic (the words were not printed)")
+        raise UserError(f"{where} is not a valid 24-word TON mnemonic (the words were not printed)")
     pub, priv = mnemonic_to_private_key(ws)
     return Keys(pub, priv)
+
+
+def network_global_id(network: str) -> int:
+    """The global id a v5r1 wallet signs for (config param 19): -3 on testnet, -239 elsewhere."""
+    return -3 if network == "testnet" else -239
+
+
+async def open_wallet(provider, keys: Keys, version: str, network: str):
+    """The pytoniq wallet of ``keys`` on ``provider``: v4r2, or v5r1 for ``network``."""
+    from pytoniq import WalletV4R2, WalletV5R1
+
+    if version == "v5r1":
+        return await WalletV5R1.from_private_key(provider, keys.private, network_global_id=network_global_id(network))
+    return await WalletV4R2.from_private_key(provider, keys.private)
 
 
 class ChainContext:
@@ -139,22 +159,13 @@ class ChainContext:
             return self.chain.get_method(address, method, stack)
         return self.call(self.provider.run_get_method(address, method, stack))
 
-    async def aget_method(self, address: Address, method: str, stack: list) -> list:
-        return await self.provider.run_get_method(address, method, stack)
-
     async def status(self, address: Address) -> str:
         st = await self.provider.get_account_state(address)
         return st.state.type_ if hasattr(st.state, "type_") else str(st.state)
 
     # ------------------------------------------------------------------------ signing and sending
     async def wallet(self, keys: Keys):
-        from pytoniq import WalletV4R2, WalletV5R1
-
-        if self.wallet_version == "v5r1":
-            gid = -3 if self.network == "testnet" else -239
-            w = await WalletV5R1.from_private_key(self.provider, keys.private, network_global_id=gid)
-        else:
-            w = await WalletV4R2.from_private_key(self.provider, keys.private)
+        w = await open_wallet(self.provider, keys, self.wallet_version, self.network)
         if self.chain is not None and self.chain.balance(w.address) < EMBEDDED_FUNDING // 10:
             self.chain.mint(w.address, EMBEDDED_FUNDING)
             click.echo(f"(embedded chain) funded {w.address.to_str()} with "

@@ -156,7 +156,7 @@ async def _run(
     if kind == "certificate":
         try:
             info = certs.read_certificate(data)
-            quote, claims_bytes = info.quote, info.claims
+            claims_bytes = info.claims
         except certs.CertificateError:
             pass
     if role is None and claims_bytes:

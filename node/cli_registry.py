@@ -154,7 +154,6 @@ def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, regi
             _check_result(txs, addr, what)
         else:
             click.echo(f"sent: {what}; check the result with `cocoon registry show`")
-        return ctx
 
 
 @registry.command()

@@ -18,7 +18,7 @@ from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options,
+from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options, open_wallet,
                        chain_now as _now, parse_address as _address, parse_hex256, parse_ton as _ton)
 from .cli_registry import _registry_address, registry_option
 
@@ -63,15 +63,7 @@ def _deployed(ctx: ChainContext, address: Address) -> bool:
 
 def _owner_address(ctx: ChainContext, keys) -> Address:
     """The address of the wallet of ``keys`` without funding or deploying it (read-only commands)."""
-    from pytoniq import WalletV4R2, WalletV5R1
-
-    async def make():
-        if ctx.wallet_version == "v5r1":
-            gid = -3 if ctx.network == "testnet" else -239
-            return await WalletV5R1.from_private_key(ctx.provider, keys.private, network_global_id=gid)
-        return await WalletV4R2.from_private_key(ctx.provider, keys.private)
-
-    return ctx.call(make()).address
+    return ctx.call(open_wallet(ctx.provider, keys, ctx.wallet_version, ctx.network)).address
 
 
 class Target:
@@ -336,7 +328,6 @@ def refresh(network, state_file, mnemonic_file, key_file, wallet_version, regist
         tgt = _target(ctx, network, state_file, registry, owner, role)
         if not tgt.deployed:
             raise UserError(f"there is no {role} stake of {owner.to_str()} under this registry")
-        before = _snapshot(tgt)
         txs = ctx.call(ctx.send(w, tgt.address, S.REFRESH_VALUE, S.refresh_params()))
         if ctx.chain is not None:
             _result(ctx, txs, tgt, "parameters refreshed")

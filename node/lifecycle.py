@@ -93,7 +93,7 @@ class Network:
     def __init__(self, lang: str = "tolk", log: Callable[[str], None] = lambda s: None,
                  economics: R.Economics = STORY_PARAMS_ECONOMICS, governance_delay: int = DAY):
         self.lang, self.log = lang, log
-        self.chain = c = EmbeddedChain()
+        self.chain = EmbeddedChain()
         self.txs: list[TxRecord] = []
         self.names: dict[str, str] = {}
         mk = lambda n: self._party(n)

@@ -6,10 +6,10 @@ messages only through it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Optional
 
-from pytoniq_core import Address, Builder, Cell, HashMap, Slice, begin_cell
+from pytoniq_core import Address, Builder, Cell, HashMap, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
 from .build import load_code

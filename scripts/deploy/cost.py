@@ -16,7 +16,7 @@ from pytoniq_core import Address
 
 from node.chainctx import Keys
 
-from .keys import make_wallet
+from node.chainctx import open_wallet
 from .plan import Message
 from .send import Sent, send_one
 
@@ -65,7 +65,7 @@ def estimate(keys: Keys, wallet_version: str, network: str, messages: list[Messa
     s = _Scratch()
 
     async def wallet():
-        w = await make_wallet(s.provider, keys, wallet_version, network)
+        w = await open_wallet(s.provider, keys, wallet_version, network)
         s.chain.mint(w.address, funding)
         await w.update()
         await w.send_init_external()

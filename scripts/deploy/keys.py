@@ -13,7 +13,7 @@ import os
 
 from pytoniq_core import Address
 
-from node.chainctx import Keys, UserError, load_keys
+from node.chainctx import Keys, UserError, keys_from_words, load_keys, open_wallet
 
 from .config import OwnerConfig
 
@@ -24,14 +24,7 @@ def owner_keys(owner: OwnerConfig) -> Keys:
         if not words:
             raise UserError(f"the environment variable {owner.mnemonic_env} (named by [owner] mnemonic_env) "
                             "is not set; export the 24 words in it")
-        from pytoniq_core.crypto.keys import mnemonic_is_valid, mnemonic_to_private_key
-
-        ws = words.split()
-        if len(ws) != 24 or not mnemonic_is_valid(ws):
-            raise UserError(f"${owner.mnemonic_env} does not hold a valid 24-word TON mnemonic "
-                            "(the words were not printed)")
-        pub, priv = mnemonic_to_private_key(ws)
-        return Keys(pub, priv)
+        return keys_from_words(words, f"${owner.mnemonic_env}")
     if owner.key_file is not None and not owner.key_file.is_file():
         raise UserError(f"[owner] key_file {owner.key_file}: no such file")
     if owner.mnemonic_file is not None and not owner.mnemonic_file.is_file():
@@ -54,19 +47,6 @@ class OfflineProvider:
         raise RuntimeError("offline: nothing is sent")
 
 
-def global_id(network: str) -> int:
-    """The network_global_id a v5r1 wallet signs for (as node.chainctx uses it)."""
-    return -3 if network == "testnet" else -239
-
-
-async def make_wallet(provider, keys: Keys, version: str, network: str):
-    from pytoniq import WalletV4R2, WalletV5R1
-
-    if version == "v5r1":
-        return await WalletV5R1.from_private_key(provider, keys.private, network_global_id=global_id(network))
-    return await WalletV4R2.from_private_key(provider, keys.private)
-
-
 def wallet_address(keys: Keys, version: str, network: str) -> Address:
     """The address of the owner's wallet, computed offline."""
-    return asyncio.run(make_wallet(OfflineProvider(), keys, version, network)).address
+    return asyncio.run(open_wallet(OfflineProvider(), keys, version, network)).address

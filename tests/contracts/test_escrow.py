@@ -791,7 +791,6 @@ def test_money_invariants(env: Env, ops):
     paid = refunded = 0
     last_claimed = 0
     for op, x in ops:
-        ch = env.ch
         if op == "top_up":
             txs = env.esc.top_up(env.stranger, x)
         elif op in ("claim", "payee_claim"):

@@ -4,9 +4,10 @@ Every transaction is executed by the same emulator code validators use (storage,
 action and bounce phases, real fees from :mod:`wrappers.chain.config`). This module only keeps the
 accounts and the message queue:
 
-* accounts are kept as the emulator's own ``ShardAccount`` cells, so a transaction costs no cell
-  conversion on the way in; the result is parsed once (pytoniq-core) to route its outgoing messages
-  and to build the :class:`~wrappers.chain.records.TxRecord` tests and fee tables read;
+* accounts and queued messages are kept as the emulator's own cells, so a transaction costs no
+  cell conversion; its result is read in place (:mod:`wrappers.chain.fastparse`) to route the
+  outgoing messages and build the :class:`~wrappers.chain.records.TxRecord` tests and fee tables
+  read, and pytoniq objects are built only when asked for;
 * messages are processed in logical-time order (a heap on ``created_lt``), so a chain of messages
   runs the way it would on one shard;
 * ``now`` is a number you move (:meth:`EmbeddedChain.advance`), snapshots copy the dictionaries of
@@ -14,40 +15,34 @@ accounts and the message queue:
 """
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
-from dataclasses import dataclass, field
-from typing import Iterable, Optional
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
-from pytoniq_core import Address, Cell, Slice, begin_cell
+from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.account import ShardAccount, StateInit
-from pytoniq_core.tlb.transaction import MessageAny, Transaction, InternalMsgInfo, ExternalMsgInfo
 from pytoniq_core.tlb.block import CurrencyCollection
+from pytoniq_core.tlb.transaction import ExternalMsgInfo, InternalMsgInfo, MessageAny
 from tonpy.libs.python_ton import PyEmulator
 from tonpy.types import Cell as TCell
 
+from .cells import to_pytoniq, to_tonpy
 from .config import config_cell
 from .fastparse import account_balance, message_head, transaction_facts
+from .getmethod import GetMethodError, run_get_method
 from .records import TxRecord, record_from_facts
+
+if TYPE_CHECKING:
+    from .treasury import Treasury
 
 GENESIS_TIME = 1_767_225_600  # 2026-01-01 00:00:00 UTC: a fixed, reproducible start of time
 # Mints value into the chain (treasury funding). On mainnet this role belongs to nobody: the faucet
 # address is the zero masterchain account, which no key controls.
 FAUCET = Address("-1:" + "00" * 32)
-
-
-def _to_t(cell: Cell) -> TCell:
-    """pytoniq-core cell -> tonpy cell (the emulator's type), through a BoC."""
-    import base64
-
-    return TCell(base64.b64encode(cell.to_boc()).decode())
-
-
-def _from_t(cell) -> Cell:
-    import base64
-
-    return Cell.one_from_boc(base64.b64decode(cell.to_boc()))
 
 
 def addr_key(address: Address | str) -> str:
@@ -87,7 +82,8 @@ class EmbeddedChain:
 
     def __init__(self, now: int = GENESIS_TIME, config: Cell | None = None, verbosity: int = 0):
         self.config = config or config_cell()
-        self._emu = PyEmulator(_to_t(self.config).cell)
+        self._config_t = to_tonpy(self.config)
+        self._emu = PyEmulator(self._config_t.cell)
         self._emu.set_rand_seed("00" * 32)
         self.now = now
         self.lt = 1_000_000
@@ -98,6 +94,7 @@ class EmbeddedChain:
         self._treasuries: dict[str, "Treasury"] = {}
         self.minted = 0  # total value created by the faucet: the money supply of this chain
         self.fees_before = 0  # fees of transactions not in self.transactions (a chain loaded from a file)
+        self._getter_cache: dict[str, tuple] = {}  # addr -> (account cell, code, data, balance)
 
     # ----------------------------------------------------------------- time and snapshots
     def advance(self, seconds: int) -> int:
@@ -124,11 +121,11 @@ class EmbeddedChain:
         raw = self.accounts.get(addr_key(address))
         if raw is None:
             return None
-        return ShardAccount.deserialize(_from_t(raw).begin_parse())
+        return ShardAccount.deserialize(to_pytoniq(raw).begin_parse())
 
     def account_cell(self, address: Address | str) -> Optional[Cell]:
         raw = self.accounts.get(addr_key(address))
-        return None if raw is None else _from_t(raw)
+        return None if raw is None else to_pytoniq(raw)
 
     def balance(self, address: Address | str) -> int:
         raw = self.accounts.get(addr_key(address))
@@ -153,7 +150,7 @@ class EmbeddedChain:
         if isinstance(message, MessageAny):
             message = message.serialize()
         start = len(self.transactions)
-        heapq.heappush(self._queue, _Queued(self.lt, next(self._seq), _to_t(message), None))
+        heapq.heappush(self._queue, _Queued(self.lt, next(self._seq), to_tonpy(message), None))
         if run:
             self.run()
         return self.transactions[start:]
@@ -240,6 +237,45 @@ class EmbeddedChain:
         appeared or vanished, which no contract can make happen on a real chain either."""
         return self.minted - self.total_balance() - self.fees_collected()
 
+    # ----------------------------------------------------------------- get-methods
+    def get_method(self, address: Address | str, method: str | int, stack: list | None = None) -> list:
+        """Run a get-method of an active account at the chain's current time and state."""
+        if isinstance(address, str):
+            address = Address(address)
+        key = addr_key(address)
+        raw = self.accounts.get(key)
+        hit = self._getter_cache.get(key)
+        if hit is None or hit[0] is not raw:  # parse an account once per state, not once per getter
+            status, code, data = self.state(address)
+            if status != "active":
+                raise GetMethodError(address, method, -256)
+            hit = (raw, to_tonpy(code), to_tonpy(data), self.balance(address))
+            self._getter_cache[key] = hit
+        return run_get_method(hit[1], hit[2], address, method, list(stack or []), balance=hit[3],
+                              now=self.now, config=self._config_t)
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write the chain (accounts, time, logical time, money supply, fees) to ``path`` atomically,
+        so a crash mid-write never leaves a half-written chain behind."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"format": 1, "now": self.now, "lt": self.lt, "minted": self.minted, "fees": self.fees_collected(),
+               "accounts": {k: v.to_boc() for k, v in self.accounts.items()}}
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "EmbeddedChain":
+        doc = json.loads(Path(path).read_text())
+        if doc.get("format") != 1:
+            raise ChainError(f"{path}: not an embedded chain state file (format {doc.get('format')!r})")
+        chain = cls(now=doc["now"])
+        chain.lt, chain.minted, chain.fees_before = doc["lt"], doc["minted"], doc.get("fees", 0)
+        chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
+        return chain
+
     # ----------------------------------------------------------------- treasuries
     def treasury(self, name: str, balance: int = 1_000_000 * 10**9) -> "Treasury":
         """A funded standard wallet (v4r2) whose key is derived from ``name``: the same name gives the
@@ -254,67 +290,7 @@ class EmbeddedChain:
 def _empty_shard_account() -> TCell:
     # account_descr$_ account:^Account(account_none$0) last_trans_hash:bits256 last_trans_lt:uint64
     c = begin_cell().store_ref(begin_cell().store_bit(0).end_cell()).store_uint(0, 256).store_uint(0, 64).end_cell()
-    return _to_t(c)
-
-
-def _get_method(self: EmbeddedChain, address: Address | str, method: str | int, stack: list | None = None) -> list:
-    """Run a get-method of an active account at the chain's current time and state."""
-    from .getmethod import GetMethodError, run_get_method
-
-    if isinstance(address, str):
-        address = Address(address)
-    key = addr_key(address)
-    raw = self.accounts.get(key)
-    cache = self.__dict__.setdefault("_getter_cache", {})
-    hit = cache.get(key)
-    if hit is None or hit[0] is not raw:  # parse an account once per state, not once per getter
-        status, code, data = self.state(address)
-        if status != "active":
-            raise GetMethodError(address, method, -256)
-        from .getmethod import _t
-        hit = (raw, _t(code), _t(data), self.balance(address))
-        cache[key] = hit
-    if "_config_t" not in self.__dict__:
-        from .getmethod import _t
-        self._config_t = _t(self.config)
-    return run_get_method(hit[1], hit[2], address, method, list(stack or []), balance=hit[3],
-                          now=self.now, config=self._config_t)
-
-
-EmbeddedChain.get_method = _get_method
-
-
-def _save(self: EmbeddedChain, path) -> None:
-    """Write the chain (accounts, time, logical time, money supply) to ``path`` atomically, so a
-    crash mid-write never leaves a half-written chain behind."""
-    import json
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"format": 1, "now": self.now, "lt": self.lt, "minted": self.minted, "fees": self.fees_collected(),
-           "accounts": {k: v.to_boc() for k, v in self.accounts.items()}}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-
-
-def _load(cls, path) -> EmbeddedChain:
-    import json
-    from pathlib import Path
-
-    doc = json.loads(Path(path).read_text())
-    if doc.get("format") != 1:
-        raise ChainError(f"{path}: not an embedded chain state file (format {doc.get('format')!r})")
-    chain = cls(now=doc["now"])
-    chain.lt, chain.minted, chain.fees_before = doc["lt"], doc["minted"], doc.get("fees", 0)
-    chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
-    return chain
-
-
-EmbeddedChain.save = _save
-EmbeddedChain.load = classmethod(_load)
+    return to_tonpy(c)
 
 
 _EMPTY_ACCOUNT = _empty_shard_account()

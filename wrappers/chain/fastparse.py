@@ -41,7 +41,7 @@ def _varuint(s: TSlice, len_bits: int) -> int:
 
 
 def load_addr(s: TSlice) -> Optional[tuple[int, bytes]]:
-    """MsgAddress -> (workchain, hash) for addr_std, None for addr_none / external addresses."""
+    """MsgAddress -> (workchain, hash) for addr_std; None for addr_none, external and addr_var."""
     tag = s.load_uint(2)
     if tag == 0:
         return None
@@ -55,10 +55,10 @@ def load_addr(s: TSlice) -> Optional[tuple[int, bytes]]:
     if tag == 2:
         wc = s.load_int(8)
         return wc, s.load_uint(256).to_bytes(32, "big")
-    n = s.load_uint(9)  # addr_var$11
-    wc = s.load_int(32)
+    n = s.load_uint(9)  # addr_var$11: not a standard address, never used by this network
+    s.skip_bits(32)  # workchain_id
     s.skip_bits(n)
-    return (wc, b"") if n != 256 else (wc, b"")
+    return None
 
 
 @dataclass

@@ -5,13 +5,14 @@ same form pytoniq's lite client returns, so wrapper code parses getters the same
 """
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from pytoniq_core import Address, Builder, Cell, Slice, begin_cell
 from tonpy.tvm.c7 import C7
-from tonpy.tvm.tvm import TVM
+from tonpy.tvm.tvm import TVM, method_name_to_id
 from tonpy.types import Cell as TCell, CellSlice as TSlice, CellBuilder as TBuilder
+
+from .cells import to_pytoniq, to_tonpy
 
 GET_METHOD_GAS = 1_000_000
 
@@ -22,27 +23,19 @@ class GetMethodError(Exception):
         self.address, self.method, self.exit_code = address, method, exit_code
 
 
-def _t(c: Cell) -> TCell:
-    return TCell(base64.b64encode(c.to_boc()).decode())
-
-
-def _p(c: TCell) -> Cell:
-    return Cell.one_from_boc(base64.b64decode(c.to_boc()))
-
-
 def to_tvm(v: Any) -> Any:
     if isinstance(v, bool):
         return -1 if v else 0
     if isinstance(v, int) or v is None:
         return v
     if isinstance(v, Address):
-        return _t(begin_cell().store_address(v).end_cell()).begin_parse()
+        return to_tonpy(begin_cell().store_address(v).end_cell()).begin_parse()
     if isinstance(v, Cell):
-        return _t(v)
+        return to_tonpy(v)
     if isinstance(v, Slice):
-        return _t(begin_cell().store_slice(v).end_cell()).begin_parse()
+        return to_tonpy(begin_cell().store_slice(v).end_cell()).begin_parse()
     if isinstance(v, Builder):
-        return _t(v.end_cell()).begin_parse()
+        return to_tonpy(v.end_cell()).begin_parse()
     if isinstance(v, (list, tuple)):
         return [to_tvm(x) for x in v]
     raise TypeError(f"cannot pass {type(v).__name__} to a get-method")
@@ -52,11 +45,11 @@ def from_tvm(v: Any) -> Any:
     if v is None or isinstance(v, int):
         return v
     if isinstance(v, TCell):
-        return _p(v)
+        return to_pytoniq(v)
     if isinstance(v, TSlice):
-        return _p(v.to_cell()).begin_parse()
+        return to_pytoniq(v.to_cell()).begin_parse()
     if isinstance(v, TBuilder):
-        return _p(v.end_cell()).to_builder() if hasattr(Cell, "to_builder") else _p(v.end_cell())
+        return to_pytoniq(v.end_cell())
     if isinstance(v, (list, tuple)):
         return [from_tvm(x) for x in v]
     return v
@@ -66,15 +59,13 @@ def run_get_method(code: Cell | TCell, data: Cell | TCell, address: Address, met
                    balance: int, now: int, config: Cell | TCell) -> list:
     """Run ``method`` and return the result stack, bottom first (as pytoniq's clients do).
     Cells may be given in the emulator's own form (tonpy) to save conversions."""
-    code_t = code if isinstance(code, TCell) else _t(code)
-    data_t = data if isinstance(data, TCell) else _t(data)
-    config_t = config if isinstance(config, TCell) else _t(config)
+    code_t = code if isinstance(code, TCell) else to_tonpy(code)
+    data_t = data if isinstance(data, TCell) else to_tonpy(data)
+    config_t = config if isinstance(config, TCell) else to_tonpy(config)
     tvm = TVM(code=code_t, data=data_t)
-    tvm.set_c7(C7(time=now, balance_grams=balance, address=_t(begin_cell().store_address(address).end_cell()).begin_parse(),
+    tvm.set_c7(C7(time=now, balance_grams=balance, address=to_tonpy(begin_cell().store_address(address).end_cell()).begin_parse(),
                   global_config=config_t, my_code=code_t))
     tvm.set_gas_limit(GET_METHOD_GAS)
-    from tonpy.tvm.tvm import method_name_to_id
-
     mid = method if isinstance(method, int) else method_name_to_id(method)
     tvm.set_stack([to_tvm(x) for x in stack] + [mid])
     result = tvm.run(unpack_stack=False, allow_non_success=True)

@@ -11,6 +11,8 @@ from typing import Any, Iterable, Optional
 from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.transaction import MessageAny, Transaction
 
+from .cells import to_pytoniq
+
 
 @dataclass
 class TxRecord:
@@ -47,15 +49,15 @@ class TxRecord:
     def in_msg(self) -> Optional[MessageAny]:
         if self._in_cell is None:
             return None
-        return MessageAny.deserialize(_to_p(self._in_cell).begin_parse())
+        return MessageAny.deserialize(to_pytoniq(self._in_cell).begin_parse())
 
     @property
     def out_msgs(self) -> list[MessageAny]:
-        return [MessageAny.deserialize(_to_p(c).begin_parse()) for c in self._out_cells]
+        return [MessageAny.deserialize(to_pytoniq(c).begin_parse()) for c in self._out_cells]
 
     @property
     def out_cells(self) -> list[Cell]:
-        return [_to_p(c) for c in self._out_cells]
+        return [to_pytoniq(c) for c in self._out_cells]
 
     @property
     def hash(self) -> bytes:
@@ -66,7 +68,7 @@ class TxRecord:
         """The full parsed transaction (pytoniq), for tests that need a field not lifted here."""
         if self._tx_cell is None:
             return None
-        return Transaction.deserialize(_to_p(self._tx_cell).begin_parse())
+        return Transaction.deserialize(to_pytoniq(self._tx_cell).begin_parse())
 
     @property
     def success(self) -> bool:
@@ -100,9 +102,10 @@ def _short(a: Optional[Address]) -> str:
 
 
 def fmt_ton(nano: int) -> str:
-    sign = "-" if nano < 0 else ""
-    nano = abs(nano)
-    return f"{sign}{nano // 10**9}.{nano % 10**9:09d}".rstrip("0").rstrip(".") if nano % 10**9 else f"{sign}{nano // 10**9}"
+    """nanoTON as TON with no trailing zeros: 1500000000 -> '1.5'."""
+    sign, nano = ("-" if nano < 0 else ""), abs(nano)
+    whole, frac = divmod(nano, 10**9)
+    return f"{sign}{whole}" + (f".{frac:09d}".rstrip("0") if frac else "")
 
 
 def _op(body: Optional[Cell]) -> Optional[int]:
@@ -112,12 +115,6 @@ def _op(body: Optional[Cell]) -> Optional[int]:
     if s.remaining_bits >= 32:
         return s.preload_uint(32)
     return None
-
-
-def _to_p(c) -> Cell:
-    import base64
-
-    return Cell.one_from_boc(base64.b64decode(c.to_boc()))
 
 
 def _addr(a: Optional[tuple[int, bytes]]) -> Optional[Address]:
@@ -135,9 +132,6 @@ def record_from_facts(f, head, account: Address, in_t, tx_t) -> TxRecord:
         in_fwd_fee=head.fwd_fee if head.internal else 0,
         deploy=f.orig_status != "active" and f.end_status == "active", end_status=f.end_status,
         _in_cell=in_t, _out_cells=f.out_msgs, _tx_cell=tx_t)
-
-
-_MISSING = object()
 
 
 def _match_addr(want: Any, got: Optional[Address]) -> bool:

@@ -23,7 +23,8 @@ from wrappers import stake as S
 from wrappers.build import load_code
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.fastparse import account_balance, load_addr
-from wrappers.chain.getmethod import GetMethodError, _t, run_get_method
+from wrappers.chain.cells import to_tonpy as _t
+from wrappers.chain.getmethod import GetMethodError, run_get_method
 
 TON = 10**9
 
