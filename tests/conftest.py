@@ -29,3 +29,15 @@ def per_language(factory):
         return e
 
     return env
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """Real processes for a service test (tests/procs.py): each stopped by pid when the test ends."""
+    from tests.procs import Procs
+
+    p = Procs(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
