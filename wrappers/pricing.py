@@ -17,6 +17,7 @@ Coefficients use COEF_ONE = 1000 for 1.0 (a worker at 1500 charges 1.5x); multip
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .registry import Economics
@@ -75,3 +76,41 @@ def max_cost(prompt_tokens: int, max_tokens: int, max_coef: int, e: Economics) -
     u_prompt = adjusted(prompt_tokens, max_coef, e.prompt_mult)
     u_out = adjusted(max_tokens, max_coef, max(e.completion_mult, e.reasoning_mult))
     return (u_prompt + u_out) * e.price_per_token
+
+
+PROMPT_TOKENS_PER_MESSAGE = 16   # what a chat template adds per message, at most
+PROMPT_TOKENS_OVERHEAD = 64      # the template's fixed part
+
+
+def prompt_token_bound(body: bytes | str) -> int:
+    """An upper bound on a request's prompt tokens from its body alone (docs/PROTOCOL.md §4): every
+    prompt token is at least one byte of it, so the body's UTF-8 length, plus 16 per chat message
+    and 64 for the template."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    messages = 0
+    try:
+        doc = json.loads(raw)
+        if isinstance(doc, dict) and isinstance(doc.get("messages"), list):
+            messages = len(doc["messages"])
+    except ValueError:
+        pass
+    return len(raw) + PROMPT_TOKENS_PER_MESSAGE * messages + PROMPT_TOKENS_OVERHEAD
+
+
+def request_max_cost(body: bytes | str, max_coefficient: int, economics: Economics) -> int:
+    """The most a request can cost (docs/PROTOCOL.md §4): :func:`prompt_token_bound` prompt tokens
+    and ``max_tokens`` completion tokens at the client's maximum coefficient. Raises ValueError when
+    the body is not a JSON object with a positive integer ``max_tokens``."""
+    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ValueError("the request body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError("the request body is not a JSON object")
+    mt = doc.get("max_tokens", doc.get("max_completion_tokens"))
+    if isinstance(mt, bool) or not isinstance(mt, int) or mt <= 0:
+        raise ValueError("the request needs a positive integer max_tokens")
+    if max_coefficient <= 0:
+        raise ValueError("the maximum coefficient is positive")
+    return max_cost(prompt_token_bound(raw), mt, max_coefficient, economics)

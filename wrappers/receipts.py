@@ -12,7 +12,9 @@ the response by hash and the usage the client is charged for:
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
+from typing import Iterable, Mapping, Union
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Address, Cell, begin_cell
@@ -56,3 +58,29 @@ class Receipt:
 
 def content_hash(data: bytes | str) -> bytes:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).digest()
+
+
+ToolCall = Union[Mapping[str, str], tuple]
+
+
+def response_content(content: str, tool_calls: Iterable[ToolCall] = ()) -> bytes:
+    """The exact bytes a response hash covers (docs/PROTOCOL.md §5): the canonical JSON (sorted keys,
+    no spaces, UTF-8) of ``{"content": TEXT, "tool_calls": [{"name", "arguments"}, ...]}``. TEXT is
+    every delivered ``delta.content`` / ``text`` concatenated; tool calls come in index order with
+    their arguments as the delivered string. Each tool call is a mapping with ``name`` and
+    ``arguments`` (an OpenAI ``function`` object) or a ``(name, arguments)`` pair."""
+    if not isinstance(content, str):
+        raise TypeError("the response content is text")
+    calls = []
+    for c in tool_calls:
+        name, args = (c["name"], c["arguments"]) if isinstance(c, Mapping) else c
+        if not isinstance(name, str) or not isinstance(args, str):
+            raise TypeError("a tool call's name and arguments are strings")
+        calls.append({"name": name, "arguments": args})
+    return json.dumps({"content": content, "tool_calls": calls}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def response_hash(content: str, tool_calls: Iterable[ToolCall] = ()) -> bytes:
+    """SHA-256 of :func:`response_content`: the receipt's response hash, the one implementation."""
+    return hashlib.sha256(response_content(content, tool_calls)).digest()
