@@ -1,20 +1,21 @@
-"""How a CLI command reaches a chain and signs: network selection, keys, sending and waiting.
+"""The CLI's adapter to :mod:`node.chain`: click options, a synchronous context, progress bars and
+one-line errors.
 
-One code path for every network: a pytoniq wallet (v4r2, or v5r1 with ``--wallet v5r1``) on a
-provider. On the embedded chain the provider is :class:`~wrappers.chain.provider.EmbeddedProvider`
-over a chain kept in a state file between commands; on testnet and mainnet it is pytoniq's
-``LiteBalancer``.
+Chain access itself (networks, keys, wallets, send-and-wait) lives in :mod:`node.chain`, which is
+async and has no click. Commands are synchronous, so :class:`ChainContext` runs a
+:class:`~node.chain.Network` on an event loop in a background thread and :meth:`ChainContext.call`
+runs a coroutine there; a :class:`~node.chain.CocoonError` becomes a :class:`UserError`, printed as
+one line.
 
-Keys are read the way TON users keep them: a 24-word mnemonic in a file (``--mnemonic-file``) or in
-the ``COCOON_MNEMONIC`` environment variable, or a raw 32-byte Ed25519 seed in a key file
-(``--key-file``, hex or binary). They are never printed or logged.
+On the embedded chain ``ctx.chain`` is the in-process chain; on the chain server (``--network
+local`` or its URL) it is a :class:`RemoteChain` with the same reading, faucet and time methods, so
+commands behave the same on both.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -22,87 +23,107 @@ import click
 from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.account import StateInit
 
+from node.chain import (DEV_FUNDING, NETWORKS, CocoonError, Keys, Network, check_network, network_global_id,
+                        open_network, open_wallet)
+from node.chain import keys as _keys
+
 DEFAULT_STATE = Path(os.environ.get("COCOON_CHAIN_STATE", ".cocoon/chain.json"))
-NETWORKS = ("embedded", "testnet", "mainnet")
-# On the embedded chain a wallet with less than this is topped up from the faucet, so a fresh
-# mnemonic can act at once. Never on a real network.
-EMBEDDED_FUNDING = 10_000 * 10**9
+EMBEDDED_FUNDING = DEV_FUNDING
+
+__all__ = ["DEFAULT_STATE", "NETWORKS", "EMBEDDED_FUNDING", "UserError", "Keys", "load_keys", "keys_from_words",
+           "network_global_id", "open_wallet", "ChainContext", "RemoteChain", "parse_ton", "parse_address",
+           "parse_hex256", "chain_now", "guarded", "network_options"]
 
 
 class UserError(click.ClickException):
     """An expected failure: printed as one line with what to do, exit code 1."""
 
 
-@dataclass
-class Keys:
-    public: bytes
-    private: bytes  # pytoniq's 64-byte signing key
-
-
 def load_keys(mnemonic_file: Optional[str], key_file: Optional[str]) -> Keys:
-    from nacl.bindings import crypto_sign_seed_keypair
-
-    if key_file:
-        raw = Path(key_file).read_bytes()
-        try:
-            seed = bytes.fromhex(raw.decode().strip())
-        except (UnicodeDecodeError, ValueError):
-            seed = raw
-        if len(seed) != 32:
-            raise UserError(f"{key_file}: a key file holds a 32-byte Ed25519 seed (64 hex digits or 32 bytes)")
-        pub, priv = crypto_sign_seed_keypair(seed)
-        return Keys(pub, priv)
-    words: Optional[str] = None
-    if mnemonic_file:
-        try:
-            words = Path(mnemonic_file).read_text()
-        except OSError as e:
-            raise UserError(f"cannot read the mnemonic file: {e.strerror}") from None
-    elif os.environ.get("COCOON_MNEMONIC"):
-        words = os.environ["COCOON_MNEMONIC"]
-    if not words:
-        raise UserError("no key: pass --mnemonic-file FILE (24 words) or --key-file FILE, "
-                        "or set COCOON_MNEMONIC")
-    return keys_from_words(words, "the mnemonic")
+    try:
+        return _keys.load_keys(mnemonic_file, key_file)
+    except CocoonError as e:
+        raise UserError(str(e)) from None
 
 
 def keys_from_words(words: str, where: str) -> Keys:
     """Keys from a 24-word TON mnemonic; ``where`` names its source in the error, never the words."""
-    from pytoniq_core.crypto.keys import mnemonic_is_valid, mnemonic_to_private_key
-
-    ws = words.split()
-    if len(ws) != 24 or not mnemonic_is_valid(ws):
-        raise UserError(f"{where} is not a valid 24-word TON mnemonic (the words were not printed)")
-    pub, priv = mnemonic_to_private_key(ws)
-    return Keys(pub, priv)
+    try:
+        return _keys.keys_from_words(words, where)
+    except CocoonError as e:
+        raise UserError(str(e)) from None
 
 
-def network_global_id(network: str) -> int:
-    """The global id a v5r1 wallet signs for (config param 19): -3 on testnet, -239 elsewhere."""
-    return -3 if network == "testnet" else -239
+class _Progress:
+    """A click progress bar on stderr, drawn from :mod:`node.chain`'s progress callbacks."""
+
+    def __init__(self, label: str):
+        self.label, self.bar, self.shown = label, None, 0
+
+    def __call__(self, waited: float, timeout: float) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=int(timeout), label=self.label, file=click.get_text_stream("stderr"))
+            self.bar.__enter__()
+        step = int(waited) - self.shown
+        if step > 0:
+            self.bar.update(step)
+            self.shown += step
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
-async def open_wallet(provider, keys: Keys, version: str, network: str):
-    """The pytoniq wallet of ``keys`` on ``provider``: v4r2, or v5r1 for ``network``."""
-    from pytoniq import WalletV4R2, WalletV5R1
+class RemoteChain:
+    """The chain server seen the way commands see the embedded chain: ``now``, ``state``,
+    ``balance``, ``get_method``, ``advance`` and ``mint``, synchronously over the context's loop."""
 
-    if version == "v5r1":
-        return await WalletV5R1.from_private_key(provider, keys.private, network_global_id=network_global_id(network))
-    return await WalletV4R2.from_private_key(provider, keys.private)
+    def __init__(self, ctx: "ChainContext"):
+        self._ctx = ctx
+
+    @property
+    def net(self) -> Network:
+        return self._ctx.net
+
+    @property
+    def now(self) -> int:
+        return self._ctx.call(self.net.now())
+
+    def state(self, address) -> tuple[str, Optional[Cell], Optional[Cell]]:
+        return self._ctx.call(self.net.state(_addr(address)))
+
+    def balance(self, address) -> int:
+        return self._ctx.call(self.net.balance(_addr(address)))
+
+    def get_method(self, address, method, stack=None) -> list:
+        return self._ctx.call(self.net.provider.run_get_method(_addr(address), method, list(stack or [])))
+
+    def advance(self, seconds: int) -> int:
+        return self._ctx.call(self.net.advance(seconds))
+
+    def mint(self, address, value: int) -> list:
+        self._ctx.call(self.net.fund(_addr(address), value))
+        return []
+
+
+def _addr(a) -> Address:
+    return Address(a) if isinstance(a, str) else a
 
 
 class ChainContext:
-    """Opened for one command: provider, wallet, and on the embedded chain the state file.
+    """Opened for one command: the network, its provider and wallet, and ``chain`` (the embedded
+    chain, or a :class:`RemoteChain` on the chain server, else None)."""
 
-    Commands are synchronous; pytoniq is async. The provider therefore lives on an event loop in a
-    background thread and :meth:`call` runs a coroutine there, so wrappers' synchronous readers work
-    on every network.
-    """
-
-    def __init__(self, network: str, state_file: Path = DEFAULT_STATE, wallet_version: str = "v4r2"):
-        if network not in NETWORKS:
-            raise UserError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+    def __init__(self, network: str, state_file: Path = DEFAULT_STATE, wallet_version: str = "v4r2",
+                 api_key: Optional[str] = None):
+        try:
+            check_network(network)
+        except CocoonError as e:
+            raise UserError(str(e)) from None
         self.network, self.state_file, self.wallet_version = network, Path(state_file), wallet_version
+        self.api_key = api_key if api_key is not None else os.environ.get("COCOON_API_KEY")
+        self.net: Optional[Network] = None
         self.chain = None
         self.provider = None
         import threading
@@ -112,7 +133,10 @@ class ChainContext:
         self._thread.start()
 
     def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        except CocoonError as e:
+            raise UserError(str(e)) from None
 
     def __enter__(self) -> "ChainContext":
         self.call(self.open())
@@ -128,89 +152,58 @@ class ChainContext:
 
     # ------------------------------------------------------------------------ lifecycle
     async def open(self) -> "ChainContext":
-        if self.network == "embedded":
-            from wrappers.chain.emulated import EmbeddedChain
-            from wrappers.chain.provider import EmbeddedProvider
-
-            self.chain = EmbeddedChain.load(self.state_file) if self.state_file.exists() else EmbeddedChain()
-            self.provider = EmbeddedProvider(self.chain)
-        else:
-            from pytoniq import LiteBalancer
-
-            click.echo(f"connecting to {self.network} lite servers...", err=True)
-            try:
-                self.provider = (LiteBalancer.from_mainnet_config(trust_level=2) if self.network == "mainnet"
-                                 else LiteBalancer.from_testnet_config(trust_level=2))
-                await self.provider.start_up()
-            except Exception as e:  # network failures of every kind end up here
-                raise UserError(f"cannot reach {self.network}: {e}. Check the network connection.") from None
+        self.net = await open_network(self.network, self.state_file, api_key=self.api_key,
+                                      log=lambda m: click.echo(m, err=True))
+        self.provider = self.net.provider
+        if self.net.chain is not None:
+            self.chain = self.net.chain
+        elif self.net.dev:
+            self.chain = RemoteChain(self)
         return self
 
     async def close(self, save: bool = True) -> None:
-        if self.chain is not None and save:
-            self.chain.save(self.state_file)
-        if self.provider is not None:
-            await self.provider.close_all()
+        if self.net is not None:
+            await self.net.close(save=save)
 
     # ------------------------------------------------------------------------ reading
     def get_method(self, address: Address, method: str, stack: list) -> list:
         """Synchronous get-method for wrappers' readers, on every network."""
-        if self.chain is not None:
-            return self.chain.get_method(address, method, stack)
+        if self.net is not None and self.net.chain is not None:
+            return self.net.chain.get_method(address, method, stack)
         return self.call(self.provider.run_get_method(address, method, stack))
 
     async def status(self, address: Address) -> str:
-        st = await self.provider.get_account_state(address)
-        return st.state.type_ if hasattr(st.state, "type_") else str(st.state)
+        return await self.net.status(address)
 
     # ------------------------------------------------------------------------ signing and sending
     async def wallet(self, keys: Keys):
-        w = await open_wallet(self.provider, keys, self.wallet_version, self.network)
-        if self.chain is not None and self.chain.balance(w.address) < EMBEDDED_FUNDING // 10:
-            self.chain.mint(w.address, EMBEDDED_FUNDING)
-            click.echo(f"(embedded chain) funded {w.address.to_str()} with "
-                       f"{EMBEDDED_FUNDING // 10**9} TON from the faucet", err=True)
-            await w.update()
-        if not w.is_active:
-            await w.send_init_external()
-            await self._wait_seqno(w, 0)
-            await w.update()
-        return w
+        def funded(address: Address, amount: int) -> None:
+            where = "embedded chain" if self.net.chain is not None else "local chain"
+            click.echo(f"({where}) funded {address.to_str()} with {amount // 10**9} TON from the faucet", err=True)
+
+        progress = _Progress("deploying the wallet")
+        try:
+            return await self.net.wallet(keys, self.wallet_version, on_funded=funded, on_progress=progress)
+        finally:
+            progress.done()
 
     async def send(self, wallet, dest: Address, value: int, body: Optional[Cell] = None,
                    state_init: Optional[StateInit] = None, bounce: bool = True, timeout: float = 90.0):
         """Send one message from ``wallet`` and wait until the wallet's seqno moves (the message left).
-        On the embedded chain, returns the transactions it caused."""
-        from pytoniq import WalletV4R2
-
-        if wallet.balance < value:
-            raise UserError(f"the wallet {wallet.address.to_str()} holds {wallet.balance / 1e9:.4f} TON, "
-                            f"less than the {value / 1e9:.4f} TON this needs; top it up first")
-        seqno = await wallet.get_seqno()
-        msg = WalletV4R2.create_wallet_internal_message(destination=dest, value=value, body=body or Cell.empty(),
-                                                        state_init=state_init, bounce=bounce)
-        await wallet.raw_transfer([msg])
-        await self._wait_seqno(wallet, seqno, timeout)
-        await wallet.update()
-        if self.chain is not None:
-            return list(self.provider.last_sent)
-        return []
+        On the embedded chain and the chain server, returns the transactions it caused."""
+        progress = _Progress("waiting for the transaction")
+        try:
+            return await self.net.send(wallet, dest, value, body, state_init, bounce, on_progress=progress,
+                                       timeout=timeout)
+        finally:
+            progress.done()
 
     async def _wait_seqno(self, wallet, old: int, timeout: float = 90.0) -> None:
-        if self.chain is not None:
-            return
-        start = time.monotonic()
-        with click.progressbar(length=int(timeout), label="waiting for the transaction", file=click.get_text_stream("stderr")) as bar:
-            while time.monotonic() - start < timeout:
-                try:
-                    if await wallet.get_seqno() > old:
-                        return
-                except Exception:
-                    pass
-                await asyncio.sleep(3)
-                bar.update(3)
-        raise UserError(f"the transaction was not confirmed within {int(timeout)} s; check the wallet on an "
-                        "explorer before sending again")
+        progress = _Progress("waiting for the transaction")
+        try:
+            await self.net.wait_seqno(wallet, old, timeout, progress)
+        finally:
+            progress.done()
 
 
 # ------------------------------------------------------------------------ parsing what users type
@@ -246,7 +239,7 @@ def parse_hex256(text: str, what: str) -> int:
 
 
 def chain_now(ctx: "ChainContext") -> int:
-    """The chain's time: the embedded chain's clock, or the wall clock on a real network."""
+    """The chain's time: the embedded chain's (or chain server's) clock, or the wall clock."""
     return ctx.chain.now if ctx.chain is not None else int(time.time())
 
 
@@ -260,6 +253,8 @@ def guarded(f):
             return f(*a, **kw)
         except (UserError, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except CocoonError as e:
+            raise UserError(str(e)) from None
         except Exception as e:
             if os.environ.get("COCOON_DEBUG"):
                 raise
@@ -269,6 +264,21 @@ def guarded(f):
                 raise UserError(f"{e}; is that the right contract address and network?") from None
             raise UserError(f"{type(e).__name__}: {e} (set COCOON_DEBUG=1 for details)") from None
     return wrapper
+
+
+class NetworkType(click.ParamType):
+    """A network name or an http(s) URL of a toncenter-v2 API."""
+
+    name = "network"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_network(value)
+        except CocoonError as e:
+            self.fail(str(e), param, ctx)
+
+    def get_metavar(self, param, *args) -> str:
+        return "[" + "|".join(NETWORKS) + "|URL]"
 
 
 def network_options(f):
@@ -282,6 +292,8 @@ def network_options(f):
     f = click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_STATE,
                      show_default=True, help="Embedded chain only: where the local chain is kept between commands "
                      "(env COCOON_CHAIN_STATE).")(f)
-    f = click.option("--network", type=click.Choice(NETWORKS), default="embedded", show_default=True,
-                     envvar="COCOON_NETWORK", help="Which chain: the local embedded chain, testnet or mainnet.")(f)
+    f = click.option("--network", type=NetworkType(), default="embedded", show_default=True,
+                     envvar="COCOON_NETWORK", help="Which chain: embedded (in this process, kept in --state-file), "
+                     "local (the chain server of `cocoon chain serve` at 127.0.0.1:8081), an http(s):// URL of a "
+                     "toncenter-v2 API (API key from COCOON_API_KEY), testnet or mainnet.")(f)
     return f
