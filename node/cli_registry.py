@@ -16,9 +16,11 @@ from wrappers import registry as R
 from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, parse_hex256
+from .chainctx import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, network_options, open_wallet
+from .cli_parse import TonAmount, owner_address, parse_address, parse_hex256, uint, utc, check_advance
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
+TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}
 
 
 def _addr_file(state_file: Path) -> Path:
@@ -27,13 +29,13 @@ def _addr_file(state_file: Path) -> Path:
 
 def _registry_address(registry: Optional[str], state_file: Path, network: str) -> Address:
     if registry:
-        try:
-            return Address(registry)
-        except Exception:
-            raise UserError(f"{registry!r} is not a TON address") from None
+        return parse_address(registry, "--registry")
     f = _addr_file(state_file)
     if network == "embedded" and f.exists():
-        return Address(f.read_text().strip())
+        try:
+            return Address(f.read_text().strip())
+        except Exception:
+            raise UserError(f"{f} does not hold a registry address; pass --registry ADDRESS or deploy again") from None
     raise UserError("which registry? pass --registry ADDRESS (or set COCOON_REGISTRY); on the embedded chain "
                     "`cocoon registry deploy` remembers the last one")
 
@@ -69,23 +71,27 @@ def registry() -> None:
 @click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True,
               help="Which implementation's code to deploy (both are built from the same schema).")
 @click.option("--test-network", is_flag=True, help="Set the test flag: simulated TEEs are accepted.")
-@click.option("--governance-delay", type=int, default=86400, show_default=True, help="Seconds a proposal waits.")
+@click.option("--governance-delay", type=uint(32), default=86400, show_default=True, help="Seconds a proposal waits.")
 @click.option("--treasury", help="Address that receives slashed stake (default: the owner's wallet).")
-@click.option("--value", type=float, default=1.0, show_default=True, help="TON to deploy with (storage reserve).")
+@click.option("--value", type=TonAmount(), default="1", show_default=True, help="TON to deploy with (storage reserve).")
 @guarded
 def deploy(network, state_file, mnemonic_file, key_file, wallet_version, lang, test_network, governance_delay,
            treasury, value):
     """Deploy a new registry owned by your wallet."""
+    treasury_addr = parse_address(treasury, "--treasury") if treasury else None
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
         w = ctx.call(ctx.wallet(keys))
-        params = R.NetworkParams(staking=R.Staking(treasury=Address(treasury) if treasury else w.address),
+        params = R.NetworkParams(staking=R.Staking(treasury=treasury_addr or w.address),
                                  is_test=test_network, governance_delay=governance_delay)
+        problems = params.problems()
+        if problems:
+            raise UserError("; ".join(problems))
         codes = R.ChildCodes(*[_maybe_code(n, lang) for n in ("stake", "escrow", "reputation")])
         si = R.state_init(load_code("registry", lang), R.initial_data(w.address, params, codes))
         addr = R.address_of(si)
         click.echo(f"deploying the registry ({lang}) at {addr.to_str()} from {w.address.to_str()}")
-        txs = ctx.call(ctx.send(w, addr, int(value * 1e9), None, state_init=si, bounce=False))
+        txs = ctx.call(ctx.send(w, addr, value, None, state_init=si, bounce=False))
         if network == "embedded":
             if ctx.chain.state(addr)[0] != "active":
                 raise UserError("the registry did not deploy; " + "; ".join(t.describe() for t in txs))
@@ -134,26 +140,73 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry)
         proxies = rd.proxies()
         click.echo(f"proxies       {len(proxies)}")
         for px in proxies:
-            click.echo(f"  {px.owner_hash:064x} {px.endpoint} stake {fmt_ton(px.stake)} TON "
+            click.echo(f"  {owner_address(px.owner_hash).to_str()} {px.endpoint} stake {fmt_ton(px.stake)} TON "
                        f"{'active' if px.active else 'INACTIVE'}")
         props, next_id = rd.proposals()
         click.echo(f"proposals     {len(props)} open (next id {next_id})")
         now = ctx.chain.now if ctx.chain is not None else None
         for pr in props:
-            when = (f"ready" if now is not None and now >= pr.execute_after else f"after {pr.execute_after}")
+            when = ("ready" if now is not None and now >= pr.execute_after else f"after {utc(pr.execute_after)}")
             click.echo(f"  #{pr.id} {R.describe_action(pr.action)} [{when}]")
 
 
-def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry, body, what, value=0.05):
+def _refuse(code: int, text: str) -> UserError:
+    """A refusal found before sending: what the registry would answer, and why."""
+    return UserError(f"{text} (the registry would refuse it with {R.describe_error(code)}); nothing was sent")
+
+
+def _wallet_address(ctx: ChainContext, keys) -> Address:
+    """The address of the wallet of ``keys``, without funding or deploying it (checks come first)."""
+    return ctx.call(open_wallet(ctx.provider, keys, ctx.wallet_version, ctx.network)).address
+
+
+def _require_owner(rd: R.RegistryReader, me: Address) -> None:
+    owner, _ = rd.owner()
+    if owner != me:
+        raise _refuse(R.Err.NOT_OWNER, f"only the registry's owner {owner.to_str()} may do this; your wallet is "
+                      f"{me.to_str()}")
+
+
+def _room_for_a_proposal(rd: R.RegistryReader) -> int:
+    """The id the next proposal gets, after checking the registry has room for it."""
+    props, next_id = rd.proposals()
+    if len(props) >= R.MAX_OPEN_PROPOSALS:
+        raise _refuse(R.Err.TOO_MANY_PROPOSALS, f"{len(props)} proposals are open, the most a registry keeps; "
+                      "execute or cancel one first")
+    return next_id
+
+
+def _open_proposal(rd: R.RegistryReader, pid: int) -> R.Proposal:
+    p = rd.proposal(pid)
+    if p is None:
+        _, next_id = rd.proposals()
+        why = "was executed or cancelled" if pid < next_id else "does not exist yet"
+        raise _refuse(R.Err.PROPOSAL_UNKNOWN, f"proposal #{pid} {why}; `cocoon registry show` lists the open ones")
+    return p
+
+
+def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry, body, what, value=0.05,
+              check=None, owner_only=True):
+    """Check what the registry would check, then send ``body`` and report the outcome.
+
+    ``check(ctx, reader, my_address)`` raises a refusal; it may return a new ``body`` or ``value``
+    as ``(body, value)``."""
     addr = _registry_address(registry, state_file, network)
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
+        rd = R.RegistryReader(ctx.get_method, addr)
+        me = _wallet_address(ctx, keys)
+        if owner_only:
+            _require_owner(rd, me)
+        if check is not None:
+            body, value = check(ctx, rd, me) or (body, value)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, int(value * 1e9), body))
+        txs = ctx.call(ctx.send(w, addr, int(round(value * 1e9)), body))
         if network == "embedded":
             _check_result(txs, addr, what)
         else:
             click.echo(f"sent: {what}; check the result with `cocoon registry show`")
+        return ctx, rd
 
 
 @registry.command()
@@ -165,17 +218,19 @@ def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, regi
 def add(network, state_file, mnemonic_file, key_file, wallet_version, registry, kind, hash_hex):
     """Propose allowing an image or model HASH (executes after the governance delay)."""
     h = _parse_hash(hash_hex)
-    addr = _registry_address(registry, state_file, network)
-    keys = load_keys(mnemonic_file, key_file)
-    with ChainContext(network, state_file, wallet_version) as ctx:
-        rd = R.RegistryReader(ctx.get_method, addr)
-        pid = rd.proposals()[1]
-        w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, 50_000_000, R.propose(R.action_add(KINDS[kind], h))))
-        if network == "embedded":
-            _check_result(txs, addr, f"proposal #{pid}: allow {kind} {h:064x}")
-            p = rd.proposal(pid)
-            click.echo(f"executable at unix time {p.execute_after} (`cocoon registry execute {pid}`)")
+    pid = None
+
+    def check(ctx, rd, me):
+        nonlocal pid
+        if h in rd.trust()[TRUST[kind]]:
+            raise _refuse(R.Err.HASH_EXISTS, f"{kind} {h:064x} is already allowed")
+        pid = _room_for_a_proposal(rd)
+
+    ctx, rd = _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
+                        R.propose(R.action_add(KINDS[kind], h)), f"proposal: allow {kind} {h:064x}", check=check)
+    p = rd.proposal(pid) if ctx.chain is not None else None
+    when = f"executable after {utc(p.execute_after)}" if p is not None else "executable after the governance delay"
+    click.echo(f"proposal #{pid}: {when} (`cocoon registry execute {pid}`)")
 
 
 @registry.command()
@@ -187,8 +242,13 @@ def add(network, state_file, mnemonic_file, key_file, wallet_version, registry, 
 def remove(network, state_file, mnemonic_file, key_file, wallet_version, registry, kind, hash_hex):
     """Revoke an image or model HASH. Takes effect at once."""
     h = _parse_hash(hash_hex)
+
+    def check(ctx, rd, me):
+        if h not in rd.trust()[TRUST[kind]]:
+            raise _refuse(R.Err.HASH_UNKNOWN, f"{kind} {h:064x} is not allowed, so there is nothing to revoke")
+
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
-              R.revoke(KINDS[kind], h), f"revoked {kind} {h:064x}")
+              R.revoke(KINDS[kind], h), f"revoked {kind} {h:064x}", check=check)
 
 
 @registry.command("remove-proxy")
@@ -198,44 +258,45 @@ def remove(network, state_file, mnemonic_file, key_file, wallet_version, registr
 @guarded
 def remove_proxy(network, state_file, mnemonic_file, key_file, wallet_version, registry, proxy_owner):
     """Remove a registered proxy (by its owner's address). Takes effect at once."""
-    try:
-        a = Address(proxy_owner)
-    except Exception:
-        raise UserError(f"{proxy_owner!r} is not a TON address") from None
+    a = parse_address(proxy_owner, "the proxy's owner")
+
+    def check(ctx, rd, me):
+        if rd.proxy(a) is None:
+            raise _refuse(R.Err.PROXY_UNKNOWN, f"{a.to_str()} is not a registered proxy")
+
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
-              R.remove_proxy(a.hash_part), f"removed proxy {a.to_str()}")
+              R.remove_proxy(a.hash_part), f"removed proxy {a.to_str()}", check=check)
 
 
 @registry.command("set-params")
 @network_options
 @registry_option
 @click.option("--test-network/--production", default=None, help="Set or clear the test flag.")
-@click.option("--governance-delay", type=int)
-@click.option("--max-proxies", type=int)
-@click.option("--price-per-token", type=int, help="nanoTON per token at coefficient 1.0")
-@click.option("--worker-fee-per-token", type=int)
-@click.option("--min-escrow-deposit", type=float, help="TON")
-@click.option("--close-delay", type=int, help="seconds")
-@click.option("--min-worker-stake", type=float, help="TON")
-@click.option("--min-proxy-stake", type=float, help="TON")
-@click.option("--unbonding-period", type=int, help="seconds")
-@click.option("--slash-bps", type=int, help="basis points of stake slashed for equivocation")
-@click.option("--reporter-bps", type=int, help="basis points of the slash paid to the reporter")
+@click.option("--governance-delay", type=uint(32), help="Seconds a proposal waits before it can execute.")
+@click.option("--max-proxies", type=uint(16, 1), help="How many proxies may register.")
+@click.option("--price-per-token", type=uint(120), help="nanoTON per token at coefficient 1.0.")
+@click.option("--worker-fee-per-token", type=uint(120), help="nanoTON per token a proxy pays its worker.")
+@click.option("--min-escrow-deposit", type=TonAmount(allow_zero=True), help="TON: the smallest channel opening.")
+@click.option("--close-delay", type=uint(32), help="Seconds between a close (or withdrawal) request and its end.")
+@click.option("--min-worker-stake", type=TonAmount(allow_zero=True), help="TON a worker's stake needs to be active.")
+@click.option("--min-proxy-stake", type=TonAmount(allow_zero=True), help="TON a proxy's stake needs to be active.")
+@click.option("--unbonding-period", type=uint(32), help="Seconds unbonded stake stays slashable.")
+@click.option("--slash-bps", type=uint(16), help="Basis points of stake slashed for equivocation.")
+@click.option("--reporter-bps", type=uint(16), help="Basis points of the slash paid to the reporter.")
 @guarded
 def set_params(network, state_file, mnemonic_file, key_file, wallet_version, registry, test_network,
                governance_delay, max_proxies, price_per_token, worker_fee_per_token, min_escrow_deposit,
                close_delay, min_worker_stake, min_proxy_stake, unbonding_period, slash_bps, reporter_bps):
     """Propose new network parameters (only the options given change)."""
-    addr = _registry_address(registry, state_file, network)
-    keys = load_keys(mnemonic_file, key_file)
-    with ChainContext(network, state_file, wallet_version) as ctx:
-        rd = R.RegistryReader(ctx.get_method, addr)
+    pid = None
+
+    def check(ctx, rd, me):
+        nonlocal pid
         p = rd.params()
-        ton = lambda v: None if v is None else int(v * 1e9)
         econ = {k: v for k, v in dict(price_per_token=price_per_token, worker_fee_per_token=worker_fee_per_token,
-                                      min_escrow_deposit=ton(min_escrow_deposit), close_delay=close_delay).items()
+                                      min_escrow_deposit=min_escrow_deposit, close_delay=close_delay).items()
                 if v is not None}
-        stk = {k: v for k, v in dict(min_worker_stake=ton(min_worker_stake), min_proxy_stake=ton(min_proxy_stake),
+        stk = {k: v for k, v in dict(min_worker_stake=min_worker_stake, min_proxy_stake=min_proxy_stake,
                                      unbonding_period=unbonding_period, slash_bps=slash_bps,
                                      reporter_bps=reporter_bps).items() if v is not None}
         top = {k: v for k, v in dict(is_test=test_network, governance_delay=governance_delay,
@@ -245,34 +306,48 @@ def set_params(network, state_file, mnemonic_file, key_file, wallet_version, reg
             raise UserError("nothing to change: give at least one option (see --help)")
         problems = new.problems()
         if problems:
-            raise UserError("; ".join(problems))
-        pid = rd.proposals()[1]
-        w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, 50_000_000, R.propose(R.action_set_params(new))))
-        if network == "embedded":
-            _check_result(txs, addr, f"proposal #{pid}: new parameters")
+            raise _refuse(R.Err.BAD_PARAMS, "; ".join(problems))
+        pid = _room_for_a_proposal(rd)
+        return R.propose(R.action_set_params(new)), 0.05
+
+    _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry, None,
+              "proposal: new parameters", check=check)
+    click.echo(f"proposal #{pid}: `cocoon registry execute {pid}` after the governance delay")
 
 
 @registry.command()
 @network_options
 @registry_option
-@click.argument("proposal_id", type=int)
+@click.argument("proposal_id", type=uint(32))
 @guarded
 def execute(network, state_file, mnemonic_file, key_file, wallet_version, registry, proposal_id):
     """Execute a proposal whose governance delay has passed (anyone may)."""
+    def check(ctx, rd, me):
+        p = _open_proposal(rd, proposal_id)
+        now = chain_now(ctx)
+        if now < p.execute_after:
+            hint = (f"; on the embedded chain move the clock with `cocoon registry advance-time {p.execute_after - now}`"
+                    if ctx.chain is not None else "")
+            raise _refuse(R.Err.PROPOSAL_NOT_READY, f"proposal #{proposal_id} is executable after "
+                          f"{utc(p.execute_after)}, in {p.execute_after - now} s{hint}")
+        if p.action.begin_parse().preload_uint(8) == R.ACTION["slash_stake"]:
+            return R.execute_proposal(proposal_id), R.SLASH_EXEC_VALUE / 1e9
+
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
-              R.execute_proposal(proposal_id), f"executed proposal #{proposal_id}", value=0.1)
+              R.execute_proposal(proposal_id), f"executed proposal #{proposal_id}", value=0.1, check=check,
+              owner_only=False)
 
 
 @registry.command()
 @network_options
 @registry_option
-@click.argument("proposal_id", type=int)
+@click.argument("proposal_id", type=uint(32))
 @guarded
 def cancel(network, state_file, mnemonic_file, key_file, wallet_version, registry, proposal_id):
     """Cancel an open proposal (owner only)."""
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
-              R.cancel_proposal(proposal_id), f"cancelled proposal #{proposal_id}")
+              R.cancel_proposal(proposal_id), f"cancelled proposal #{proposal_id}",
+              check=lambda ctx, rd, me: _open_proposal(rd, proposal_id) and None)
 
 
 @registry.command("transfer-ownership")
@@ -282,12 +357,7 @@ def cancel(network, state_file, mnemonic_file, key_file, wallet_version, registr
 @guarded
 def transfer_ownership(network, state_file, mnemonic_file, key_file, wallet_version, registry, new_owner):
     """Offer ownership to NEW_OWNER ('none' cancels); it moves only when they accept."""
-    target = None
-    if new_owner.lower() != "none":
-        try:
-            target = Address(new_owner)
-        except Exception:
-            raise UserError(f"{new_owner!r} is not a TON address") from None
+    target = None if new_owner.lower() == "none" else parse_address(new_owner, "the new owner")
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
               R.transfer_ownership(target), f"ownership offered to {new_owner}")
 
@@ -298,19 +368,26 @@ def transfer_ownership(network, state_file, mnemonic_file, key_file, wallet_vers
 @guarded
 def accept_ownership(network, state_file, mnemonic_file, key_file, wallet_version, registry):
     """Accept a pending ownership transfer (run by the new owner)."""
+    def check(ctx, rd, me):
+        _, pending = rd.owner()
+        if pending != me:
+            raise _refuse(R.Err.NOT_PENDING_OWNER, "no ownership transfer to your wallet is pending"
+                          + (f" (it is offered to {pending.to_str()})" if pending else ""))
+
     _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
-              R.accept_ownership(), "ownership accepted")
+              R.accept_ownership(), "ownership accepted", check=check, owner_only=False)
 
 
 @registry.command("advance-time")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path(".cocoon/chain.json"), show_default=True)
+              default=DEFAULT_STATE, show_default=True, help="The embedded chain's state file (env COCOON_CHAIN_STATE).")
 @click.argument("seconds", type=int)
 @guarded
 def advance_time(state_file, seconds):
-    """Embedded chain only: move the local chain's clock forward (e.g. past a governance delay)."""
-    if seconds < 0:
-        raise UserError("time only moves forward")
+    """Embedded chain only: move the local chain's clock forward by SECONDS (e.g. past a governance
+    delay); at most ten years per step."""
+    check_advance(0, seconds)  # the sign and the size of the step, before the chain is opened
     with ChainContext("embedded", state_file) as ctx:
+        check_advance(ctx.chain.now, seconds)
         ctx.chain.advance(seconds)
-        click.echo(f"embedded chain time is now {ctx.chain.now}")
+        click.echo(f"embedded chain time is now {utc(ctx.chain.now)} ({ctx.chain.now})")

@@ -23,8 +23,8 @@ from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options,
-                       chain_now as _now, parse_address as _address)
+from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
+from .cli_parse import parse_address as _address
 from .cli_registry import _registry_address, registry_option
 
 

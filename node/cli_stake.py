@@ -18,8 +18,8 @@ from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import (ChainContext, UserError, guarded, load_keys, network_options, open_wallet,
-                       chain_now as _now, parse_address as _address, parse_hex256, parse_ton as _ton)
+from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
+from .cli_parse import parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton
 from .cli_registry import _registry_address, registry_option
 
 ROLES = {"worker": S.ROLE_WORKER, "proxy": S.ROLE_PROXY}

@@ -268,12 +268,21 @@ class EmbeddedChain:
 
     @classmethod
     def load(cls, path) -> "EmbeddedChain":
-        doc = json.loads(Path(path).read_text())
-        if doc.get("format") != 1:
-            raise ChainError(f"{path}: not an embedded chain state file (format {doc.get('format')!r})")
-        chain = cls(now=doc["now"])
-        chain.lt, chain.minted, chain.fees_before = doc["lt"], doc["minted"], doc.get("fees", 0)
-        chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
+        """Read a chain :meth:`save` wrote; any other content is a :class:`ChainError` naming the file."""
+        fresh = "move it away to start a fresh chain"
+        try:
+            doc = json.loads(Path(path).read_text())
+            if not isinstance(doc, dict) or doc.get("format") != 1:
+                raise ChainError(f"{path}: not an embedded chain state file; {fresh}")
+            if not 0 < doc["now"] < 2**32:
+                raise ChainError(f"{path}: the chain's clock ({doc['now']}) is beyond TON's 32-bit time; {fresh}")
+            chain = cls(now=doc["now"])
+            chain.lt, chain.minted, chain.fees_before = doc["lt"], doc["minted"], doc.get("fees", 0)
+            chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
+        except ChainError:
+            raise
+        except Exception as e:  # unreadable, truncated, not JSON, or cells that do not parse
+            raise ChainError(f"{path}: a broken embedded chain state file ({type(e).__name__}); {fresh}") from None
         return chain
 
     # ----------------------------------------------------------------- treasuries

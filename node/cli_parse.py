@@ -1,0 +1,129 @@
+"""Parsing what users type on the command line: TON amounts, addresses, 256-bit hex values, proxy
+endpoints, times, and the integer ranges of the contracts' fields.
+
+Every parser refuses bad input with one line (a :class:`~node.chainctx.UserError`, or a click usage
+error for option types) before anything is sent, so a typo never costs a fee or changes a contract.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+
+import click
+from pytoniq_core import Address
+
+from .chainctx import UserError
+
+NANO = 10**9
+# More TON than exists (the supply is about 5·10^9 TON): an amount above it is a typo.
+MAX_TON = 10**10
+UINT16, UINT32 = 2**16 - 1, 2**32 - 1
+# TON keeps times as 32-bit unix seconds and contracts add delays to them: the embedded chain's clock
+# stays below 2100-01-01 so that "now + a delay" still fits, and moves at most ten years per step.
+CLOCK_LIMIT = 4_102_444_800
+MAX_ADVANCE = 10 * 365 * 86400
+# The registry keeps a proxy's endpoint in one cell (wrappers.registry.endpoint_cell).
+MAX_ENDPOINT_BYTES = 127
+
+
+def utc(unix: int) -> str:
+    """A unix time as the CLI prints times: ``2026-01-01 00:00:00 UTC``."""
+    return dt.datetime.fromtimestamp(unix, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def parse_ton(value: str, what: str = "amount", allow_zero: bool = False) -> int:
+    """'12.5' -> nanoTON, exactly (no float rounding); positive, finite, at most 9 decimals."""
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
+    if not d.is_finite():
+        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)")
+    if d < 0 or (d == 0 and not allow_zero):
+        raise UserError(f"{what} must be more than 0 TON" if not allow_zero else f"{what} cannot be negative")
+    if d > MAX_TON:
+        raise UserError(f"{what} {value} TON is more than all TON in existence; check the number")
+    nano = d * NANO
+    if nano != nano.to_integral_value():
+        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
+    return int(nano)
+
+
+class TonAmount(click.ParamType):
+    """A click option type for TON amounts: exact nanoTON, refused with a usage error when bad."""
+
+    name = "TON"
+
+    def __init__(self, allow_zero: bool = False):
+        self.allow_zero = allow_zero
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_ton(value, "the amount", self.allow_zero)
+        except UserError as e:
+            self.fail(e.message, param, ctx)
+
+
+def uint(bits: int, minimum: int = 0) -> click.IntRange:
+    """A click type for an unsigned field of ``bits`` bits (out-of-range values are usage errors)."""
+    return click.IntRange(minimum, 2**bits - 1)
+
+
+def parse_address(value: str, what: str) -> Address:
+    try:
+        return Address(value)
+    except Exception:
+        raise UserError(f"{what} {value!r} is not a TON address") from None
+
+
+def owner_address(owner_hash: int) -> Address:
+    """The basechain address of an owner the registry keys by its hash (proxies, workers)."""
+    return Address((0, owner_hash.to_bytes(32, "big")))
+
+
+def parse_hex256(text: str, what: str) -> int:
+    """A 256-bit value (a hash or an Ed25519 public key) as 64 hex digits, 0x allowed."""
+    v = text.lower().removeprefix("0x")
+    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+        raise UserError(f"{what} is 64 hex digits, got {text!r}")
+    return int(v, 16)
+
+
+def parse_endpoint(text: str) -> str:
+    """A proxy endpoint as docs/PROTOCOL.md §2 registers it: ``"CLIENTS_HOST:PORT WORKERS_HOST:PORT"``.
+
+    A single ``HOST:PORT`` means one listener for both and is registered as ``"HOST:PORT HOST:PORT"``.
+    Returns the text to register; refuses anything else with one line.
+    """
+    from node.link.endpoint import EndpointError, parse
+
+    form = "HOST:PORT or 'CLIENTS_HOST:PORT WORKERS_HOST:PORT', e.g. proxy.example.com:8443"
+    t = text.strip()
+    if not t:
+        raise UserError(f"the endpoint is empty; give {form}")
+    parts = t.split()
+    if len(parts) == 1:
+        parts = parts * 2
+    try:
+        ep = parse(" ".join(parts))
+    except EndpointError as e:
+        raise UserError(f"{e}; give {form}") from None
+    out = ep.format()
+    if len(out.encode()) > MAX_ENDPOINT_BYTES:
+        raise UserError(f"the endpoint is {len(out.encode())} bytes; the registry keeps at most {MAX_ENDPOINT_BYTES}")
+    return out
+
+
+def check_advance(now: int, seconds: int) -> None:
+    """Refuse a clock step the embedded chain could not survive, saying why."""
+    if seconds < 0:
+        raise UserError("time only moves forward: give a positive number of seconds")
+    if seconds > MAX_ADVANCE:
+        raise UserError(f"{seconds} s is more than ten years ({MAX_ADVANCE} s), the most one step moves the clock; "
+                        "TON keeps times as 32-bit unix seconds, so a chain moved that far would break")
+    if now + seconds > CLOCK_LIMIT:
+        raise UserError(f"that would move the embedded chain's clock past {utc(CLOCK_LIMIT)}: TON keeps times as "
+                        "32-bit unix seconds and contracts add delays to them; start a fresh chain (a new "
+                        "--state-file) for longer journeys")
