@@ -207,16 +207,25 @@ class ChainContext:
 
 
 # ------------------------------------------------------------------------ parsing what users type
-def parse_ton(value: str, what: str = "amount") -> int:
-    """'12.5' -> nanoTON, exactly (no float rounding); positive, at most 9 decimals."""
+# More TON than exists (the supply is about 5·10^9 TON): an amount above it is a typo.
+MAX_TON = 10**10
+
+
+def parse_ton(value: str, what: str = "amount", allow_zero: bool = False) -> int:
+    """'12.5' -> nanoTON, exactly (no float rounding); positive (or 0 with ``allow_zero``), finite,
+    at most :data:`MAX_TON`, at most 9 decimals."""
     from decimal import Decimal, InvalidOperation
 
     try:
-        d = Decimal(value)
+        d = Decimal(str(value).strip())
     except InvalidOperation:
         raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
-    if d <= 0:
-        raise UserError(f"{what} must be more than 0 TON")
+    if not d.is_finite():
+        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)")
+    if d < 0 or (d == 0 and not allow_zero):
+        raise UserError(f"{what} cannot be negative" if allow_zero else f"{what} must be more than 0 TON")
+    if d > MAX_TON:
+        raise UserError(f"{what} {value} TON is more than all TON in existence; check the number")
     nano = d * 10**9
     if nano != nano.to_integral_value():
         raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
@@ -251,15 +260,20 @@ def guarded(f):
     def wrapper(*a, **kw):
         try:
             return f(*a, **kw)
-        except (UserError, click.exceptions.Exit, click.exceptions.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except CocoonError as e:
             raise UserError(str(e)) from None
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): click's main exits quietly
         except Exception as e:
             if os.environ.get("COCOON_DEBUG"):
                 raise
+            from wrappers.chain.emulated import ChainError
             from wrappers.chain.getmethod import GetMethodError
 
+            if isinstance(e, ChainError):  # e.g. a broken state file: the message names it
+                raise UserError(str(e)) from None
             if isinstance(e, GetMethodError):
                 raise UserError(f"{e}; is that the right contract address and network?") from None
             raise UserError(f"{type(e).__name__}: {e} (set COCOON_DEBUG=1 for details)") from None

@@ -7,16 +7,13 @@ error for option types) before anything is sent, so a typo never costs a fee or 
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal, InvalidOperation
 
 import click
 from pytoniq_core import Address
 
-from .chainctx import UserError
+# The three basic parsers live with the CLI's error type in node/chainctx.py; this module re-exports them.
+from .chainctx import MAX_TON, UserError, parse_address, parse_hex256, parse_ton  # noqa: F401
 
-NANO = 10**9
-# More TON than exists (the supply is about 5·10^9 TON): an amount above it is a typo.
-MAX_TON = 10**10
 UINT16, UINT32 = 2**16 - 1, 2**32 - 1
 # TON keeps times as 32-bit unix seconds and contracts add delays to them: the embedded chain's clock
 # stays below 2100-01-01 so that "now + a delay" still fits, and moves at most ten years per step.
@@ -29,24 +26,6 @@ MAX_ENDPOINT_BYTES = 127
 def utc(unix: int) -> str:
     """A unix time as the CLI prints times: ``2026-01-01 00:00:00 UTC``."""
     return dt.datetime.fromtimestamp(unix, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def parse_ton(value: str, what: str = "amount", allow_zero: bool = False) -> int:
-    """'12.5' -> nanoTON, exactly (no float rounding); positive, finite, at most 9 decimals."""
-    try:
-        d = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
-    if not d.is_finite():
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)")
-    if d < 0 or (d == 0 and not allow_zero):
-        raise UserError(f"{what} must be more than 0 TON" if not allow_zero else f"{what} cannot be negative")
-    if d > MAX_TON:
-        raise UserError(f"{what} {value} TON is more than all TON in existence; check the number")
-    nano = d * NANO
-    if nano != nano.to_integral_value():
-        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
-    return int(nano)
 
 
 class TonAmount(click.ParamType):
@@ -71,24 +50,9 @@ def uint(bits: int, minimum: int = 0) -> click.IntRange:
     return click.IntRange(minimum, 2**bits - 1)
 
 
-def parse_address(value: str, what: str) -> Address:
-    try:
-        return Address(value)
-    except Exception:
-        raise UserError(f"{what} {value!r} is not a TON address") from None
-
-
 def owner_address(owner_hash: int) -> Address:
     """The basechain address of an owner the registry keys by its hash (proxies, workers)."""
     return Address((0, owner_hash.to_bytes(32, "big")))
-
-
-def parse_hex256(text: str, what: str) -> int:
-    """A 256-bit value (a hash or an Ed25519 public key) as 64 hex digits, 0x allowed."""
-    v = text.lower().removeprefix("0x")
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise UserError(f"{what} is 64 hex digits, got {text!r}")
-    return int(v, 16)
 
 
 def parse_endpoint(text: str) -> str:
