@@ -353,6 +353,11 @@ def voucher(network, state_file, mnemonic_file, key_file, wallet_version, vouche
         ch = rd.channel()
         if nano <= ch.claimed:
             raise UserError(f"{fmt_ton(ch.claimed)} TON were already claimed; a voucher is cumulative and must be above that")
+        covered = ch.claimed + ch.held
+        if nano > covered:
+            click.echo(f"warning: the channel covers {fmt_ton(covered)} TON in total ({fmt_ton(ch.claimed)} claimed, "
+                       f"{fmt_ton(ch.held)} held); the payee can claim at most that until you top it up "
+                       "(`cocoon escrow top-up`)", err=True)
     v = E.Voucher.sign(seed, addr, nano)
     if output:
         Path(output).write_text(v.to_json() + "\n")

@@ -24,7 +24,7 @@ from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
-from .cli_parse import parse_address as _address
+from .cli_parse import TonAmount, parse_address as _address
 from .cli_registry import _registry_address, registry_option
 
 
@@ -202,7 +202,7 @@ def _rows_from_history(ctx: ChainContext, reg: Address, key: int, limit: int, no
 @click.option("--tokens", type=int, default=0, show_default=True, help="Tokens served in the period.")
 @click.option("--latency-ms", type=int, default=0, show_default=True,
               help="Mean latency of the succeeded jobs, milliseconds.")
-@click.option("--value", type=float, default=0.1, show_default=True,
+@click.option("--value", type=TonAmount(), default="0.1", show_default=True,
               help="TON to attach (at least 0.05); what is not spent comes back.")
 @guarded
 def submit(network, state_file, mnemonic_file, key_file, wallet_version, registry, worker, proxy_owner,
@@ -214,7 +214,7 @@ def submit(network, state_file, mnemonic_file, key_file, wallet_version, registr
     w = _address(worker, "the worker's owner")
     proxy = _address(proxy_owner, "the proxy's owner")
     reg = _registry_address(registry, state_file, network)
-    if value * 1e9 < P.SUBMIT_VALUE:
+    if value < P.SUBMIT_VALUE:
         raise UserError(f"attach at least {fmt_ton(P.SUBMIT_VALUE)} TON (--value); the registry refuses less")
     operator = load_keys(None, operator_key_file)
     keys = load_keys(mnemonic_file, key_file)
@@ -228,7 +228,7 @@ def submit(network, state_file, mnemonic_file, key_file, wallet_version, registr
         addr = _precheck(ctx, reg, proxy, w, report, operator.private)
         body = P.signed_submission(report, operator.private)
         wallet = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(wallet, reg, int(value * 1e9), body))
+        txs = ctx.call(ctx.send(wallet, reg, value, body))
         if ctx.chain is None:
             click.echo(f"sent; check it with `cocoon reputation show {w.to_str()} --network {network}`")
             return
@@ -250,6 +250,11 @@ def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, 
     if info.operator_key != P.operator_public_key(operator_key):
         raise UserError("that operator key is not the proxy's registered key (the registry would answer 213); "
                         "use the key the proxy's stake contract bound")
+    rd = R.RegistryReader(ctx.get_method, reg)
+    stake = rd.stake_address(worker, R.ROLE_WORKER)
+    if not _deployed(ctx, stake):
+        raise UserError(f"{worker.to_str()} has no worker stake under this registry ({stake.to_str()}), so it is "
+                        "no worker to report; check the address (the owner of the worker's stake)")
     addr = _record_address(ctx, reg, worker)
     now = _now(ctx)
     if report.epoch > now + P.MAX_FUTURE:

@@ -34,6 +34,9 @@ def stake() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+def _warn(text: str) -> None:
+    click.echo(f"warning: {text}", err=True)
+
 
 
 def _parse_key(text: str) -> int:
@@ -181,6 +184,11 @@ def deposit(network, state_file, mnemonic_file, key_file, wallet_version, regist
     def not_jailed(tgt: Target) -> None:
         if tgt.deployed and tgt.read.state().jailed:
             raise UserError("this stake is jailed by a slash and takes no deposits; unbond and withdraw what is left")
+        held = tgt.read.state().active if tgt.deployed else 0
+        minimum = S.min_stake(R.RegistryReader(tgt.ctx.get_method, tgt.registry).params().staking, tgt.role)
+        if held + nano < minimum:
+            _warn(f"the stake will hold {fmt_ton(held + nano)} TON, below the registry's minimum of "
+                  f"{fmt_ton(minimum)} TON for a {role}: it stays inactive until it holds that much")
 
     ctx, tgt, _ = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, role,
                                  S.deposit(), nano + S.DEPOSIT_FEE, f"deposited {fmt_ton(nano)} TON",
@@ -208,6 +216,16 @@ def unbond(network, state_file, mnemonic_file, key_file, wallet_version, registr
             raise UserError(f"the active stake is {fmt_ton(st.active)} TON; you cannot unbond {fmt_ton(nano)} TON")
         if len(tgt.read.unbonding().requests) >= S.MAX_UNBONDING:
             raise UserError(f"{S.MAX_UNBONDING} unbonding requests are in flight; withdraw one before adding another")
+        _, staking = tgt.read.params()
+        minimum = S.min_stake(staking, st.role) if staking else None
+        if st.is_active and minimum is not None and st.active - nano < minimum:
+            _warn(f"this leaves {fmt_ton(st.active - nano)} TON active, below the minimum of {fmt_ton(minimum)} TON: "
+                  f"the {role} stake becomes inactive")
+            if tgt.role == S.ROLE_PROXY:
+                proxy = R.RegistryReader(tgt.ctx.get_method, tgt.registry).proxy(tgt.owner)
+                if proxy is not None and proxy.active:
+                    _warn(f"your registered proxy {proxy.endpoint} turns inactive at the registry: clients and "
+                          "workers stop using it and its reputation reports are refused")
 
     ctx, tgt, _ = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, role,
                                  S.unbond(nano), S.OP_VALUE, f"unbonding {fmt_ton(nano)} TON", check=enough)
@@ -290,11 +308,13 @@ def set_operator(network, state_file, mnemonic_file, key_file, wallet_version, r
 @click.argument("endpoint")
 @guarded
 def register_proxy(network, state_file, mnemonic_file, key_file, wallet_version, registry, endpoint):
-    """Register your proxy (ENDPOINT is host:port) with the registry through your active proxy stake."""
-    try:
-        body = S.register_proxy(endpoint)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    """Register your proxy with the registry through your active proxy stake.
+
+    ENDPOINT is "CLIENTS_HOST:PORT WORKERS_HOST:PORT" (docs/PROTOCOL.md §2), or one HOST:PORT
+    serving both; it replaces the endpoint registered before.
+    """
+    endpoint = parse_endpoint(endpoint)
+    body = S.register_proxy(endpoint)
 
     def active(tgt: Target) -> None:
         st = tgt.read.state()

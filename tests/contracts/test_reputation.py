@@ -810,6 +810,14 @@ class Cli:
     def chain(self) -> EmbeddedChain:
         return EmbeddedChain.load(self.state)
 
+    def stake_worker(self, owner: Address) -> None:
+        """Only a staked worker can be reported: a worker stake for ``owner``, deployed by a top-up."""
+        c = self.chain()
+        rd = R.RegistryReader(c.get_method, self.registry)
+        si = R.child_state_init(rd.child_codes().stake, self.registry, R.stake_identity(owner, R.ROLE_WORKER))
+        c.mint(rd.stake_address(owner, R.ROLE_WORKER), TON, state_init=si)
+        c.save(self.state)
+
     def register_proxy(self, owner: Address, operator_key: int):
         """Registration goes through a proxy's stake contract: forged from its address here."""
         c = self.chain()
@@ -834,6 +842,9 @@ def test_cli_show_submit_and_listing(lang, tmp_path, monkeypatch):
     assert "not a registered proxy" in cli.fails(*args, "--succeeded", 3)
     op_seed = bytes.fromhex(cli.keys["operator"].read_text())
     cli.register_proxy(proxy, P.operator_public_key(op_seed))
+    assert "has no worker stake" in cli.fails(*args, "--succeeded", 3)
+    cli.stake_worker(worker)
+    cli.stake_worker(other)
     now = cli.chain().now
     out = cli.ok(*args, "--epoch", now - 30, "--succeeded", 40, "--failed", 2, "--timed-out", 1, "--tokens", 9000,
                  "--latency-ms", 700)
