@@ -296,6 +296,8 @@ def verify_cmd(target: str, collateral_file: str | None, pccs_url: str | None, t
         import time as _t
 
         now = int(_t.time())
+    if collateral_file:
+        _check_collateral_file(collateral_file)
     try:
         source, verdict = asyncio.run(_run(
             target, collateral_file=collateral_file, pccs_url=pccs_url, now=now, role=role,
@@ -310,12 +312,41 @@ def verify_cmd(target: str, collateral_file: str | None, pccs_url: str | None, t
         click.echo(json.dumps({"source": source, "verified_at": now, **verdict.to_dict()}, indent=2))
     else:
         click.echo(_human(source, verdict, now))
+    if time_ is None and (collateral_file or pccs_url):
+        hint = _expiry_hint(verdict, now)
+        if hint:
+            click.echo(hint, err=True)
     sys.exit(0 if verdict.ok else 1)
+
+
+def _check_collateral_file(path: str) -> None:
+    """Refuse a --collateral file that cannot be collateral JSON, naming it (usage error, exit 2)."""
+    try:
+        Path(path).read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UsageProblem(f"--collateral {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsageProblem(f"--collateral {path}: not collateral JSON (the file is not text); give the "
+                           "JSON dcap-qvl's QuoteCollateralV3.to_json writes") from None
+
+
+def _expiry_hint(verdict: Verdict, now: int) -> str | None:
+    """When collateral had expired at the default time (now), say how to verify as of another time."""
+    failed = [c for c in verdict.checks if c.ok is False and "expired" in c.detail.lower()]
+    if not failed:
+        return None
+    until = re.search(r"next_update: UnixTime\((\d+)\)", failed[0].detail)
+    stamp = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    valid = f" (it was valid until {stamp(int(until.group(1)))})" if until else ""
+    return (f"hint: the collateral had expired at the verification time, now ({stamp(now)}){valid}: verify as of a "
+            "time it was valid with --time WHEN (ISO 8601 or unix seconds), or fetch current collateral with "
+            "--pccs-url URL")
 
 
 @attest.command("dev-root")
 @click.argument("directory", type=click.Path(file_okay=False))
-@click.option("--days", default=365, show_default=True, help="Validity of the development collateral.")
+@click.option("--days", type=click.IntRange(1, 36500), default=365, show_default=True,
+              help="Days the development collateral stays valid.")
 def dev_root_cmd(directory: str, days: int) -> None:
     """Create a SIMULATED-TEE development root in DIRECTORY (keys, certificates, trust.json).
 
@@ -337,7 +368,7 @@ def dev_root_cmd(directory: str, days: int) -> None:
               help="JSON with hex measurements (mr_td, rt_mr0..3, ...), or {\"name\": ...}.")
 @click.option("--role", type=click.Choice(["worker", "proxy"]), default="worker", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8443, show_default=True, type=int)
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free port).")
 def serve_simulated_cmd(dev_root: str, measurements: str | None, role: str, host: str, port: int) -> None:
     """Serve an RA-TLS endpoint backed by the SIMULATED TEE (to try `attest verify HOST:PORT`).
 

@@ -30,7 +30,8 @@ AFTER_EXPIRY = int(dt.datetime(2025, 8, 1, tzinfo=dt.timezone.utc).timestamp())
 def tdx_dir() -> Path:
     d = fixtures_dir()
     if not (d / "tdx_quote").exists():
-        pytest.skip(f"TDX fixtures not found in {d} (set COCOON_FIXTURES)")
+        pytest.skip(f"TDX fixtures not found in {d}: COCOON_FIXTURES must name the folder that holds tdx/ "
+                    f"(now {d.parent})")
     return d
 
 
