@@ -1,0 +1,282 @@
+"""``cocoon client``: the client gateway (a local OpenAI-compatible endpoint paid in TON) and its state."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .chainctx import UserError, guarded
+
+DEFAULT_STATE = Path(".cocoon/client")
+
+
+def _ton(text: str, what: str) -> int:
+    from .cli_parse import parse_ton
+
+    return parse_ton(text, what)
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """--config FILE: a TOML file whose keys are the options' names (dashes or underscores); flags win."""
+    if not value:
+        return value
+    import tomllib
+
+    try:
+        data = tomllib.loads(Path(value).read_text())
+    except OSError as e:
+        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise click.BadParameter(f"{value} is not TOML: {e}") from None
+    names = {p.name for p in ctx.command.params if p.name}
+    defaults = {}
+    for k, v in data.items():
+        key = k.replace("-", "_")
+        if key not in names or key == "config":
+            raise click.BadParameter(f"{value}: unknown setting {k!r}")
+        defaults[key] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+state_option = click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),
+                            default=DEFAULT_STATE, show_default=True, envvar="COCOON_CLIENT_STATE",
+                            help="The gateway's state folder (SQLite: channels, totals signed, receipts).")
+
+
+@click.group()
+def client() -> None:
+    """The client gateway: any OpenAI client, paid in TON, every answer with a receipt you can check."""
+
+
+@client.command("run")
+@click.option("--config", type=click.Path(dir_okay=False, exists=True), callback=_load_config, is_eager=True,
+              expose_value=False, help="TOML file with any of these options (e.g. budget = \"5\"); flags override it.")
+@state_option
+@click.option("--registry", required=True, envvar="COCOON_REGISTRY", help="The registry contract's address.")
+@click.option("--network", default="local", show_default=True, envvar="COCOON_NETWORK",
+              help="Chain: local (the chain server at 127.0.0.1:8081), an http(s):// toncenter-v2 URL, testnet "
+                   "or mainnet.")
+@click.option("--chain-api-key", envvar="COCOON_API_KEY", help="API key of a toncenter endpoint.")
+@click.option("--mnemonic-file", type=click.Path(dir_okay=False),
+              help="Your wallet's 24-word mnemonic (or COCOON_MNEMONIC): it funds the escrow. Never printed.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
+              help="Or a 32-byte Ed25519 seed file for the wallet. Never printed.")
+@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True,
+              help="Wallet contract version of your key.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--api-key", envvar="COCOON_CLIENT_API_KEY",
+              help="Require this bearer token from callers (the OpenAI SDK's api_key). Default: none needed.")
+@click.option("--budget", default="1", show_default=True, metavar="TON",
+              help="The most the gateway pays in total, in TON; past it requests get 402.")
+@click.option("--deposit", metavar="TON", help="First deposit and top-up step, in TON (default: the budget).")
+@click.option("--max-coefficient", type=click.FloatRange(0.001, 65.0), default=2.0, show_default=True,
+              help="The highest worker price coefficient accepted (1.0 = the registry's base price).")
+@click.option("--proxy", default="auto", show_default=True,
+              help="auto (a registered proxy chosen by stake and price; the next one when it fails) or a proxy "
+                   "owner's address.")
+@click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True), metavar="TRUST_JSON",
+              help="Accept the simulated TEE of this development root (only with a test-flagged registry).")
+@click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
+@click.option("--accept-tcb", multiple=True, metavar="STATUS", help="TCB status to accept (repeat; default UpToDate).")
+@click.option("--refresh", type=click.FloatRange(0.2, 3600), default=30.0, show_default=True,
+              help="Seconds between registry reads: revocations and proxy removals act at the next one.")
+@click.option("--stake-ttl", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
+              help="Seconds a worker's stake reading is reused when checking receipts.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
+@guarded
+def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optional[str], mnemonic_file: Optional[str],
+            key_file: Optional[str], wallet_version: str, host: str, port: int, api_key: Optional[str], budget: str,
+            deposit: Optional[str], max_coefficient: float, proxy: str, dev_trust: Optional[str],
+            pccs_url: Optional[str], accept_tcb: tuple[str, ...], refresh: float, stake_ttl: float,
+            log_level: str) -> None:
+    """Serve an OpenAI-compatible API on HOST:PORT, paid from your wallet through an attested proxy.
+
+    Point any OpenAI client at http://HOST:PORT/v1. Each answer's receipt is checked before it is
+    returned and paid; the receipt rides along as a `cocoon` field and is kept (`cocoon client
+    receipts`). Stop with Ctrl-C; state survives restarts.
+    """
+    import logging
+
+    from aiohttp import web
+    from pytoniq_core import Address
+
+    from node.chain import check_network
+    from node.client.app import init
+    from node.client.settings import Settings
+
+    check_network(network)
+    try:
+        Address(registry)
+    except Exception:
+        raise UserError(f"--registry {registry!r} is not an address") from None
+    if proxy != "auto":
+        try:
+            Address(proxy)
+        except Exception:
+            raise UserError(f"--proxy must be auto or a proxy owner's address, not {proxy!r}") from None
+    budget_n = _ton(str(budget), "--budget")
+    deposit_n = _ton(str(deposit), "--deposit") if deposit else None
+    if budget_n <= 0:
+        raise UserError("--budget must be above 0")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    settings = Settings(state_dir=state_dir, registry=registry, network=network, api_key_chain=chain_api_key,
+                        mnemonic_file=mnemonic_file, key_file=key_file, wallet_version=wallet_version, host=host,
+                        port=port, api_key=api_key, budget=budget_n, deposit=deposit_n,
+                        max_coefficient=round(max_coefficient * 1000), proxy=proxy, dev_trust=dev_trust,
+                        pccs_url=pccs_url, accept_tcb=tuple(accept_tcb) or ("UpToDate",), refresh=refresh,
+                        stake_ttl=stake_ttl)
+    app = init(settings)
+    click.echo(f"cocoon client gateway: http://{host}:{port}/v1 (state {state_dir}, budget {budget_n / 1e9:g} TON)")
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
+
+
+def _store(state_dir: Path):
+    from node.client.store import Store
+
+    db = state_dir / "client.sqlite"
+    if not db.exists():
+        raise UserError(f"no gateway state in {state_dir}; run `cocoon client run --state {state_dir}` first "
+                        "(or pass --state)")
+    return Store(db)
+
+
+def _fmt(n: int) -> str:
+    return f"{n / 1e9:.9f}".rstrip("0").rstrip(".") + " TON"
+
+
+@client.command("status")
+@state_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@guarded
+def status_cmd(state_dir: Path, as_json: bool) -> None:
+    """The gateway's money and work: proxy, channel, deposited, spent, budget left, requests, tokens,
+    receipts verified (read from the state folder; the gateway may be running or not)."""
+    from node.client.gateway import status_from_store
+
+    st = status_from_store(_store(state_dir))
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    p = st["proxy"] or {}
+    lines = [
+        ("proxy", f"{p.get('owner')} at {p.get('url')}" if p else "none chosen yet"),
+        ("channel", st["channel"] or "none open"),
+        ("deposited", _fmt(st["deposited"])),
+        ("spent", _fmt(st["spent"])),
+        ("budget left", f"{_fmt(st['remaining_budget'])} of {_fmt(st['budget'])}"),
+        ("requests", f"{st['requests']}" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(st['requests_by_state'].items()))})"
+                                            if st["requests_by_state"] else "")),
+        ("tokens", f"{st['tokens']['prompt']} prompt, {st['tokens']['completion']} completion"),
+        ("receipts", f"{st['receipts_verified']} verified, {st['receipts_failed']} failed (not paid)"),
+    ]
+    for ch in st["channels"]:
+        if ch["disputed"]:
+            lines.append(("disputed", f"{_fmt(ch['disputed'])} billed by {ch['proxy_owner']} for failed receipts"))
+    for k, why in st["excluded_proxies"].items():
+        lines.append(("excluded", f"proxy {int(k):064x}"[:30] + f"…: {why}"))
+    w = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        click.echo(f"{k:<{w}}  {v}")
+
+
+@client.command("receipts")
+@state_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of self-contained receipt records (each one a file `cocoon receipt verify` reads).")
+@click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
+@click.option("--failed", is_flag=True, help="Only receipts that failed verification.")
+@guarded
+def receipts_cmd(state_dir: Path, as_json: bool, limit: Optional[int], failed: bool) -> None:
+    """The receipts of the answers served, newest last."""
+    store = _store(state_dir)
+    rows = [r for r in store.receipts(limit) if not failed or not r.ok]
+    if as_json:
+        click.echo(json.dumps([store.export(r) for r in rows], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no receipts yet")
+        return
+    click.echo(f"{'id':>4}  {'when (UTC)':<19}  {'model':<24} {'tokens':>11}  {'paid':>16}  {'job':<16}  result")
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))
+        tokens = f"{r.prompt_tokens}+{r.completion_tokens}"
+        result = "verified" if r.ok else "FAILED: " + ", ".join(r.verdict.get("failed") or [])
+        click.echo(f"{r.id:>4}  {when:<19}  {r.model[:24]:<24} {tokens:>11}  {_fmt(r.paid):>16}  {r.job_id[:16]}  {result}")
+
+
+@client.command("close")
+@state_option
+@click.option("--mnemonic-file", type=click.Path(dir_okay=False), help="The wallet's mnemonic (or COCOON_MNEMONIC).")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Or the wallet's seed file.")
+@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True)
+@click.option("--network", help="Chain (default: the one the gateway used).")
+@click.option("--finish", is_flag=True, help="After the close delay: send finish, returning the rest to the wallet.")
+@guarded
+def close_cmd(state_dir: Path, mnemonic_file: Optional[str], key_file: Optional[str], wallet_version: str,
+              network: Optional[str], finish: bool) -> None:
+    """Close the gateway's channels: request the close now (the proxy may still claim during the
+    registry's close delay), then `--finish` after it to get the rest back. Stop the gateway first, or
+    it opens a new channel for its next request."""
+    store = _store(state_dir)
+    asyncio.run(_close(store, mnemonic_file, key_file, wallet_version, network, finish))
+
+
+async def _close(store, mnemonic_file, key_file, wallet_version, network, finish) -> None:
+    from pytoniq_core import Address
+
+    from node.chain import load_keys, open_network
+    from node.client.chain import ClientChain
+    from wrappers import escrow as E
+
+    network = network or store.get_meta("network") or "local"
+    registry = store.get_meta("registry")
+    if not registry:
+        raise UserError("the state folder names no registry; was the gateway ever started with it?")
+    net = await open_network(network)
+    try:
+        chain = ClientChain(net, Address(registry), load_keys(mnemonic_file, key_file), wallet_version)
+        todo = [c for c in store.channels() if c.state != "closed"]
+        if not todo:
+            click.echo("no open channel")
+            return
+        for c in todo:
+            addr = Address(c.address)
+            ch = await chain.escrow(addr)
+            if ch is None:
+                click.echo(f"{c.address}: not on chain; forgotten")
+                store.update_channel(c.address, state="closed")
+                continue
+            if ch.state == E.State.OPEN and not finish:
+                click.echo(f"{c.address}: requesting the close (holds {_fmt(ch.held)}, claimed {_fmt(ch.claimed)})...")
+                await chain.request_close(addr)
+                ch = await chain.escrow(addr)
+                store.update_channel(c.address, state="closing")
+                click.echo(f"  closing; after {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ch.close_at))} UTC run "
+                           "`cocoon client close --finish`")
+            elif ch.state == E.State.CLOSING:
+                store.update_channel(c.address, state="closing")
+                now = await net.now()
+                if not finish:
+                    click.echo(f"{c.address}: already closing; finish after {ch.close_at - now} s with --finish")
+                elif now < ch.close_at:
+                    raise UserError(f"{c.address}: the close delay ends in {ch.close_at - now} s; finish after it")
+                else:
+                    click.echo(f"{c.address}: finishing (returns {_fmt(ch.held)} less what the proxy claims)...")
+                    await chain.finish(addr)
+                    store.update_channel(c.address, state="closed")
+                    click.echo("  closed")
+            elif ch.state == E.State.CLOSED:
+                store.update_channel(c.address, state="closed")
+                click.echo(f"{c.address}: closed")
+            else:
+                click.echo(f"{c.address}: {ch.state_name}; nothing to do yet")
+    finally:
+        await net.close()

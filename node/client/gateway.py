@@ -1,0 +1,657 @@
+"""The gateway's serving logic: pick and attest a proxy, keep the channel funded, pay each answer
+exactly once its receipt verifies (docs/PROTOCOL.md §4–§6).
+
+Per request, on the channel to the chosen proxy:
+
+1. the body is validated locally (400 before anything is signed); ``max_tokens`` is set to the
+   model's ``max_output_tokens`` when the caller gave none; the bytes sent are what the receipt's
+   request hash must cover;
+2. its maximum cost is ``wrappers.pricing.request_max_cost``; the budget is checked (402 when spent)
+   and the escrow topped up within it if the deposit is short;
+3. the voucher for settled + the maximum costs of the requests in flight is recorded in SQLite, then
+   sent with the request;
+4. the answer's receipt is checked (:mod:`node.client.receipts`) before the caller sees the end of
+   it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
+   is not paid, is reported to the caller and its cost is recorded as disputed.
+
+Admissions and settles on one channel are serialized by a lock, so every voucher covers exactly
+what the proxy may hold against the channel at that moment.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pytoniq_core import Address
+
+from node.chain import CocoonError
+from node.openai import headers as H
+from node.openai import sse
+from node.openai.errors import APIError, payment_required, unavailable
+from node.openai.protocol import ENDPOINT_PATHS, delivered, parse_request
+from node.tee.collateral import PccsCollateral
+from node.tee.ratls import Identity, PeerVerifier, RaTlsError
+from node.tee.registry_source import SnapshotSource
+from node.tee.simulated import DevTrust
+from node.tee.verify import Policy
+from wrappers import escrow as E
+from wrappers import stake as S
+from wrappers.pricing import request_max_cost
+
+from .chain import ClientChain, RegistryView, owner_address, payment_key, raw
+from .metrics import Metrics
+from .proxies import Candidate, ProxyConnection, candidates, describe_failure
+from .receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
+from .settings import Settings
+from .store import ChannelRow, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveChannel:
+    """A channel in use: its row, its payment key and what is in flight on it."""
+    row: ChannelRow
+    address: Address
+    key: Ed25519PrivateKey
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: dict[str, int] = field(default_factory=dict)   # request id -> maximum cost
+    resumed: bool = False
+
+    @property
+    def settled(self) -> int:
+        return self.row.settled
+
+    def voucher(self, amount: int) -> str:
+        v = E.Voucher.sign(self.key, self.address, amount)
+        return H.format_voucher(v.amount, v.signature)
+
+
+class StakeCache:
+    """Workers' stake readings, reused for ``ttl`` seconds."""
+
+    def __init__(self, chain: ClientChain, ttl: float):
+        self.chain, self.ttl = chain, ttl
+        self._d: dict[str, tuple[float, Optional[S.StakeState]]] = {}
+
+    async def __call__(self, address: Address) -> Optional[S.StakeState]:
+        k = raw(address)
+        hit = self._d.get(k)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        st = await self.chain.stake(address)
+        self._d[k] = (time.monotonic(), st)
+        return st
+
+
+class Gateway:
+    def __init__(self, settings: Settings, store: Store, chain: ClientChain, metrics: Metrics):
+        self.settings, self.store, self.chain, self.metrics = settings, store, chain, metrics
+        self.view: Optional[RegistryView] = None
+        self.snapshots: Optional[SnapshotSource] = None
+        self.proxy: Optional[ProxyConnection] = None
+        self.channel: Optional[LiveChannel] = None
+        self.excluded: dict[int, str] = {}      # owner hash -> why this proxy is not used
+        self.last_error: Optional[str] = None
+        self._select_lock = asyncio.Lock()
+        self._identity = Identity.create(None)
+        self.wallet_address: Optional[Address] = None
+
+    # ------------------------------------------------------------------ start and refresh
+    async def start(self) -> None:
+        s = self.settings
+        self.view = await self.chain.read_registry()
+
+        async def fetch():
+            self.view = await self.chain.read_registry()
+            self._on_registry()
+            return self.view.snapshot
+
+        self.snapshots = SnapshotSource(fetch=fetch, interval=s.refresh)
+        await self.snapshots.start()
+        dev = DevTrust.load(s.dev_trust) if s.dev_trust else None
+        collateral = PccsCollateral(s.pccs_url, cache_dir=str(s.state_dir)) if s.pccs_url else None
+        tcb = frozenset(s.accept_tcb)
+        self.proxy_base = PeerVerifier(Policy("proxy", accepted_tcb=tcb, dev_trust=dev), self.snapshots, collateral)
+        workers = PeerVerifier(Policy("worker", accepted_tcb=tcb, dev_trust=dev), self.snapshots, collateral)
+        self.stakes = StakeCache(self.chain, s.stake_ttl)
+        self.receipts = ReceiptVerifier(workers=workers, registry=self.chain.registry, stake_code=self.view.codes.stake,
+                                        economics=self.view.params.economics, max_coefficient=s.max_coefficient,
+                                        stake_lookup=self.stakes)
+        self.wallet_address = await self.chain.wallet_address()
+        self.store.set_meta("wallet", raw(self.wallet_address))
+        self.store.set_meta("registry", raw(self.chain.registry))
+        self.store.set_meta("network", s.network)
+        self.store.set_meta("budget", str(s.budget))
+        self.store.set_meta("listen", f"http://{s.host}:{s.port}")
+        for k, why in json.loads(self.store.get_meta("excluded") or "{}").items():
+            self.excluded[int(k)] = why
+        try:
+            await self.ensure_proxy()
+        except APIError as e:
+            log.warning("no proxy yet: %s", e.message)
+
+    def _on_registry(self) -> None:
+        """After each refresh: new prices, and stop using a proxy that left the registry."""
+        if self.view is None:
+            return
+        self.receipts.economics = self.view.params.economics
+        self.receipts.stake_code = self.view.codes.stake
+        if self.proxy is not None and self._registered(self.proxy.cand.info.owner_hash) is None:
+            log.warning("proxy %s is no longer registered and active; switching", raw(self.proxy.cand.owner))
+            self.excluded.setdefault(self.proxy.cand.info.owner_hash, "no longer registered")
+            asyncio.get_running_loop().create_task(self._drop_proxy())
+
+    def _registered(self, owner_hash: int):
+        for p in self.view.proxies if self.view else ():
+            if p.owner_hash == owner_hash and p.active:
+                return p
+        return None
+
+    async def _drop_proxy(self) -> None:
+        p, self.proxy, self.channel = self.proxy, None, None
+        if p is not None:
+            await p.close()
+
+    async def stop(self) -> None:
+        await self._drop_proxy()
+        if self.snapshots is not None:
+            await self.snapshots.stop()
+
+    # ------------------------------------------------------------------ proxy choice
+    async def ensure_proxy(self) -> ProxyConnection:
+        if self.proxy is not None:
+            return self.proxy
+        async with self._select_lock:
+            if self.proxy is not None:
+                return self.proxy
+            wanted = self.settings.proxy
+            cands = [c for c in candidates(self.view.proxies if self.view else [], wanted)
+                     if wanted != "auto" or c.info.owner_hash not in self.excluded]
+            if not cands:
+                what = "no registered, active proxy" if wanted == "auto" else f"the proxy {wanted} is not registered and active"
+                why = "; ".join(self.excluded.values())
+                raise unavailable(f"{what}{f' (excluded: {why})' if why else ''}")
+            problems = []
+            reachable: list[tuple[float, ProxyConnection]] = []
+            for c in cands[:5]:
+                conn = ProxyConnection(c, self.proxy_base, lambda h=c.info.owner_hash: self._registered(h),
+                                       self._identity, self.settings.request_timeout)
+                try:
+                    models = await conn.fetch_models()
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as e:
+                    problems.append(f"{c.endpoint.clients_url}: {describe_failure(e)}")
+                    self.metrics.proxy_failures.labels("attestation" if isinstance(e, RaTlsError) else "unreachable").inc()
+                    await conn.close()
+                    continue
+                reachable.append((self._price(models), conn))
+                if len(reachable) >= 3:
+                    break
+            if not reachable:
+                self.last_error = "; ".join(problems)
+                raise unavailable(f"no proxy could be used: {self.last_error}")
+            reachable.sort(key=lambda pc: pc[0])
+            self.proxy = reachable[0][1]
+            for _, other in reachable[1:]:
+                await other.close()
+            self.last_error = None
+            self.store.set_meta("proxy", json.dumps({"owner": raw(self.proxy.cand.owner),
+                                                     "url": self.proxy.cand.endpoint.clients_url}))
+            log.info("using proxy %s at %s", raw(self.proxy.cand.owner), self.proxy.cand.endpoint.clients_url)
+            return self.proxy
+
+    @staticmethod
+    def _price(models: dict[str, dict]) -> float:
+        """A proxy's price: the lowest coefficient it offers (1.0 when it names none)."""
+        best = float("inf")
+        for m in models.values():
+            coefs = m.get("coefficients") or ([m["coefficient"]] if "coefficient" in m else [])
+            for c in coefs if isinstance(coefs, list) else []:
+                if isinstance(c, (int, float)):
+                    best = min(best, c)
+        return best if best != float("inf") else 1000.0
+
+    def exclude(self, owner_hash: int, why: str) -> None:
+        self.excluded[owner_hash] = why
+        self.store.set_meta("excluded", json.dumps({str(k): v for k, v in self.excluded.items()}))
+
+    # ------------------------------------------------------------------ the channel
+    async def ensure_channel(self, conn: ProxyConnection, need: int) -> LiveChannel:
+        """The live channel to ``conn``'s proxy, opened (and resumed) if needed."""
+        owner = raw(conn.cand.owner)
+        ch = self.channel
+        if ch is None or ch.row.proxy_owner != owner:
+            row = self.store.live_channel(owner)
+            if row is None:
+                row = await self._open(conn, need)
+            counter = row.counter
+            ch = LiveChannel(row, Address(row.address), payment_key(self.chain.keys, counter))
+            self.channel = ch
+        else:
+            fresh = self.store.channel(ch.row.address)
+            if fresh is not None and fresh.state != "open":
+                self.channel = None
+                return await self.ensure_channel(conn, need)
+        if not ch.resumed:
+            await self._resume(conn, ch)
+        return ch
+
+    async def _open(self, conn: ProxyConnection, need: int) -> ChannelRow:
+        s, view = self.settings, self.view
+        remaining = s.budget - self.store.spent_total()
+        minimum = view.params.economics.min_escrow_deposit
+        amount = min(remaining, max(s.deposit_step, need, minimum))
+        if amount < max(need, minimum):
+            raise payment_required(f"the budget has {remaining / 1e9:g} TON left; opening a channel needs "
+                                   f"{max(need, minimum) / 1e9:g} TON (the registry's minimum deposit or this "
+                                   "request's maximum cost)", required=max(need, minimum), settled=0)
+        counter = self.store.next_counter()
+        key = payment_key(self.chain.keys, counter)
+        payer_key = E.public_key_int(key)
+        payee, payee_key = conn.cand.owner, conn.cand.info.operator_key
+        code = view.codes.escrow
+        if code is None:
+            raise unavailable("the registry has no escrow code")
+        addr = E.escrow_address(code, self.chain.registry, self.wallet_address, payee, payer_key)
+        # the row exists before any money moves, so a crash during the open loses nothing
+        row = self.store.add_channel(counter, raw(addr), raw(payee), f"{payee_key:064x}",
+                                     conn.cand.endpoint.clients_url)
+        try:
+            await self.chain.open_escrow(code, payee, payee_key, payer_key, amount, timeout=s.open_timeout,
+                                         on_progress=lambda m: log.info("%s", m))
+        except CocoonError as e:
+            raise unavailable(f"cannot open the escrow: {e}") from None
+        ch = await self.chain.escrow(addr)
+        self.store.update_channel(raw(addr), deposited=ch.deposited if ch else amount)
+        self.metrics.chain_ops.labels("open").inc()
+        return self.store.channel(raw(addr))  # type: ignore[return-value]
+
+    async def _resume(self, conn: ProxyConnection, ch: LiveChannel) -> None:
+        """Take up where the proxy is: re-send unacknowledged settles, then adopt the proxy's settled
+        total if the voucher it holds is our own signature (and not for a disputed answer)."""
+        for request_id, final in self.store.settling(ch.row.address):
+            ok = await self._post_settle(conn, ch, request_id, final)
+            self.store.mark_request(request_id, "settled" if ok else "unacknowledged")
+        try:
+            async with conn.http.get("/v1/cocoon/channel", params={"channel": ch.row.address}) as r:
+                body = await r.json(content_type=None) if r.status == 200 else None
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            log.warning("cannot read the channel from the proxy: %s", e)
+            return
+        ch.resumed = True
+        if not isinstance(body, dict) or not body.get("voucher"):
+            return
+        try:
+            v = body["voucher"]
+            if isinstance(v, str):
+                amount, sig = H.parse_voucher(v)
+            else:
+                amount, sig = int(v["amount"]), bytes.fromhex(v["signature"])
+            theirs = int(body.get("settled", 0))
+        except (ValueError, KeyError, TypeError):
+            log.warning("the proxy's channel record is unreadable: %r", body)
+            return
+        if not E.Voucher(ch.address, amount, sig).verify(E.public_key_int(ch.key)):
+            log.warning("the proxy holds a voucher that is not this gateway's signature; its totals are ignored")
+            return
+        owed = theirs - ch.row.disputed
+        if owed > ch.row.settled and theirs <= amount:
+            log.info("resuming channel %s at the proxy's settled total %d (ours was %d)", ch.row.address, owed,
+                     ch.row.settled)
+            self.store.update_channel(ch.row.address, settled=owed)
+        self.store.update_channel(ch.row.address, signed_max=max(ch.row.signed_max, amount))
+        ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+
+    async def _fund(self, ch: LiveChannel, need_total: int) -> None:
+        """Top the escrow up so it holds ``need_total`` in all, within the budget; else 402."""
+        s = self.settings
+        row = ch.row
+        if need_total <= row.deposited:
+            return
+        remaining = s.budget - self.store.spent_total()
+        room = remaining - (row.deposited - row.settled)       # what the budget still allows to deposit
+        short = need_total - row.deposited
+        amount = min(room, max(short, s.deposit_step))
+        if amount < short:
+            raise payment_required(
+                f"the budget is spent: {self.store.spent_total() / 1e9:g} of {s.budget / 1e9:g} TON paid; this "
+                f"request may cost up to {(need_total - row.settled - sum(ch.inflight.values())) / 1e9:g} TON",
+                required=need_total, settled=row.settled)
+        try:
+            await self.chain.top_up(ch.address, amount)
+        except CocoonError as e:
+            raise unavailable(f"cannot top up the escrow: {e}") from None
+        c = await self.chain.escrow(ch.address)
+        self.store.update_channel(row.address, deposited=c.deposited if c else row.deposited + amount)
+        ch.row = self.store.channel(row.address)  # type: ignore[assignment]
+        self.metrics.chain_ops.labels("top_up").inc()
+
+    # ------------------------------------------------------------------ requests
+    async def models(self) -> dict:
+        conn = await self.ensure_proxy()
+        try:
+            models = await conn.fetch_models()
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            await self._proxy_failed(conn, e)
+            raise unavailable(f"the proxy did not list its models: {describe_failure(e)}") from None
+        return {"object": "list", "data": list(models.values())}
+
+    async def _proxy_failed(self, conn: ProxyConnection, e: BaseException) -> None:
+        if self.proxy is conn:
+            if isinstance(e, RaTlsError) and self.settings.proxy == "auto":
+                self.exclude(conn.cand.info.owner_hash, f"attestation failed: {e.verdict.reason()}")
+            await self._drop_proxy()
+
+    async def handle(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        body = await request.read()
+        req = parse_request(endpoint, body)
+        conn = await self.ensure_proxy()
+        model = conn.models.get(req.model)
+        if model is None:
+            await conn.fetch_models()
+            model = conn.models.get(req.model)
+        if model is None:
+            raise APIError(404, f"The model '{req.model}' does not exist or the proxy does not serve it.",
+                           param="model", code="model_not_found")
+        sent = body
+        if req.sampling.max_tokens is None:
+            mot = model.get("max_output_tokens")
+            if not isinstance(mot, int) or mot < 1:
+                raise APIError(400, "max_tokens is required: the proxy names no max_output_tokens for this model",
+                               param="max_tokens", code="missing_required_parameter")
+            doc = dict(req.raw)
+            doc["max_tokens"] = mot
+            sent = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        economics = self.view.params.economics
+        max_cost = request_max_cost(sent, self.settings.max_coefficient, economics)
+        request_id = uuid.uuid4().hex
+        ch = await self.ensure_channel(conn, max_cost)
+        async with ch.lock:
+            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+            reserved = sum(ch.inflight.values())
+            spent = self.store.spent_total()
+            if spent + reserved + max_cost > self.settings.budget:
+                self.metrics.requests.labels(endpoint, "budget").inc()
+                raise payment_required(
+                    f"the budget is spent: {spent / 1e9:g} of {self.settings.budget / 1e9:g} TON paid, and this "
+                    f"request may cost up to {max_cost / 1e9:g} TON", required=ch.settled + reserved + max_cost,
+                    settled=ch.settled)
+            authorized = ch.settled + reserved + max_cost
+            await self._fund(ch, authorized)
+            voucher = ch.voucher(authorized)
+            self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized)
+            ch.inflight[request_id] = max_cost
+            headers = {H.CHANNEL: ch.row.address, H.VOUCHER: voucher, H.REQUEST_ID: request_id,
+                       H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
+            self.metrics.overhead.labels("authorize").observe(time.perf_counter() - t0)
+            try:
+                resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                ch.inflight.pop(request_id, None)
+                self.store.mark_request(request_id, "failed")
+                await self._proxy_failed(conn, e)
+                self.metrics.requests.labels(endpoint, "unavailable").inc()
+                raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
+        job = _Job(self, conn, ch, request, endpoint, req, sent, request_id, max_cost, resp, t0)
+        try:
+            if resp.status != 200:
+                return await job.refused()
+            if req.stream:
+                return await job.stream()
+            return await job.plain()
+        finally:
+            resp.release()
+            ch.inflight.pop(request_id, None)
+
+    # ------------------------------------------------------------------ paying
+    async def settle(self, job: "_Job", verdict: Optional[ReceiptVerdict], ev: Optional[Evidence]) -> dict:
+        """Pay for a verified answer or record why not; returns the ``verification`` object."""
+        ch, conn = job.ch, job.conn
+        ok = verdict is not None and verdict.ok and ev is not None
+        problems = []
+        if ok and ev.cost > job.max_cost:
+            ok, problems = False, [f"the proxy charges {ev.cost}, above the {job.max_cost} authorized"]
+        async with ch.lock:
+            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+            if ok and ev.settled_before != ch.settled:
+                log.warning("the proxy's settled total before job %s is %d, ours %d", job.request_id,
+                            ev.settled_before, ch.settled)
+            others = sum(v for k, v in ch.inflight.items() if k != job.request_id)
+            cost = ev.cost if ev is not None else 0
+            if ok:
+                new_settled = ch.settled + cost
+                final = new_settled + others
+                self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final)
+                ch.inflight.pop(job.request_id, None)
+                acked = await self._post_settle(conn, ch, job.request_id, final)
+                self.store.mark_request(job.request_id, "settled" if acked else "settling")
+            else:
+                self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost)
+                ch.inflight.pop(job.request_id, None)
+            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+        vd = verdict.to_dict() if verdict is not None else {"ok": False, "failed": ["receipt_format"], "checks": []}
+        if problems:
+            vd["ok"] = False
+            vd["failed"] = vd.get("failed", []) + ["price"]
+            vd["checks"] = vd.get("checks", []) + [{"name": "price", "result": "FAIL", "detail": problems[0]}]
+        vd["paid"] = cost if ok else 0
+        if ev is not None:
+            u = ev.usage
+            record = ev.to_json()
+            record["registry_view"] = self._view_hash()
+            self.store.add_receipt(request_id=job.request_id, channel=ch.row.address, proxy_owner=ch.row.proxy_owner,
+                                   endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
+                                   paid=cost if ok else 0, prompt_tokens=u.prompt_tokens,
+                                   completion_tokens=u.completion_tokens, record=record, verdict=vd)
+            self.metrics.tokens.labels("prompt").inc(u.prompt_tokens)
+            self.metrics.tokens.labels("completion").inc(u.completion_tokens)
+        self.metrics.receipts.labels("verified" if ok else "failed").inc()
+        if ok:
+            self.metrics.spent.inc(cost)
+        else:
+            reason = "; ".join(problems) or (verdict.reason() if verdict else "no receipt")
+            log.warning("receipt of request %s failed, not paid: %s", job.request_id, reason)
+            if self.settings.proxy == "auto" and ev is not None and cost > 0:
+                self.exclude(conn.cand.info.owner_hash, f"billed {cost} for an answer whose receipt failed")
+                await self._drop_proxy()
+        return vd
+
+    def _view_hash(self) -> str:
+        v = self.view
+        key = (v.snapshot, v.params.economics, v.codes.stake.hash if v.codes.stake is not None else None)
+        if getattr(self, "_view_key", None) != key:
+            self._view_key = key
+            self._view_h = self.store.put_view(view_record(self.chain.registry, v.snapshot, v.params.economics,
+                                                           v.codes.stake))
+        return self._view_h
+
+    async def release(self, job: "_Job") -> None:
+        """A request that ended without an answer to pay: nothing is owed; the held authorization is
+        brought back to what is owed when the proxy agrees."""
+        ch = job.ch
+        async with ch.lock:
+            ch.inflight.pop(job.request_id, None)
+            self.store.mark_request(job.request_id, "refused")
+            final = ch.settled + sum(ch.inflight.values())
+            await self._post_settle(job.conn, ch, job.request_id, final, quiet=True)
+
+    async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
+                           quiet: bool = False) -> bool:
+        body = {"channel": ch.row.address, "request_id": request_id, "voucher": ch.voucher(amount)}
+        try:
+            async with conn.http.post("/v1/cocoon/settle", json=body) as r:
+                if r.status == 200:
+                    return True
+                text = (await r.text())[:300]
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            text = describe_failure(e)
+        if not quiet:
+            log.warning("the proxy did not take the settle of %s: %s", request_id, text)
+        return False
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        return status_from_store(self.store, self.settings.budget, proxy_error=self.last_error)
+
+
+def status_from_store(store: Store, budget: Optional[int] = None, proxy_error: Optional[str] = None) -> dict:
+    """What ``cocoon client status`` shows, from the state folder alone."""
+    if budget is None:
+        budget = int(store.get_meta("budget") or 0)
+    chans = store.channels()
+    live = [c for c in chans if c.state != "closed"]
+    spent = store.spent_total()
+    stats = store.receipt_stats()
+    counts = store.request_counts()
+    proxy = json.loads(store.get_meta("proxy") or "null")
+    return {
+        "wallet": store.get_meta("wallet"), "registry": store.get_meta("registry"),
+        "network": store.get_meta("network"), "listen": store.get_meta("listen"),
+        "proxy": proxy, "proxy_error": proxy_error,
+        "excluded_proxies": json.loads(store.get_meta("excluded") or "{}"),
+        "channels": [{"address": c.address, "proxy_owner": c.proxy_owner, "state": c.state, "deposited": c.deposited,
+                      "settled": c.settled, "signed_max": c.signed_max, "disputed": c.disputed,
+                      "payment_key_index": c.counter} for c in chans],
+        "channel": live[-1].address if live else None,
+        "deposited": sum(c.deposited for c in live), "spent": spent, "budget": budget,
+        "remaining_budget": max(0, budget - spent),
+        "requests": sum(counts.values()), "requests_by_state": counts,
+        "tokens": {"prompt": stats["prompt_tokens"], "completion": stats["completion_tokens"]},
+        "receipts": stats["receipts"], "receipts_verified": stats["verified"], "receipts_failed": stats["failed"],
+    }
+
+
+class _Job:
+    """One forwarded request and its answer."""
+
+    def __init__(self, gw: Gateway, conn: ProxyConnection, ch: LiveChannel, request: web.Request, endpoint: str,
+                 req: Any, sent: bytes, request_id: str, max_cost: int, resp: aiohttp.ClientResponse, t0: float):
+        self.gw, self.conn, self.ch, self.request, self.endpoint = gw, conn, ch, request, endpoint
+        self.req, self.sent, self.request_id, self.max_cost, self.resp, self.t0 = req, sent, request_id, max_cost, resp, t0
+
+    async def refused(self) -> web.Response:
+        """The proxy refused (4xx/5xx before any answer): pass its error on, Retry-After included."""
+        status = self.resp.status
+        try:
+            body = json.loads(await self.resp.read())
+        except (ValueError, aiohttp.ClientError):
+            body = None
+        err = APIError.from_dict(status, body)
+        if "Retry-After" in self.resp.headers:
+            err.headers["Retry-After"] = self.resp.headers["Retry-After"]
+        if status == 402:
+            c = err.extra.get("cocoon") or {}
+            if isinstance(c, dict) and isinstance(c.get("settled"), int) and c["settled"] > self.ch.settled:
+                err.message += (f" (the proxy counts {c['settled']} nanoTON settled, this gateway agreed to "
+                                f"{self.ch.settled}; it does not pay for answers whose receipts failed)")
+        await self.gw.release(self)
+        self.gw.metrics.requests.labels(self.endpoint, f"http_{status}").inc()
+        raise err
+
+    async def _verify(self, cocoon: Any, content: str, calls: list) -> tuple[Optional[Evidence], Optional[ReceiptVerdict], Optional[str]]:
+        t = time.perf_counter()
+        try:
+            ev = Evidence.from_cocoon(cocoon, self.sent, content, calls)
+        except EvidenceError as e:
+            return None, None, str(e)
+        verdict = await self.gw.receipts.verify(ev)
+        self.gw.metrics.overhead.labels("verify").observe(time.perf_counter() - t)
+        return ev, verdict, None
+
+    def _cocoon(self, cocoon: Any, vd: dict) -> dict:
+        out = dict(cocoon) if isinstance(cocoon, dict) else {}
+        out["verification"] = vd
+        return out
+
+    def _failure(self, vd: dict, why: Optional[str]) -> APIError:
+        reason = why or "; ".join(f"{c['name']}: {c['detail']}" for c in vd.get("checks", []) if c.get("result") == "FAIL")
+        return APIError(502, f"The answer's receipt failed verification, so it was not paid for: {reason}",
+                        type="receipt_invalid", code="receipt_invalid", extra={"cocoon": {"verification": vd}})
+
+    async def plain(self) -> web.Response:
+        try:
+            answer = json.loads(await self.resp.read())
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except (ValueError, aiohttp.ClientError) as e:
+            await self.gw.release(self)
+            raise unavailable(f"the proxy's answer was unreadable: {e}") from None
+        cocoon = answer.pop("cocoon", None)
+        content, calls = delivered(self.endpoint, answer)
+        ev, verdict, why = await self._verify(cocoon, content, calls)
+        vd = await self.gw.settle(self, verdict, ev)
+        self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+        if not vd["ok"]:
+            self.gw.metrics.requests.labels(self.endpoint, "receipt_failed").inc()
+            err = self._failure(vd, why)
+            err.extra["cocoon"] = self._cocoon(cocoon, vd)
+            raise err
+        self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
+        answer["cocoon"] = self._cocoon(cocoon, vd)
+        return web.json_response(answer, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    async def stream(self) -> web.StreamResponse:
+        out = web.StreamResponse(status=200, headers=sse.HEADERS)
+        await out.prepare(self.request)
+        decoder = sse.SSEDecoder()
+        chunks: list[dict] = []
+        first = True
+        finished = False
+        try:
+            async for data in self.resp.content.iter_any():
+                for payload in decoder.feed(data):
+                    obj = sse.parse_event(payload)
+                    if obj == sse.DONE:
+                        finished = True
+                        break
+                    if "error" in obj:
+                        await self.gw.release(self)
+                        self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
+                        await out.write(sse.event(obj))
+                        return out
+                    if "cocoon" in obj:
+                        cocoon = obj.pop("cocoon")
+                        content, calls = delivered(self.endpoint, chunks)
+                        ev, verdict, why = await self._verify(cocoon, content, calls)
+                        vd = await self.gw.settle(self, verdict, ev)
+                        obj["cocoon"] = self._cocoon(cocoon, vd)
+                        if not self.req.include_usage:
+                            obj.pop("usage", None)
+                        await out.write(sse.event(obj))
+                        if not vd["ok"]:
+                            self.gw.metrics.requests.labels(self.endpoint, "receipt_failed").inc()
+                            await out.write(sse.error_event(self._failure(vd, why)))
+                            return out
+                        self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
+                        self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+                        await out.write(sse.DONE_EVENT)
+                        return out
+                    chunks.append(obj)
+                    if first:
+                        self.gw.metrics.first_token.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+                        first = False
+                    await out.write(sse.event(payload))
+                if finished:
+                    break
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            await self.gw.release(self)
+            self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
+            await out.write(sse.error_event(unavailable(f"the proxy's stream broke: {describe_failure(e)}")))
+            return out
+        except (ConnectionResetError, asyncio.CancelledError):
+            await self.gw.release(self)
+            raise
+        await self.gw.release(self)
+        self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
+        await out.write(sse.error_event(unavailable("the proxy's stream ended without a receipt; nothing was paid")))
+        return out

@@ -1,0 +1,335 @@
+"""Checking a worker's receipt for one answer: the one implementation the client gateway (before it
+pays) and ``cocoon receipt verify`` (later, offline or against the chain) both use.
+
+An answer is paid for only when every check passes (docs/PROTOCOL.md §4–§5):
+
+``receipt_format``   the receipt is a signed stake statement of kind job receipt, seqno 1, for this job
+``worker_cert``      the worker's RA-TLS certificate verifies (quote, image allowed, claims key =
+                     certificate key, role worker): :class:`node.tee.ratls.PeerVerifier`
+``model_hash``       the model the claims name is allowed by the registry
+``signature``        the receipt is signed by the key the claims name (the worker's operator key)
+``stake``            the receipt names the stake of the claims' operator (derived from the registry),
+                     and on chain that stake is active and bound to that key (skipped offline)
+``request_hash``     SHA-256 of the exact request bytes the gateway sent
+``response_hash``    ``wrappers.receipts.response_hash`` of the content received
+``usage``            the usage the proxy reports is the usage the worker signed
+``coefficient``      the worker's coefficient is the signed one and at most the client's maximum
+``price``            ``charge(usage, coefficient).client_cost`` equals what the proxy charges
+
+:class:`Evidence` is what one answer brought plus what the gateway knows (request hash, content);
+it round-trips through JSON, which is the receipt file ``cocoon client receipts --json`` writes.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Optional
+
+from pytoniq_core import Address, Cell
+
+from node.openai.protocol import usage_from_openai, usage_to_openai
+from node.tee.ratls import PeerVerifier
+from node.tee.verify import Check
+from wrappers import registry as R
+from wrappers import stake as S
+from wrappers.pricing import Usage, charge
+from wrappers.receipts import Receipt
+
+CHECKS = ("receipt_format", "worker_cert", "model_hash", "signature", "stake", "request_hash",
+          "response_hash", "usage", "coefficient", "price")
+
+# (stake address) -> StakeState or None when the account does not exist
+StakeLookup = Callable[[Address], Awaitable[Optional[S.StakeState]]]
+
+
+class EvidenceError(ValueError):
+    """A receipt record that cannot even be read."""
+
+
+def _usage(u) -> Usage:
+    try:
+        return usage_from_openai(u)
+    except ValueError as e:
+        raise EvidenceError(f"usage is not an OpenAI usage object: {e}") from None
+
+
+def _b64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise EvidenceError(f"{what} is not base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise EvidenceError(f"{what} is not base64") from None
+
+
+@dataclass
+class Evidence:
+    """One answer's receipt and what it must match."""
+    job_id: int
+    receipt: bytes            # BoC of the signed stake statement
+    worker_cert: bytes        # DER
+    coefficient: int
+    usage: Usage
+    cost: int
+    request_hash: bytes       # SHA-256 of the request bytes sent
+    content: str
+    tool_calls: list = field(default_factory=list)  # [(name, arguments)] in index order
+    request_id: str = ""
+    settled_before: int = 0
+    received_at: float = 0.0
+
+    @classmethod
+    def from_cocoon(cls, cocoon: dict, request_bytes: bytes, content: str, tool_calls: list,
+                    received_at: Optional[float] = None) -> "Evidence":
+        """From the ``cocoon`` object of an answer (PROTOCOL.md §4) and what was sent and received."""
+        if not isinstance(cocoon, dict):
+            raise EvidenceError("the answer carries no cocoon object")
+        try:
+            job = cocoon["job_id"]
+            if not isinstance(job, str) or len(job) != 64:
+                raise EvidenceError("job_id is not 64 hex digits")
+            return cls(job_id=int(job, 16), receipt=_b64(cocoon["receipt"], "receipt"),
+                       worker_cert=_b64(cocoon["worker_cert"], "worker_cert"),
+                       coefficient=int(cocoon["coefficient"]), usage=_usage(cocoon["usage"]),
+                       cost=int(cocoon["cost"]), request_hash=hashlib.sha256(request_bytes).digest(),
+                       content=content, tool_calls=[tuple(t) for t in tool_calls],
+                       request_id=str(cocoon.get("request_id", "")),
+                       settled_before=int(cocoon.get("settled_before", 0)),
+                       received_at=time.time() if received_at is None else received_at)
+        except KeyError as e:
+            raise EvidenceError(f"the cocoon object lacks {e.args[0]}") from None
+        except (TypeError, ValueError) as e:
+            raise EvidenceError(f"the cocoon object is malformed: {e}") from None
+
+    def to_json(self) -> dict:
+        return {"request_id": self.request_id, "job_id": f"{self.job_id:064x}",
+                "receipt": base64.b64encode(self.receipt).decode(),
+                "worker_cert": base64.b64encode(self.worker_cert).decode(), "coefficient": self.coefficient,
+                "usage": usage_to_openai(self.usage), "cost": self.cost, "settled_before": self.settled_before,
+                "request_sha256": self.request_hash.hex(),
+                "response": {"content": self.content, "tool_calls": [list(t) for t in self.tool_calls]},
+                "received_at": self.received_at}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Evidence":
+        if not isinstance(d, dict):
+            raise EvidenceError("a receipt record is a JSON object")
+        try:
+            resp = d["response"]
+            req = bytes.fromhex(d["request_sha256"])
+            if len(req) != 32:
+                raise EvidenceError("request_sha256 is not 32 bytes")
+            calls = [(str(n), str(a)) for n, a in resp.get("tool_calls") or []]
+            ev = cls.from_cocoon(d, b"", str(resp["content"]), calls,
+                                 received_at=float(d.get("received_at", 0)))
+        except KeyError as e:
+            raise EvidenceError(f"the receipt record lacks {e.args[0]}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise EvidenceError(f"the receipt record is malformed: {e}") from None
+        ev.request_hash = req
+        return ev
+
+
+@dataclass
+class ReceiptVerdict:
+    checks: list[Check] = field(default_factory=list)
+    receipt: Optional[Receipt] = None
+    operator_key: Optional[bytes] = None
+    worker_owner: Optional[str] = None
+    model_hash: Optional[bytes] = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok is not False for c in self.checks)
+
+    @property
+    def failed(self) -> list[str]:
+        return [c.name for c in self.checks if c.ok is False]
+
+    def reason(self) -> str:
+        return "; ".join(f"{c.name}: {c.detail}" for c in self.checks if c.ok is False) or "ok"
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "failed": self.failed,
+                "worker_owner": self.worker_owner,
+                "operator_key": self.operator_key.hex() if self.operator_key else None,
+                "model_hash": self.model_hash.hex() if self.model_hash else None,
+                "checks": [{"name": c.name, "result": c.label, "detail": c.detail} for c in self.checks]}
+
+
+def response_hash_of(content: str, tool_calls: list) -> bytes:
+    from wrappers.receipts import response_hash
+
+    return response_hash(content, tool_calls)
+
+
+class ReceiptVerifier:
+    """Runs every check of one answer. ``workers`` verifies the worker certificate (a
+    :class:`PeerVerifier` with role worker over the registry snapshot); ``stake_code`` and ``registry``
+    derive the worker's stake address; ``stake_lookup`` reads it on chain (None: offline, the stake
+    check is skipped). ``economics`` are the registry's prices."""
+
+    def __init__(self, *, workers: PeerVerifier, registry: Address, stake_code: Optional[Cell],
+                 economics: R.Economics, max_coefficient: Optional[int] = None,
+                 stake_lookup: Optional[StakeLookup] = None):
+        self.workers, self.registry, self.stake_code = workers, registry, stake_code
+        self.economics, self.max_coefficient, self.stake_lookup = economics, max_coefficient, stake_lookup
+
+    async def verify(self, ev: Evidence) -> ReceiptVerdict:
+        v = ReceiptVerdict()
+        add = v.checks.append
+        # receipt_format
+        signed = None
+        try:
+            signed = S.SignedStatement.from_cell(Cell.one_from_boc(ev.receipt))
+            r = Receipt.from_statement(signed.statement)
+            if r.job_id != ev.job_id:
+                raise ValueError(f"it is for job {r.job_id:064x}, the answer is job {ev.job_id:064x}")
+            if r.seqno != 1:
+                raise ValueError(f"seqno {r.seqno}, a job receipt has seqno 1")
+            v.receipt = r
+            add(Check("receipt_format", True, f"job receipt, job {ev.job_id:016x}…"))
+        except Exception as e:  # any malformed BoC or statement
+            add(Check("receipt_format", False, f"not a job receipt: {e}"))
+            for name in CHECKS[1:]:
+                add(Check(name, False, "no readable receipt"))
+            return v
+        r = v.receipt
+
+        # worker_cert and model_hash
+        cert = await self.workers.verify_certificate(ev.worker_cert)
+        claims = cert.claims
+        cert_problems = [c for c in cert.checks if c.ok is False and c.name != "model_hash"]
+        if cert_problems:
+            add(Check("worker_cert", False, "; ".join(f"{c.name}: {c.detail}" for c in cert_problems)))
+        else:
+            add(Check("worker_cert", True, "attested worker" + (" (SIMULATED TEE)" if cert.simulated else "")))
+        try:
+            mh = cert.check("model_hash")
+            if claims is not None and claims.model_hash is None:
+                mh = Check("model_hash", False, "the worker's claims name no model")
+            add(Check("model_hash", mh.ok if mh.ok is not None else False, mh.detail))
+        except KeyError:
+            add(Check("model_hash", False, "the certificate could not be checked for a model"))
+        if claims is not None:
+            v.operator_key, v.worker_owner, v.model_hash = claims.public_key, claims.operator, claims.model_hash
+
+        # signature
+        if v.operator_key is None:
+            add(Check("signature", False, "no operator key: the worker's claims are unreadable"))
+        elif signed.verify(v.operator_key):
+            add(Check("signature", True, f"by operator key {v.operator_key.hex()[:16]}…"))
+        else:
+            add(Check("signature", False, f"not signed by the worker's operator key {v.operator_key.hex()[:16]}…"))
+
+        add(await self._stake(r, v))
+
+        # request and response
+        add(Check("request_hash", r.request_hash == ev.request_hash,
+                  "SHA-256 of the request sent" if r.request_hash == ev.request_hash
+                  else "the worker signed another request than the one sent"))
+        try:
+            got = response_hash_of(ev.content, ev.tool_calls)
+            same = got == r.response_hash
+            add(Check("response_hash", same, "matches the content received" if same
+                      else "the content received is not what the worker signed"))
+        except Exception as e:
+            add(Check("response_hash", False, f"cannot hash the content received: {e}"))
+
+        # money
+        add(Check("usage", r.usage == ev.usage, f"{r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens"
+                  if r.usage == ev.usage else f"the proxy reports {ev.usage}, the worker signed {r.usage}"))
+        if r.coefficient != ev.coefficient:
+            add(Check("coefficient", False, f"the proxy reports {ev.coefficient}, the worker signed {r.coefficient}"))
+        elif self.max_coefficient is not None and r.coefficient > self.max_coefficient:
+            add(Check("coefficient", False, f"{r.coefficient} is above the maximum {self.max_coefficient}"))
+        else:
+            add(Check("coefficient", True, str(r.coefficient)))
+        expected = charge(r.usage, r.coefficient, self.economics).client_cost
+        add(Check("price", expected == ev.cost, f"{expected} nanoTON" if expected == ev.cost
+                  else f"the proxy charges {ev.cost} nanoTON, usage × price is {expected}"))
+        return v
+
+    async def _stake(self, r: Receipt, v: ReceiptVerdict) -> Check:
+        if v.worker_owner is None or v.operator_key is None:
+            return Check("stake", False, "the worker's claims name no operator")
+        try:
+            owner = Address(v.worker_owner)
+        except Exception:
+            return Check("stake", False, f"the claims' operator {v.worker_owner!r} is not an address")
+        if self.stake_code is None:
+            return Check("stake", False, "the registry has no stake code")
+        expected = S.stake_address(self.stake_code, self.registry, owner, S.ROLE_WORKER)
+        if r.worker_stake != expected:
+            return Check("stake", False, "the receipt names another stake than the worker owner's")
+        if self.stake_lookup is None:
+            return Check("stake", None, "offline: the stake was not read from the chain")
+        try:
+            st = await self.stake_lookup(expected)
+        except Exception as e:
+            return Check("stake", False, f"cannot read the stake: {e}")
+        if st is None:
+            return Check("stake", False, "the worker has no stake on chain")
+        if st.jailed:
+            return Check("stake", False, "the worker's stake was slashed (jailed)")
+        if not st.is_active:
+            return Check("stake", False, "the worker's stake is not active")
+        if st.operator_key != int.from_bytes(v.operator_key, "big"):
+            return Check("stake", False, "the stake binds another operator key")
+        return Check("stake", True, f"active, {st.active / 10**9:g} TON bound to the key")
+
+
+# ---------------------------------------------------------------------------- records and one-shot checks
+def view_record(registry: Address, snapshot, economics: R.Economics, stake_code: Optional[Cell]) -> dict:
+    """What an offline check needs from the registry, as it was when a receipt was verified."""
+    import dataclasses
+
+    return {"registry": registry.to_str(is_user_friendly=False), "snapshot": snapshot.to_dict(),
+            "economics": dataclasses.asdict(economics),
+            "stake_code": base64.b64encode(stake_code.to_boc()).decode() if stake_code is not None else None}
+
+
+def view_from_record(d: dict):
+    """(registry, snapshot, economics, stake code) from :func:`view_record`'s output."""
+    from node.tee.registry_source import RegistrySnapshot
+
+    try:
+        code = Cell.one_from_boc(base64.b64decode(d["stake_code"])) if d.get("stake_code") else None
+        return (Address(d["registry"]), RegistrySnapshot.from_dict(d["snapshot"]), R.Economics(**d["economics"]),
+                code)
+    except (KeyError, TypeError, ValueError) as e:
+        raise EvidenceError(f"the receipt record's registry view is unreadable: {e}") from None
+
+
+async def verify_record(record: dict, *, view: Optional[dict] = None, live=None, dev_trust=None,
+                        accept_tcb: tuple[str, ...] = ("UpToDate",), collateral=None) -> ReceiptVerdict:
+    """Check one receipt record (``cocoon client receipts --json``) in one call. Offline (``live``
+    None) it is judged against the registry view recorded with it (``view`` or ``record["registry"]``)
+    at the time it was received; with ``live`` (a :class:`node.client.chain.ClientChain`) the
+    registry's current allow-lists and stake code are used and the worker's stake is read on chain.
+    Prices are those recorded with the receipt when present (what was agreed then)."""
+    from node.tee.registry_source import SnapshotSource
+    from node.tee.verify import Policy
+
+    ev = Evidence.from_json(record)
+    view = view or record.get("registry")
+    registry = snapshot = economics = stake_code = None
+    if view:
+        registry, snapshot, economics, stake_code = view_from_record(view)
+    lookup = None
+    if live is not None:
+        current = await live.read_registry()
+        registry, snapshot, stake_code = live.registry, current.snapshot, current.codes.stake
+        economics = economics or current.params.economics
+        lookup = live.stake
+    if snapshot is None or economics is None or registry is None:
+        raise EvidenceError("the record has no registry view: check it against the chain (--network)")
+    at = ev.received_at or time.time()
+    workers = PeerVerifier(Policy("worker", accepted_tcb=frozenset(accept_tcb), dev_trust=dev_trust),
+                           SnapshotSource.fixed(snapshot), collateral, clock=lambda: at)
+    verifier = ReceiptVerifier(workers=workers, registry=registry, stake_code=stake_code, economics=economics,
+                               stake_lookup=lookup)
+    return await verifier.verify(ev)
