@@ -281,8 +281,12 @@ class EmbeddedChain:
             chain.accounts = {k: TCell(v) for k, v in doc["accounts"].items()}
         except ChainError:
             raise
-        except Exception as e:  # unreadable, truncated, not JSON, or cells that do not parse
-            raise ChainError(f"{path}: a broken embedded chain state file ({type(e).__name__}); {fresh}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ChainError(f"{path}: not an embedded chain state file (not JSON); {fresh}") from None
+        except OSError as e:
+            raise ChainError(f"{path}: cannot read it ({e.strerror or e})") from None
+        except Exception:  # truncated, fields missing, or cells that do not parse
+            raise ChainError(f"{path}: a broken embedded chain state file; {fresh}") from None
         return chain
 
     # ----------------------------------------------------------------- treasuries
