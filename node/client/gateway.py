@@ -214,7 +214,7 @@ class Gateway:
         """A proxy's price: the lowest coefficient it offers (1.0 when it names none)."""
         best = float("inf")
         for m in models.values():
-            coefs = m.get("coefficients") or ([m["coefficient"]] if "coefficient" in m else [])
+            coefs = (m.get("cocoon") or {}).get("coefficients") or []
             for c in coefs if isinstance(coefs, list) else []:
                 if isinstance(c, (int, float)):
                     best = min(best, c)
@@ -365,7 +365,7 @@ class Gateway:
                            param="model", code="model_not_found")
         sent = body
         if req.sampling.max_tokens is None:
-            mot = model.get("max_output_tokens")
+            mot = (model.get("cocoon") or {}).get("max_output_tokens", model.get("max_output_tokens"))
             if not isinstance(mot, int) or mot < 1:
                 raise APIError(400, "max_tokens is required: the proxy names no max_output_tokens for this model",
                                param="max_tokens", code="missing_required_parameter")
@@ -562,9 +562,10 @@ class _Job:
         t = time.perf_counter()
         try:
             ev = Evidence.from_cocoon(cocoon, self.sent, content, calls)
+            ev.max_cost = self.max_cost
         except EvidenceError as e:
             return None, None, str(e)
-        verdict = await self.gw.receipts.verify(ev)
+        verdict = await self.gw.receipts.verify(ev, cap=self.max_cost)
         self.gw.metrics.overhead.labels("verify").observe(time.perf_counter() - t)
         return ev, verdict, None
 

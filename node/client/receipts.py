@@ -80,6 +80,7 @@ class Evidence:
     request_id: str = ""
     settled_before: int = 0
     received_at: float = 0.0
+    max_cost: Optional[int] = None   # the request's maximum cost: the most the proxy may bill
 
     @classmethod
     def from_cocoon(cls, cocoon: dict, request_bytes: bytes, content: str, tool_calls: list,
@@ -111,7 +112,7 @@ class Evidence:
                 "usage": usage_to_openai(self.usage), "cost": self.cost, "settled_before": self.settled_before,
                 "request_sha256": self.request_hash.hex(),
                 "response": {"content": self.content, "tool_calls": [list(t) for t in self.tool_calls]},
-                "received_at": self.received_at}
+                "received_at": self.received_at, "max_cost": self.max_cost}
 
     @classmethod
     def from_json(cls, d: dict) -> "Evidence":
@@ -130,6 +131,7 @@ class Evidence:
         except (TypeError, ValueError, AttributeError) as e:
             raise EvidenceError(f"the receipt record is malformed: {e}") from None
         ev.request_hash = req
+        ev.max_cost = int(d["max_cost"]) if d.get("max_cost") is not None else None
         return ev
 
 
@@ -178,7 +180,9 @@ class ReceiptVerifier:
         self.workers, self.registry, self.stake_code = workers, registry, stake_code
         self.economics, self.max_coefficient, self.stake_lookup = economics, max_coefficient, stake_lookup
 
-    async def verify(self, ev: Evidence) -> ReceiptVerdict:
+    async def verify(self, ev: Evidence, cap: Optional[int] = None) -> ReceiptVerdict:
+        """Every check of one answer; ``cap`` is the request's maximum cost (a proxy bills at most
+        that, so a charge cut down to it is what the proxy may ask)."""
         v = ReceiptVerdict()
         add = v.checks.append
         # receipt_format
@@ -249,6 +253,9 @@ class ReceiptVerifier:
         else:
             add(Check("coefficient", True, str(r.coefficient)))
         expected = charge(r.usage, r.coefficient, self.economics).client_cost
+        cap = cap if cap is not None else ev.max_cost
+        if cap is not None and expected > cap:
+            expected = cap
         add(Check("price", expected == ev.cost, f"{expected} nanoTON" if expected == ev.cost
                   else f"the proxy charges {ev.cost} nanoTON, usage × price is {expected}"))
         return v
