@@ -1,0 +1,682 @@
+"""The proxy's books: SQLite (WAL, synchronous=FULL), written by one thread with group commit.
+
+What is stored, and when (docs/PROTOCOL.md §6):
+
+- ``channels``: per client channel the latest voucher the payer signed (stored *before* the request
+  it pays for is forwarded), the settled total (the client's receipts, or the cap it was held to),
+  and what the chain says was claimed;
+- ``requests``: one row per (channel, request id): the answer as it was sent, so a retried id is
+  answered from here and never served or billed twice;
+- ``jobs``: the reservation of a request's maximum cost while it runs, then the worker's receipt,
+  usage, cost and fee;
+- ``workers`` and ``pay``: each worker's channel and the cumulative pay the proxy signed, one row per
+  job's fee, stored before the ``pay`` frame is sent;
+- ``claims``: recorded before they are sent, reconciled with the chain after a restart;
+- ``reports``: the epoch statistics sent to the workers' reputation records.
+
+Every write is a function ``op(cursor)`` run by :class:`Ledger` in its writer thread; the writer takes
+all the operations queued, runs each inside its own savepoint (an operation that raises changes
+nothing), commits once (one fsync for many requests) and then resolves each caller's future. The
+admission check runs inside the same serialized operation that stores the voucher and the
+reservation, so concurrent requests on one channel cannot both spend the same authorization.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (
+    channel TEXT PRIMARY KEY,
+    payer_key TEXT NOT NULL,
+    voucher_amount INTEGER NOT NULL DEFAULT 0,
+    voucher_sig TEXT,
+    settled INTEGER NOT NULL DEFAULT 0,
+    capped INTEGER NOT NULL DEFAULT 0,
+    claimed INTEGER NOT NULL DEFAULT 0,
+    last_job_at REAL NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    channel TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    http_status INTEGER,
+    stream INTEGER NOT NULL,
+    response BLOB,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    PRIMARY KEY (channel, request_id)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    worker TEXT,
+    max_cost INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    usage TEXT,
+    coefficient INTEGER,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    cost INTEGER NOT NULL DEFAULT 0,
+    worker_fee INTEGER NOT NULL DEFAULT 0,
+    settled_before INTEGER,
+    receipt TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    latency_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (channel, status);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (worker, finished_at);
+CREATE TABLE IF NOT EXISTS workers (
+    owner TEXT PRIMARY KEY,
+    operator_key TEXT NOT NULL,
+    channel TEXT,
+    deposited INTEGER NOT NULL DEFAULT 0,
+    paid INTEGER NOT NULL DEFAULT 0,
+    pay_sig TEXT,
+    model TEXT,
+    coefficient INTEGER,
+    state TEXT NOT NULL,
+    reason TEXT,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pay (
+    job_id TEXT PRIMARY KEY,
+    worker TEXT NOT NULL,
+    fee INTEGER NOT NULL,
+    cumulative INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fundings (
+    id INTEGER PRIMARY KEY,
+    worker TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (
+    id INTEGER PRIMARY KEY,
+    channel TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    signature TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    claimed_before INTEGER NOT NULL,
+    fee INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    done_at REAL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS reports (
+    worker TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    stats TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at REAL NOT NULL,
+    detail TEXT,
+    PRIMARY KEY (worker, epoch)
+);
+"""
+
+
+class PaymentRequired(Exception):
+    """The held voucher does not cover settled + in flight + this request's maximum cost."""
+
+    def __init__(self, required: int, settled: int, message: str):
+        super().__init__(message)
+        self.required, self.settled = required, settled
+
+
+class Conflict(Exception):
+    """A request the books refuse for a reason that is the client's (a settle below the floor...)."""
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    channel: str
+    payer_key: str
+    voucher_amount: int
+    voucher_sig: Optional[str]
+    settled: int
+    capped: int
+    claimed: int
+    last_job_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    channel: str
+    request_id: str
+    job_id: str
+    status: str          # running | done
+    http_status: Optional[int]
+    stream: bool
+    response: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What :meth:`Ledger.admit` decided: a new job, or the record of an earlier answer."""
+    job_id: str
+    settled_before: int
+    reserved: int
+    record: Optional[RequestRow] = None   # set when the id was seen before
+
+
+@dataclass(frozen=True)
+class WorkerPay:
+    worker: str
+    channel: str
+    cumulative: int
+    signature: bytes
+
+
+def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA busy_timeout=5000")
+    con.row_factory = sqlite3.Row
+    return con
+
+
+class Ledger:
+    """The books of one proxy. ``await ledger.run(op)`` runs ``op(cursor)`` durably (committed and
+    synced before it returns); ``ledger.read(fn)`` reads on a separate connection."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = connect(self.path)
+        self._con.executescript(SCHEMA)
+        self._reader = connect(self.path)
+        self._rlock = threading.Lock()
+        self._q: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
+        self._thread.start()
+        self.commits = 0
+
+    # ------------------------------------------------------------------------ writer
+    def _writer(self) -> None:
+        con = self._con
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                batch.append(nxt)
+            results = []
+            con.execute("BEGIN IMMEDIATE")
+            for i, (op, _loop, _fut) in enumerate(batch):
+                sp = f"op{i}"
+                con.execute(f"SAVEPOINT {sp}")
+                try:
+                    res = op(con)
+                    con.execute(f"RELEASE {sp}")
+                    results.append((True, res))
+                except BaseException as e:  # the op's changes are undone; the others stand
+                    con.execute(f"ROLLBACK TO {sp}")
+                    con.execute(f"RELEASE {sp}")
+                    results.append((False, e))
+            try:
+                con.execute("COMMIT")
+                self.commits += 1
+            except BaseException as e:
+                try:
+                    con.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(False, e)] * len(batch)
+            for (op, loop, fut), (ok, res) in zip(batch, results):
+                if loop is None:
+                    fut.set_result((ok, res))
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut, ok, res)
+
+    async def run(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._q.put((op, loop, fut))
+        return await fut
+
+    def run_sync(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """The same from a thread without an event loop (start-up, the status command, tests)."""
+        import concurrent.futures
+
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._q.put((op, None, fut))
+        ok, res = fut.result()
+        if not ok:
+            raise res
+        return res
+
+    def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._rlock:
+            return fn(self._reader)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+        self._con.close()
+        self._reader.close()
+
+    # ------------------------------------------------------------------------ meta
+    def get_meta(self, k: str) -> Optional[str]:
+        r = self.read(lambda c: c.execute("SELECT v FROM meta WHERE k=?", (k,)).fetchone())
+        return r["v"] if r else None
+
+    async def set_meta(self, k: str, v: str) -> None:
+        await self.run(lambda c: c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?, ?)", (k, v)))
+
+    # ------------------------------------------------------------------------ reads
+    def channel(self, channel: str) -> Optional[ChannelRow]:
+        r = self.read(lambda c: c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone())
+        return ChannelRow(**dict(r)) if r else None
+
+    def reserved(self, channel: str) -> int:
+        return self.read(lambda c: _reserved(c, channel))
+
+    def request(self, channel: str, request_id: str) -> Optional[RequestRow]:
+        r = self.read(lambda c: _request(c, channel, request_id))
+        return r
+
+    def job(self, job_id: str) -> Optional[dict]:
+        r = self.read(lambda c: c.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone())
+        return dict(r) if r else None
+
+    def worker(self, owner: str) -> Optional[dict]:
+        r = self.read(lambda c: c.execute("SELECT * FROM workers WHERE owner=?", (owner,)).fetchone())
+        return dict(r) if r else None
+
+    def channels(self) -> list[ChannelRow]:
+        return [ChannelRow(**dict(r)) for r in self.read(lambda c: c.execute("SELECT * FROM channels").fetchall())]
+
+    def workers(self) -> list[dict]:
+        return [dict(r) for r in self.read(lambda c: c.execute("SELECT * FROM workers ORDER BY owner").fetchall())]
+
+    def open_claims(self) -> list[dict]:
+        return [dict(r) for r in self.read(lambda c: c.execute(
+            "SELECT * FROM claims WHERE status IN ('recorded', 'sent') ORDER BY id").fetchall())]
+
+    # ------------------------------------------------------------------------ requests and jobs
+    async def admit(self, *, channel: str, payer_key: str, voucher_amount: int, voucher_sig: bytes,
+                    request_id: str, job_id: str, max_cost: int, model: str, endpoint: str, stream: bool,
+                    limit: Optional[int] = None, now: Optional[float] = None) -> Admission:
+        """Store the (already verified) voucher if it is above the held one, then admit the request:
+        the held authorization must cover settled + the maximum cost of the jobs in flight + this
+        one's (else :class:`PaymentRequired`, with the voucher still stored). ``limit`` is the most
+        the channel can pay out (claimed + what the escrow holds); authorizing beyond it is useless,
+        so such a request is refused the same way. A request id seen before returns its record."""
+        t = time.time() if now is None else now
+
+        def op(c: sqlite3.Connection) -> Admission:
+            row = c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()
+            if row is None:
+                c.execute("INSERT INTO channels (channel, payer_key, created_at) VALUES (?, ?, ?)",
+                          (channel, payer_key, t))
+                held, settled = 0, 0
+            else:
+                held, settled = row["voucher_amount"], row["settled"]
+            if voucher_amount > held:
+                c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=? WHERE channel=?",
+                          (voucher_amount, voucher_sig.hex(), channel))
+                held = voucher_amount
+            rec = _request(c, channel, request_id)
+            if rec is not None:
+                return Admission(rec.job_id, settled, 0, rec)
+            reserved = _reserved(c, channel)
+            required = settled + reserved + max_cost
+            if held < required:   # returned, not raised: the voucher stays stored
+                return PaymentRequired(required, settled + reserved,
+                                      f"the voucher authorizes {held} nanoTON; this request needs {required} "
+                                      f"(settled {settled} + in flight {reserved} + maximum cost {max_cost})")
+            if limit is not None and required > limit:
+                return PaymentRequired(required, settled + reserved,
+                                      f"the channel can pay out at most {limit} nanoTON in total; this request "
+                                      f"needs {required}: top up the channel")
+            c.execute("INSERT INTO requests (channel, request_id, job_id, status, stream, created_at) "
+                      "VALUES (?, ?, ?, 'running', ?, ?)", (channel, request_id, job_id, int(stream), t))
+            c.execute("INSERT INTO jobs (job_id, channel, request_id, model, endpoint, max_cost, status, "
+                      "settled_before, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                      (job_id, channel, request_id, model, endpoint, max_cost, settled, t))
+            return Admission(job_id, settled, reserved)
+
+        out = await self.run(op)
+        if isinstance(out, PaymentRequired):
+            raise out
+        return out
+
+    async def store_voucher(self, channel: str, amount: int, signature: bytes) -> bool:
+        """Keep a verified voucher if it is above the held one (a 402's voucher is kept too)."""
+        def op(c):
+            cur = c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=? WHERE channel=? AND voucher_amount<?",
+                            (amount, signature.hex(), channel, amount))
+            return cur.rowcount > 0
+        return await self.run(op)
+
+    async def assign(self, job_id: str, worker: str) -> None:
+        await self.run(lambda c: c.execute("UPDATE jobs SET worker=? WHERE job_id=?", (worker, job_id)))
+
+    async def complete(self, job_id: str, *, worker: str, outcome: str, usage: Optional[dict], coefficient: int,
+                       tokens: int, cost: int, worker_fee: int, receipt: Optional[str], http_status: int,
+                       response: bytes, latency_ms: int, sign_pay: Optional[Callable[[str, int], bytes]],
+                       now: Optional[float] = None) -> tuple[int, Optional[WorkerPay]]:
+        """The end of a job, in one transaction: the receipt and cost, the client's settled total,
+        the answer recorded for its request id, and the worker's new cumulative pay signed by
+        ``sign_pay(channel, amount)``. Returns (cost billed, the pay to send)."""
+        t = time.time() if now is None else now
+
+        def op(c):
+            j = c.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if j is None or j["status"] != "running":
+                raise Conflict(f"job {job_id} is not running")
+            billed = min(cost, j["max_cost"])
+            c.execute("UPDATE jobs SET status='done', outcome=?, worker=?, usage=?, coefficient=?, tokens=?, cost=?, "
+                      "worker_fee=?, receipt=?, finished_at=?, latency_ms=? WHERE job_id=?",
+                      (outcome, worker, json.dumps(usage) if usage is not None else None, coefficient, tokens,
+                       billed, worker_fee, receipt, t, latency_ms, job_id))
+            c.execute("UPDATE channels SET settled=settled+?, last_job_at=? WHERE channel=?",
+                      (billed, t, j["channel"]))
+            c.execute("UPDATE requests SET status='done', http_status=?, response=?, finished_at=? "
+                      "WHERE channel=? AND request_id=?", (http_status, response, t, j["channel"], j["request_id"]))
+            pay = None
+            if worker_fee > 0 and sign_pay is not None:
+                w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
+                if w is not None and w["channel"]:
+                    total = w["paid"] + worker_fee
+                    sig = sign_pay(w["channel"], total)
+                    c.execute("UPDATE workers SET paid=?, pay_sig=? WHERE owner=?", (total, sig.hex(), worker))
+                    c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
+                              (job_id, worker, worker_fee, total, sig.hex(), t))
+                    pay = WorkerPay(worker, w["channel"], total, sig)
+            return billed, pay
+
+        return await self.run(op)
+
+    async def answer_unbilled(self, job_id: str, *, worker: Optional[str], outcome: str, http_status: int,
+                              response: bytes, now: Optional[float] = None) -> None:
+        """A job that ends without a receipt (the worker refused it before any token, or died): the
+        reservation is released, nothing is billed, the answer is recorded for the request id."""
+        t = time.time() if now is None else now
+
+        def op(c):
+            j = c.execute("SELECT channel, request_id FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            c.execute("UPDATE jobs SET status='done', outcome=?, worker=?, finished_at=? WHERE job_id=? "
+                      "AND status='running'", (outcome, worker, t, job_id))
+            if j is not None:
+                c.execute("UPDATE requests SET status='done', http_status=?, response=?, finished_at=? "
+                          "WHERE channel=? AND request_id=?", (http_status, response, t, j["channel"], j["request_id"]))
+        await self.run(op)
+
+    async def release(self, job_id: str, *, worker: Optional[str] = None, outcome: Optional[str] = None) -> None:
+        """Undo an admission that was never answered (no worker had room, the proxy's own failure):
+        the request id is free again and nothing is billed."""
+        t = time.time()
+
+        def op(c):
+            j = c.execute("SELECT channel, request_id FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if j is None:
+                return
+            c.execute("UPDATE jobs SET status='aborted', worker=COALESCE(?, worker), outcome=?, finished_at=? "
+                      "WHERE job_id=?", (worker, outcome, t, job_id))
+            c.execute("DELETE FROM requests WHERE channel=? AND request_id=? AND job_id=?",
+                      (j["channel"], j["request_id"], job_id))
+        await self.run(op)
+
+    async def settle(self, channel: str, request_id: str, amount: int, signature: bytes) -> ChannelRow:
+        """Replace the held authorization with the client's exact total (PROTOCOL §4). It must
+        cover what the client owes (settled + in flight) and not exceed what it replaces."""
+        def op(c):
+            row = c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()
+            if row is None:
+                raise Conflict("no request was ever made on this channel")
+            rec = _request(c, channel, request_id)
+            if rec is None or rec.status != "done":
+                raise Conflict(f"request {request_id} has not been answered on this channel")
+            floor = row["settled"] + _reserved(c, channel)
+            if amount < floor:
+                raise Conflict(f"a final total must cover what the channel owes: {floor} nanoTON "
+                               f"(settled {row['settled']}); the voucher says {amount}")
+            if amount > row["voucher_amount"]:
+                raise Conflict(f"a final total cannot exceed the {row['voucher_amount']} nanoTON authorized")
+            c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=? WHERE channel=?",
+                      (amount, signature.hex(), channel))
+            return ChannelRow(**dict(c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()))
+        return await self.run(op)
+
+    async def apply_caps(self, older_than: float) -> list[tuple[str, int]]:
+        """A client that has not settled its last request since ``older_than`` is held to the cap
+        it signed: its settled total becomes the held voucher's amount. Returns (channel, added)."""
+        def op(c):
+            out = []
+            rows = c.execute("SELECT channel, voucher_amount, settled FROM channels WHERE voucher_amount>settled "
+                             "AND last_job_at>0 AND last_job_at<?", (older_than,)).fetchall()
+            for r in rows:
+                if _reserved(c, r["channel"]):
+                    continue
+                add = r["voucher_amount"] - r["settled"]
+                c.execute("UPDATE channels SET settled=voucher_amount, capped=capped+? WHERE channel=?",
+                          (add, r["channel"]))
+                out.append((r["channel"], add))
+            return out
+        return await self.run(op)
+
+    async def recover(self) -> dict[str, int]:
+        """After a restart: jobs that were running lost their worker link with the proxy, so they are
+        aborted unbilled and their request ids freed (they were never answered); claims that were
+        recorded or sent are left for :meth:`reconcile_claim` against the chain."""
+        def op(c):
+            rows = c.execute("SELECT job_id, channel, request_id FROM jobs WHERE status='running'").fetchall()
+            for j in rows:
+                c.execute("UPDATE jobs SET status='aborted', outcome='failed' WHERE job_id=?", (j["job_id"],))
+                c.execute("DELETE FROM requests WHERE channel=? AND request_id=? AND job_id=?",
+                          (j["channel"], j["request_id"], j["job_id"]))
+            c.execute("UPDATE workers SET state='down', reason='proxy restarted' WHERE state='up'")
+            n_claims = c.execute("SELECT COUNT(*) FROM claims WHERE status IN ('recorded', 'sent')").fetchone()[0]
+            return {"aborted_jobs": len(rows), "open_claims": n_claims}
+        return await self.run(op)
+
+    # ------------------------------------------------------------------------ workers
+    async def worker_connected(self, owner: str, operator_key: str, model: str, coefficient: int) -> dict:
+        t = time.time()
+
+        def op(c):
+            w = c.execute("SELECT * FROM workers WHERE owner=?", (owner,)).fetchone()
+            if w is None:
+                c.execute("INSERT INTO workers (owner, operator_key, model, coefficient, state, last_seen) "
+                          "VALUES (?, ?, ?, ?, 'up', ?)", (owner, operator_key, model, coefficient, t))
+            else:
+                c.execute("UPDATE workers SET operator_key=?, model=?, coefficient=?, state='up', reason=NULL, "
+                          "last_seen=? WHERE owner=?", (operator_key, model, coefficient, t, owner))
+            return dict(c.execute("SELECT * FROM workers WHERE owner=?", (owner,)).fetchone())
+        return await self.run(op)
+
+    async def worker_state(self, owner: str, operator_key: str, state: str, reason: Optional[str] = None) -> None:
+        t = time.time()
+
+        def op(c):
+            c.execute("INSERT INTO workers (owner, operator_key, state, reason, last_seen) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT(owner) DO UPDATE SET state=excluded.state, reason=excluded.reason, "
+                      "last_seen=excluded.last_seen", (owner, operator_key, state, reason, t))
+        await self.run(op)
+
+    async def worker_channel(self, owner: str, channel: str) -> None:
+        await self.run(lambda c: c.execute("UPDATE workers SET channel=? WHERE owner=? AND (channel IS NULL OR channel<>?)",
+                                           (channel, owner, channel)))
+
+    async def record_funding(self, owner: str, channel: str, kind: str, amount: int) -> int:
+        t = time.time()
+        return await self.run(lambda c: c.execute(
+            "INSERT INTO fundings (worker, channel, kind, amount, status, at) VALUES (?, ?, ?, ?, 'sent', ?)",
+            (owner, channel, kind, amount, t)).lastrowid)
+
+    async def funding_done(self, fid: int, status: str, deposited: Optional[int] = None) -> None:
+        def op(c):
+            c.execute("UPDATE fundings SET status=? WHERE id=?", (status, fid))
+            if deposited is not None:
+                w = c.execute("SELECT worker FROM fundings WHERE id=?", (fid,)).fetchone()
+                c.execute("UPDATE workers SET deposited=? WHERE owner=?", (deposited, w["worker"]))
+        await self.run(op)
+
+    async def worker_deposited(self, owner: str, deposited: int) -> None:
+        await self.run(lambda c: c.execute("UPDATE workers SET deposited=? WHERE owner=?", (deposited, owner)))
+
+    # ------------------------------------------------------------------------ claims
+    async def record_claim(self, channel: str, amount: int, signature: str, reason: str, claimed_before: int) -> int:
+        t = time.time()
+        return await self.run(lambda c: c.execute(
+            "INSERT INTO claims (channel, amount, signature, reason, status, claimed_before, created_at) "
+            "VALUES (?, ?, ?, ?, 'recorded', ?, ?)", (channel, amount, signature, reason, claimed_before, t)).lastrowid)
+
+    async def claim_status(self, cid: int, status: str, *, fee: Optional[int] = None, detail: Optional[str] = None,
+                           claimed: Optional[int] = None) -> None:
+        t = time.time()
+
+        def op(c):
+            col = "sent_at" if status == "sent" else "done_at"
+            c.execute(f"UPDATE claims SET status=?, {col}=?, fee=COALESCE(?, fee), detail=COALESCE(?, detail) "
+                      "WHERE id=?", (status, t, fee, detail, cid))
+            if claimed is not None:
+                ch = c.execute("SELECT channel FROM claims WHERE id=?", (cid,)).fetchone()
+                _claimed(c, ch["channel"], claimed)
+        await self.run(op)
+
+    async def set_claimed(self, channel: str, claimed: int) -> None:
+        await self.run(lambda c: _claimed(c, channel, claimed))
+
+    # ------------------------------------------------------------------------ reputation reports
+    def epoch_stats(self, start: float, end: float) -> dict[str, dict]:
+        """Per worker, the jobs that finished in [start, end): succeeded, failed, timed out, tokens
+        and the mean latency of the succeeded ones (ms)."""
+        def fn(c):
+            rows = c.execute(
+                "SELECT worker, outcome, COUNT(*) AS n, SUM(tokens) AS tok, SUM(latency_ms) AS lat FROM jobs "
+                "WHERE worker IS NOT NULL AND outcome IS NOT NULL AND finished_at>=? AND finished_at<? "
+                "GROUP BY worker, outcome", (start, end)).fetchall()
+            out: dict[str, dict] = {}
+            for r in rows:
+                s = out.setdefault(r["worker"], dict(succeeded=0, failed=0, timed_out=0, tokens=0, latency_sum=0))
+                if r["outcome"] in ("succeeded", "failed", "timed_out"):
+                    s[r["outcome"]] += r["n"]
+                s["tokens"] += r["tok"] or 0
+                if r["outcome"] == "succeeded":
+                    s["latency_sum"] += r["lat"] or 0
+            for s in out.values():
+                s["latency_ms"] = s.pop("latency_sum") // s["succeeded"] if s["succeeded"] else 0
+            return out
+        return self.read(fn)
+
+    def reported(self, worker: str, epoch: int) -> Optional[str]:
+        r = self.read(lambda c: c.execute("SELECT status FROM reports WHERE worker=? AND epoch=?",
+                                          (worker, epoch)).fetchone())
+        return r["status"] if r else None
+
+    async def record_report(self, worker: str, epoch: int, stats: dict, status: str, detail: Optional[str] = None) -> None:
+        t = time.time()
+        await self.run(lambda c: c.execute(
+            "INSERT INTO reports (worker, epoch, stats, status, at, detail) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(worker, epoch) DO UPDATE SET status=excluded.status, at=excluded.at, detail=excluded.detail",
+            (worker, epoch, json.dumps(stats), status, t, detail)))
+
+    # ------------------------------------------------------------------------ the status command
+    def summary(self) -> dict:
+        return self.read(summary)
+
+
+def read_summary(path: Path | str) -> dict:
+    """The status command's figures from a ledger file, read only (the proxy may be running)."""
+    con = connect(path, readonly=True)
+    try:
+        return summary(con)
+    finally:
+        con.close()
+
+
+def summary(c: sqlite3.Connection) -> dict:
+    one = lambda q, *a: c.execute(q, a).fetchone()[0] or 0  # noqa: E731
+    workers = [dict(r) for r in c.execute("SELECT owner, model, coefficient, state, reason, channel, deposited, "
+                                          "paid, last_seen FROM workers ORDER BY owner").fetchall()]
+    per_worker = {r["worker"]: dict(r) for r in c.execute(
+        "SELECT worker, COUNT(*) AS jobs, SUM(outcome='succeeded') AS succeeded, SUM(outcome='failed') AS failed, "
+        "SUM(outcome='timed_out') AS timed_out, SUM(tokens) AS tokens, SUM(worker_fee) AS earned "
+        "FROM jobs WHERE status='done' GROUP BY worker").fetchall()}
+    for w in workers:
+        w.update({k: v or 0 for k, v in per_worker.get(w["owner"], {}).items() if k != "worker"})
+    settled = one("SELECT SUM(settled) FROM channels")
+    paid = one("SELECT SUM(paid) FROM workers")
+    return {
+        "clients": one("SELECT COUNT(*) FROM channels"),
+        "jobs": one("SELECT COUNT(*) FROM jobs WHERE status='done'"),
+        "running": one("SELECT COUNT(*) FROM jobs WHERE status='running'"),
+        "billed": one("SELECT SUM(cost) FROM jobs WHERE status='done'"),
+        "settled": settled,
+        "capped": one("SELECT SUM(capped) FROM channels"),
+        "authorized": one("SELECT SUM(voucher_amount) FROM channels"),
+        "claimed": one("SELECT SUM(claimed) FROM channels"),
+        "owed": one("SELECT SUM(MAX(settled-claimed, 0)) FROM channels"),
+        "worker_pay": paid,
+        "margin": settled - paid,
+        "claim_fees": one("SELECT SUM(fee) FROM claims WHERE status='confirmed'"),
+        "pending_claims": one("SELECT COUNT(*) FROM claims WHERE status IN ('recorded', 'sent')"),
+        "claims": one("SELECT COUNT(*) FROM claims WHERE status='confirmed'"),
+        "reports": one("SELECT COUNT(*) FROM reports WHERE status='sent'"),
+        "workers": workers,
+    }
+
+
+def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(res)
+    else:
+        fut.set_exception(res)
+
+
+def _claimed(c: sqlite3.Connection, channel: str, claimed: int) -> None:
+    """The chain's claimed total; a claim above what the client owed (a cap claimed before a close
+    notice ended) raises its settled total to it."""
+    c.execute("UPDATE channels SET capped=capped+MAX(?-settled, 0), settled=MAX(settled, ?), claimed=MAX(claimed, ?) "
+              "WHERE channel=?", (claimed, claimed, claimed, channel))
+
+
+def _reserved(c: sqlite3.Connection, channel: str) -> int:
+    return c.execute("SELECT COALESCE(SUM(max_cost), 0) FROM jobs WHERE channel=? AND status='running'",
+                     (channel,)).fetchone()[0]
+
+
+def _request(c: sqlite3.Connection, channel: str, request_id: str) -> Optional[RequestRow]:
+    r = c.execute("SELECT * FROM requests WHERE channel=? AND request_id=?", (channel, request_id)).fetchone()
+    if r is None:
+        return None
+    return RequestRow(r["channel"], r["request_id"], r["job_id"], r["status"], r["http_status"], bool(r["stream"]),
+                      r["response"])

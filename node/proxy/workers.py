@@ -1,0 +1,236 @@
+"""The workers listener: admission of attested, staked workers and the link each one keeps open.
+
+A worker dials ``wss://WORKERS_HOST:PORT/v1/link`` with mutual RA-TLS (the site verified its quote,
+image and model before aiohttp saw a byte). Its first frame is ``hello``; the proxy then checks that
+the attested claims name the same owner and model, that the model is allowed, and that the worker's
+stake is active (at least the minimum, not jailed) and bound to the key its claims name. A refused
+worker gets a ``refused`` frame with the reason and the link is closed. An admitted one gets the
+channel the proxy pays it on (opened if needed) and its latest pay, and jobs start to flow.
+
+Jobs share the link, told apart by ``job_id``: frames for a job go to that job's queue; when the
+link dies every job on it receives :data:`LINK_LOST` at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from aiohttp import WSMsgType, web
+from pytoniq_core import Address
+
+from node.link import frames as F
+from node.tee.ratls import peer_verdict
+from wrappers import stake as S
+from wrappers.escrow import Voucher
+
+from .routing import WorkerLoad
+
+log = logging.getLogger(__name__)
+
+LINK_LOST = object()          # put in every job queue of a link that closed
+HELLO_TIMEOUT = 10.0
+HEARTBEAT = 1.0               # seconds between pings; a silent worker is dropped within ~1.5 s
+
+
+@dataclass
+class WorkerLink:
+    ws: web.WebSocketResponse
+    owner: str                # raw address
+    operator_key: bytes
+    model: str
+    model_hash: str
+    coefficient: int
+    credit: int
+    image_hash: Optional[bytes]
+    cert_der: bytes
+    load: WorkerLoad
+    channel: Optional[str] = None
+    jobs: dict[str, asyncio.Queue] = field(default_factory=dict)
+    closed: bool = False
+    connected_at: float = field(default_factory=time.time)
+    _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def owner_address(self) -> Address:
+        return Address(self.owner)
+
+    @property
+    def operator_int(self) -> int:
+        return int.from_bytes(self.operator_key, "big")
+
+    async def send(self, frame: F.Frame) -> bool:
+        if self.closed or self.ws.closed:
+            return False
+        try:
+            async with self._send_lock:
+                await self.ws.send_str(F.encode(frame))
+            return True
+        except (ConnectionError, RuntimeError):
+            return False
+
+    def open_job(self, job_id: str) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        self.jobs[job_id] = q
+        self.load.in_flight += 1
+        return q
+
+    def close_job(self, job_id: str) -> None:
+        if self.jobs.pop(job_id, None) is not None:
+            self.load.in_flight = max(0, self.load.in_flight - 1)
+
+    def lost(self) -> None:
+        self.closed = True
+        self.load.up = False
+        for q in self.jobs.values():
+            q.put_nowait(LINK_LOST)
+
+
+class WorkerPool:
+    """The connected workers, by owner."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, WorkerLink] = {}
+
+    def loads(self) -> list[WorkerLoad]:
+        return [l.load for l in self.links.values() if not l.closed]
+
+    def get(self, owner: str) -> Optional[WorkerLink]:
+        link = self.links.get(owner)
+        return link if link is not None and not link.closed else None
+
+    def models(self) -> dict[str, list[WorkerLink]]:
+        out: dict[str, list[WorkerLink]] = {}
+        for l in self.links.values():
+            if not l.closed and l.load.up:
+                out.setdefault(l.model, []).append(l)
+        return out
+
+
+class Refusal(Exception):
+    """Why a worker is not admitted; the text goes into the ``refused`` frame."""
+
+    def __init__(self, reason: str, code: str):
+        super().__init__(reason)
+        self.code = code
+
+
+async def check_worker(core, hello: F.Hello, claims, image_hash: Optional[bytes]) -> S.StakeState:
+    """The admission rules; raises :class:`Refusal` naming the first one broken."""
+    from .chainview import raw
+
+    if claims is None or claims.role != "worker":
+        raise Refusal("the attested claims do not name the worker role", "claims")
+    if claims.operator is None or raw(claims.operator) != raw(hello.owner):
+        raise Refusal(f"the attested operator {claims.operator!r} is not the owner {hello.owner} the hello names",
+                      "claims")
+    if claims.model_hash is None or claims.model_hash.hex() != hello.model_hash:
+        raise Refusal("the hello's model hash is not the attested one", "claims")
+    snap = core.snapshots.current()
+    if claims.model_hash not in snap.model_hashes:
+        raise Refusal(f"model {hello.model_hash} is not allowed in the registry", "model")
+    if image_hash is not None and image_hash not in snap.worker_image_hashes:
+        raise Refusal(f"worker image {image_hash.hex()} is not allowed in the registry", "image")
+    st = await core.chain.worker_stake(Address(hello.owner))
+    if st is None:
+        raise Refusal(f"the owner {hello.owner} has no worker stake", "stake")
+    if not st.is_active:
+        raise Refusal("the worker's stake is not active (below the minimum, jailed or unbonding)", "stake")
+    if st.operator_key != int.from_bytes(claims.public_key, "big"):
+        raise Refusal("the worker's stake is bound to another operator key than the attested one", "stake")
+    return st
+
+
+async def link_handler(request: web.Request) -> web.StreamResponse:
+    from .chainview import raw
+    from .core import CORE
+
+    core = request.app[CORE]
+    verdict = peer_verdict(request)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=F.MAX_FRAME)
+    await ws.prepare(request)
+    try:
+        msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
+    except asyncio.TimeoutError:
+        await ws.close(code=F.CLOSE_PROTOCOL_ERROR, message=b"no hello")
+        return ws
+    if msg.type != WSMsgType.TEXT:
+        await ws.close(code=F.CLOSE_PROTOCOL_ERROR, message=b"a link starts with hello")
+        return ws
+    try:
+        hello = F.decode(msg.data, sender="worker")
+        if not isinstance(hello, F.Hello):
+            raise F.FrameError("a link starts with hello")
+    except F.FrameError as e:
+        await ws.close(code=F.CLOSE_PROTOCOL_ERROR, message=str(e).encode()[:120])
+        return ws
+    claims = verdict.claims if verdict is not None else None
+    image = verdict.image_hash if verdict is not None else None
+    try:
+        await check_worker(core, hello, claims, image)
+    except Refusal as r:
+        core.metrics.refused_workers.labels(r.code).inc()
+        log.warning("refusing worker %s: %s", hello.owner, r)
+        await core.ledger.worker_state(raw(hello.owner), claims.public_key.hex() if claims else "",
+                                       "refused", str(r))
+        await ws.send_str(F.encode(F.Refused(str(r))))
+        await ws.close(code=F.CLOSE_REFUSED, message=b"refused")
+        return ws
+    transport = request.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    cert = sslobj.getpeercert(binary_form=True) if sslobj is not None else b""
+    owner = raw(hello.owner)
+    old = core.pool.get(owner)
+    if old is not None:  # a reconnect: the old link is gone for good
+        old.lost()
+        await old.ws.close()
+    score = await core.chain.score(Address(owner))
+    link = WorkerLink(ws, owner, claims.public_key, hello.model, hello.model_hash, hello.coefficient, hello.credit,
+                      image, cert or b"",
+                      WorkerLoad(owner, hello.model, hello.coefficient, hello.max_jobs, score=score))
+    try:
+        channel, paid, voucher = await core.worker_channel(link)
+    except Exception as e:  # the proxy's own failure (chain unreachable, wallet empty)
+        log.exception("cannot open the channel to worker %s", owner)
+        await ws.send_str(F.encode(F.Refused(f"the proxy cannot pay workers right now: {e}")))
+        await ws.close(code=F.CLOSE_REFUSED, message=b"proxy failure")
+        return ws
+    link.channel = channel
+    await ws.send_str(F.encode(F.Welcome(core.owner_raw, channel, paid, voucher)))
+    core.pool.links[owner] = link
+    core.metrics.workers.set(len(core.pool.loads()))
+    log.info("worker %s admitted: model %s, coefficient %d, %d jobs at once, score %d", owner, hello.model,
+             hello.coefficient, hello.max_jobs, score)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            try:
+                frame = F.decode(msg.data, sender="worker")
+            except F.FrameError as e:
+                log.warning("worker %s sent a bad frame: %s", owner, e)
+                await ws.close(code=F.CLOSE_PROTOCOL_ERROR, message=str(e).encode()[:120])
+                break
+            if isinstance(frame, F.Load):
+                link.load.max_jobs = frame.max_jobs
+                continue
+            if isinstance(frame, F.Hello):
+                await ws.close(code=F.CLOSE_PROTOCOL_ERROR, message=b"hello twice")
+                break
+            q = link.jobs.get(getattr(frame, "job_id", ""))
+            if q is not None:
+                q.put_nowait(frame)
+    finally:
+        link.lost()
+        if core.pool.links.get(owner) is link:
+            del core.pool.links[owner]
+        core.metrics.workers.set(len(core.pool.loads()))
+        await core.ledger.worker_state(owner, claims.public_key.hex(), "down", "link closed")
+        log.info("worker %s disconnected", owner)
+    return ws
+
+
+def pay_frame(channel: str, amount: int, signature: bytes) -> F.Pay:
+    return F.Pay(Voucher(Address(channel), amount, signature))

@@ -1,0 +1,57 @@
+"""The routing function: lowest expected wait weighted by reputation, among eligible workers with room."""
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from node.proxy.routing import WorkerLoad, choose, retry_after
+
+
+def w(key, score=5000, in_flight=0, avg=1.0, coef=1000, model="m", max_jobs=4, up=True):
+    return WorkerLoad(key, model, coef, max_jobs, in_flight=in_flight, avg_job_s=avg, score=score, up=up)
+
+
+def test_equal_load_prefers_better_reputation():
+    assert choose([w("a", score=4000), w("b", score=9000), w("c", score=6000)], "m", 1000).key == "b"
+
+
+def test_equal_reputation_prefers_idle():
+    assert choose([w("a", in_flight=2), w("b", in_flight=0), w("c", in_flight=1)], "m", 1000).key == "b"
+
+
+def test_reputation_weighs_against_load():
+    # b is twice as loaded but three times as reputed: (2+1)*1/0.9 = 3.33 < (0+1)*1/0.25 = 4
+    assert choose([w("a", score=2500), w("b", score=9000, in_flight=2)], "m", 1000).key == "b"
+    # ... but not against a slow history
+    assert choose([w("a", score=2500), w("b", score=9000, in_flight=2, avg=3.0)], "m", 1000).key == "a"
+
+
+def test_filters_model_coefficient_room_and_down():
+    ws = [w("other", model="x"), w("dear", coef=1500), w("full", in_flight=4), w("down", up=False), w("ok", score=1)]
+    assert choose(ws, "m", 1000).key == "ok"
+    assert choose(ws, "m", 1000, exclude=frozenset({"ok"})) is None
+    assert choose(ws, "m", 2000).key == "dear"
+
+
+def test_nobody_with_room_is_none_and_retry_after_is_bounded():
+    ws = [w("a", in_flight=4, avg=2.5)]
+    assert choose(ws, "m", 1000) is None
+    assert retry_after(ws, "m", 1000) == 3
+    assert retry_after([], "m", 1000) >= 1
+
+
+def test_decayed_average():
+    x = w("a")
+    x.observe(2.0)
+    assert x.avg_job_s == 2.0          # the first job replaces the prior
+    x.observe(4.0)
+    assert 2.0 < x.avg_job_s < 4.0
+    x.observe(float("nan"))
+    assert 2.0 < x.avg_job_s < 4.0
+
+
+@given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 7), st.floats(0.01, 100)), min_size=1, max_size=12))
+def test_choice_is_minimal_cost(specs):
+    ws = [w(str(i), score=s, in_flight=f, avg=a, max_jobs=8) for i, (s, f, a) in enumerate(specs)]
+    c = choose(ws, "m", 1000)
+    assert c is not None
+    assert all(c.cost() <= x.cost() for x in ws)
