@@ -19,7 +19,7 @@ from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
-from .cli_parse import parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton
+from .cli_parse import not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton
 from .cli_registry import _registry_address, registry_option
 
 ADVICE = {
@@ -118,7 +118,7 @@ def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.
         return
     mine = [t for t in txs if t.account.hash_part == addr.hash_part and not t.bounced]
     if not mine:
-        raise UserError(f"the message did not reach the escrow {addr.to_str()}")
+        raise UserError(not_sent(ctx, f"the escrow {addr.to_str()}"))
     t = mine[0]
     if not t.success:
         advice = ADVICE.get(t.exit_code, "")

@@ -23,6 +23,17 @@ MAX_ADVANCE = 10 * 365 * 86400
 MAX_ENDPOINT_BYTES = 127
 
 
+def not_sent(ctx, where: str) -> str:
+    """Why a message from the wallet did not reach ``where`` on the embedded chain, in one line."""
+    import time
+
+    text = f"the message did not reach {where}; nothing changed"
+    if ctx.chain is not None and ctx.chain.now > time.time() + 60:
+        text += (f" (the wallet signs messages valid until this computer's clock + 60 s, and the embedded chain's "
+                 f"clock, {utc(ctx.chain.now)}, is past that)")
+    return text
+
+
 def utc(unix: int) -> str:
     """A unix time as the CLI prints times: ``2026-01-01 00:00:00 UTC``."""
     return dt.datetime.fromtimestamp(unix, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

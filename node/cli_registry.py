@@ -17,7 +17,7 @@ from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, network_options, open_wallet
-from .cli_parse import TonAmount, owner_address, parse_address, parse_hex256, uint, utc, check_advance
+from .cli_parse import TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256, uint, utc
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}
@@ -44,11 +44,11 @@ def _parse_hash(value: str) -> int:
     return parse_hex256(value, "a hash (SHA-256)")
 
 
-def _check_result(txs, registry: Address, what: str) -> None:
+def _check_result(ctx: ChainContext, txs, registry: Address, what: str) -> None:
     """On the embedded chain, say whether the registry accepted the message, and why not."""
     mine = [t for t in txs if t.account.hash_part == registry.hash_part and not t.bounced]
     if not mine:
-        return
+        raise UserError(not_sent(ctx, f"the registry {registry.to_str()}"))
     t = mine[0]
     if t.success:
         click.echo(f"ok: {what} (gas {t.gas_used}, fees {fmt_ton(t.total_fees)} TON)")
@@ -203,7 +203,7 @@ def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, regi
         w = ctx.call(ctx.wallet(keys))
         txs = ctx.call(ctx.send(w, addr, int(round(value * 1e9)), body))
         if network == "embedded":
-            _check_result(txs, addr, what)
+            _check_result(ctx, txs, addr, what)
         else:
             click.echo(f"sent: {what}; check the result with `cocoon registry show`")
         return ctx, rd

@@ -24,7 +24,7 @@ from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
-from .cli_parse import TonAmount, parse_address as _address
+from .cli_parse import TonAmount, not_sent, parse_address as _address
 from .cli_registry import _registry_address, registry_option
 
 
@@ -232,7 +232,7 @@ def submit(network, state_file, mnemonic_file, key_file, wallet_version, registr
         if ctx.chain is None:
             click.echo(f"sent; check it with `cocoon reputation show {w.to_str()} --network {network}`")
             return
-        _explain(txs, reg, addr)
+        _explain(ctx, txs, reg, addr)
         click.echo(f"ok: report for epoch {report.epoch} applied to {addr.to_str()}; "
                    f"score now {P.ReputationReader(ctx.get_method, addr).score()}")
 
@@ -269,9 +269,11 @@ def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, 
     return addr
 
 
-def _explain(txs, reg: Address, record: Address) -> None:
+def _explain(ctx: ChainContext, txs, reg: Address, record: Address) -> None:
     """Turn the embedded chain's outcome into one line when something refused the report."""
     on_reg = [t for t in txs if t.account.hash_part == reg.hash_part and not t.bounced]
+    if not on_reg:
+        raise UserError(not_sent(ctx, f"the registry {reg.to_str()}"))
     if on_reg and not on_reg[0].success:
         raise UserError(f"the registry refused the report: error {P.describe_error(on_reg[0].exit_code)}; "
                         "the attached value came back minus fees")

@@ -19,7 +19,7 @@ from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
-from .cli_parse import parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton
+from .cli_parse import not_sent, parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton
 from .cli_registry import _registry_address, registry_option
 
 ROLES = {"worker": S.ROLE_WORKER, "proxy": S.ROLE_PROXY}
@@ -116,7 +116,7 @@ def _result(ctx: ChainContext, txs, tgt: Target, what: str, before=None) -> None
         return
     mine = [t for t in txs if t.account.hash_part == tgt.address.hash_part and not t.bounced]
     if not mine:
-        raise UserError(f"the message did not reach the stake contract {tgt.address.to_str()}")
+        raise UserError(not_sent(ctx, f"the stake contract {tgt.address.to_str()}"))
     t = mine[0]
     if not t.success:
         raise UserError(_refusal(t, tgt.address))
@@ -503,7 +503,7 @@ def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_ver
             return
         mine = [t for t in txs if t.account.hash_part == x.stake.hash_part and not t.bounced]
         if not mine or not mine[0].success:
-            raise UserError(_refusal(mine[0], x.stake) if mine else "the report did not reach the stake contract")
+            raise UserError(_refusal(mine[0], x.stake) if mine else not_sent(ctx, "the stake contract"))
         after = rd.slashing()
         reward = [t for t in txs if t.src is not None and t.src.hash_part == x.stake.hash_part
                   and t.account.hash_part == w.address.hash_part and t.op == S.OP["payout"]]

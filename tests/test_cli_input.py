@@ -91,6 +91,18 @@ def test_advance_time_is_bounded_and_the_chain_stays_usable(cli):
     assert cli.chain().now == 1_767_225_600 + 70 * 365 * 86400
 
 
+def test_a_message_that_is_not_sent_is_never_silent(cli):
+    """Past this computer's clock the wallet's signature has expired on the embedded chain: the
+    command says so in one line instead of printing a proposal that does not exist."""
+    cli.run("registry", "deploy", "--governance-delay", "60")
+    cli.run("registry", "advance-time", str(400 * 86400), key=None)
+    r = cli.runner.invoke(main, ["registry", "add", "model", H, *cli._opts("owner")])
+    if r.exit_code == 0:
+        assert "ok: proposal" in r.output and "proposal #0" in r.output
+    else:
+        assert "did not reach the registry" in r.output and "clock" in r.output and "proposal #" not in r.output
+
+
 @pytest.mark.parametrize("content", [b"\x00\xffnot json at all", b'{"format": 1, "now": 5000000000, "lt": 1, '
                                      b'"minted": 0, "accounts": {}}', b'{"format": 1, "now": 1767225600, "lt": 1, '
                                      b'"minted": 0, "accounts": {"0:00": "not a boc"}}', b"[1, 2]", b""])
