@@ -291,7 +291,7 @@ class NetworkType(click.ParamType):
         except CocoonError as e:
             self.fail(str(e), param, ctx)
 
-    def get_metavar(self, param, *args) -> str:
+    def get_metavar(self, param, ctx=None) -> str:
         return "[" + "|".join(NETWORKS) + "|URL]"
 
 

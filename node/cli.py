@@ -70,9 +70,12 @@ def _register_optional() -> None:
     import importlib
 
     for module, attr in (("node.cli_attest", "attest"), ("node.cli_registry", "registry"),
+                         ("node.cli_worker", "worker"),
                          ("node.cli_demo", "demo"), ("node.cli_stake", "stake"),
                          ("node.cli_escrow", "escrow"), ("node.cli_reputation", "reputation"),
-                         ("node.cli_deploy", "deploy")):
+                         ("node.cli_deploy", "deploy"), ("node.cli_chain", "chain"),
+                         ("node.cli_wallet", "wallet"), ("node.cli_client", "client"),
+                         ("node.cli_receipt", "receipt"), ("node.cli_proxy", "proxy")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

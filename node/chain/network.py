@@ -241,6 +241,7 @@ async def open_network(name: str, state_file: Optional[Union[str, Path]] = None,
             await provider.close()
             hint = " (start it with `cocoon chain serve`)" if name == "local" else ""
             raise CocoonError(f"cannot reach the chain API at {url}{hint}: {e}") from None
+        provider.trace = dev  # the chain server tells which transactions a message caused
         return Network(name, provider, dev=dev)
     from pytoniq import LiteBalancer
 
