@@ -239,3 +239,13 @@ def test_a_closed_pipe_ends_quietly(cli):
             os.close(w)
         assert p.stderr == b"", p.stderr.decode()
         assert p.returncode != 0
+
+
+# ------------------------------------------------------------------------------ the README's command list
+@pytest.mark.parametrize("group", ["stake", "escrow", "reputation", "attest"])
+def test_readme_lists_every_command(group):
+    text = (REPO / "README.md").read_text()
+    block = text.split("## The `cocoon` command", 1)[1].split("```")[1]
+    lines = " ".join(ln for ln in block.splitlines() if ln.startswith(f"cocoon {group} "))
+    missing = [name for name in main.commands[group].commands if name not in lines]
+    assert not missing, f"README's `cocoon {group}` line lacks {missing}"
