@@ -217,16 +217,20 @@ class Methods:
         return {**base, "stack": T.result_stack_to_json(result), "exit_code": 0}
 
     # ------------------------------------------------------------------ sending
-    def _message(self, p: dict) -> Cell:
-        return T.boc_cell(_need(p, "boc"), "boc")
+    def _message(self, p: dict) -> tuple[Cell, bytes]:
+        raw = T.unb64(_need(p, "boc"), "boc")
+        try:
+            return Cell.one_from_boc(raw), raw
+        except Exception:
+            raise T.FormatError("boc is not a valid bag of cells") from None
 
     async def sendBoc(self, p: dict) -> dict:
-        await self.svc.send_message(self._message(p))
+        await self.svc.send_message(*self._message(p))
         return {"@type": "ok"}
 
     async def sendBocReturnHash(self, p: dict) -> dict:
-        cell = self._message(p)
-        await self.svc.send_message(cell)
+        cell, raw = self._message(p)
+        await self.svc.send_message(cell, raw)
         return {"@type": "raw.extMessageInfo", "hash": T.b64(cell.hash), "hash_norm": T.b64(T.normalized_hash(cell))}
 
     async def estimateFee(self, p: dict) -> dict:

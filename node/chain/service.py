@@ -100,13 +100,13 @@ class ChainService:
         self.store.close()
 
     # ------------------------------------------------------------------ inputs
-    async def send_message(self, cell: Cell) -> list[TxRecord]:
+    async def send_message(self, cell: Cell, boc: Optional[bytes] = None) -> list[TxRecord]:
         """Apply an external message; returns once it is durable. Refused if the account does not
         accept it (nothing happens on chain then, as on a real network)."""
         s = cell.begin_parse()
         if s.remaining_bits < 2 or s.preload_uint(2) != 0b10:
             raise Refused("only external inbound messages can be sent (ext_in_msg_info$10)")
-        txs = self._input(Entry(0, "msg", cell.to_boc()))
+        txs = self._input(Entry(0, "msg", boc if boc is not None else cell.to_boc()), cell)
         await self._durable()
         return txs
 
@@ -128,17 +128,17 @@ class ChainService:
         await self._durable()
         return self.chain.now
 
-    def _input(self, e: Entry) -> list[TxRecord]:
+    def _input(self, e: Entry, cell: Optional[Cell] = None) -> list[TxRecord]:
         e.seq = self.seq + 1
-        txs = self._apply(e)  # raises Refused before anything changed
+        txs = self._apply(e, cell)  # raises Refused before anything changed
         self._pending.append(e)
         return txs
 
-    def _apply(self, e: Entry) -> list[TxRecord]:
+    def _apply(self, e: Entry, cell: Optional[Cell] = None) -> list[TxRecord]:
         chain = self.chain
         try:
             if e.kind == "msg":
-                cell = Cell.one_from_boc(e.data)
+                cell = cell if cell is not None else Cell.one_from_boc(e.data)
                 txs = chain.send(cell)
                 trace = cell.hash
             elif e.kind == "fund":
