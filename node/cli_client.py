@@ -81,6 +81,9 @@ def client() -> None:
 @click.option("--proxy", default="auto", show_default=True,
               help="auto (a registered proxy chosen by stake and price; the next one when it fails) or a proxy "
                    "owner's address.")
+@click.option("--proxy-endpoint", metavar="HOST:PORT",
+              help="With a named --proxy: reach it here instead of its registered clients address (a tunnel). "
+                   "Its attestation and registration are checked all the same.")
 @click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True), metavar="TRUST_JSON",
               help="Accept the simulated TEE of this development root (only with a test-flagged registry).")
 @click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
@@ -93,7 +96,7 @@ def client() -> None:
 @guarded
 def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optional[str], mnemonic_file: Optional[str],
             key_file: Optional[str], wallet_version: str, host: str, port: int, api_key: Optional[str], budget: str,
-            deposit: Optional[str], max_coefficient: float, proxy: str, dev_trust: Optional[str],
+            deposit: Optional[str], max_coefficient: float, proxy: str, proxy_endpoint: Optional[str], dev_trust: Optional[str],
             pccs_url: Optional[str], accept_tcb: tuple[str, ...], refresh: float, stake_ttl: float,
             log_level: str) -> None:
     """Serve an OpenAI-compatible API on HOST:PORT, paid from your wallet through an attested proxy.
@@ -121,6 +124,12 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
             Address(proxy)
         except Exception:
             raise UserError(f"--proxy must be auto or a proxy owner's address, not {proxy!r}") from None
+    if proxy_endpoint:
+        host, sep, port = proxy_endpoint.rpartition(":")
+        if proxy == "auto":
+            raise UserError("--proxy-endpoint needs a named --proxy (the owner whose attestation is expected)")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"--proxy-endpoint is HOST:PORT, not {proxy_endpoint!r}")
     budget_n = _ton(str(budget), "--budget")
     deposit_n = _ton(str(deposit), "--deposit") if deposit else None
     if budget_n <= 0:
@@ -130,7 +139,7 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
     settings = Settings(state_dir=state_dir, registry=registry, network=network, api_key_chain=chain_api_key,
                         mnemonic_file=mnemonic_file, key_file=key_file, wallet_version=wallet_version, host=host,
                         port=port, api_key=api_key, budget=budget_n, deposit=deposit_n,
-                        max_coefficient=round(max_coefficient * 1000), proxy=proxy, dev_trust=dev_trust,
+                        max_coefficient=round(max_coefficient * 1000), proxy=proxy, proxy_endpoint=proxy_endpoint, dev_trust=dev_trust,
                         pccs_url=pccs_url, accept_tcb=tuple(accept_tcb) or ("UpToDate",), refresh=refresh,
                         stake_ttl=stake_ttl)
     app = init(settings)

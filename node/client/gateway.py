@@ -49,7 +49,7 @@ from wrappers.pricing import request_max_cost
 
 from .chain import ClientChain, RegistryView, owner_address, payment_key, raw
 from .metrics import Metrics
-from .proxies import Candidate, ProxyConnection, candidates, describe_failure
+from .proxies import Candidate, ProxyConnection, candidates, describe_failure, with_clients_address
 from .receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
 from .settings import Settings
 from .store import ChannelRow, Store
@@ -177,6 +177,8 @@ class Gateway:
             wanted = self.settings.proxy
             cands = [c for c in candidates(self.view.proxies if self.view else [], wanted)
                      if wanted != "auto" or c.info.owner_hash not in self.excluded]
+            if self.settings.proxy_endpoint and cands:
+                cands = [with_clients_address(cands[0], self.settings.proxy_endpoint)]
             if not cands:
                 what = "no registered, active proxy" if wanted == "auto" else f"the proxy {wanted} is not registered and active"
                 why = "; ".join(self.excluded.values())

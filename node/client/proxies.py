@@ -91,6 +91,13 @@ def candidates(proxies: list[R.ProxyInfo], wanted: str = "auto") -> list[Candida
     return out
 
 
+def with_clients_address(c: Candidate, hostport: str) -> Candidate:
+    """The same proxy reached at another clients address (a tunnel or port forward)."""
+    host, _, port = hostport.rpartition(":")
+    ep = ProxyEndpoint(host, int(port), c.endpoint.workers_host, c.endpoint.workers_port)
+    return Candidate(c.info, ep)
+
+
 class ProxyConnection:
     """An HTTPS session to one proxy's clients listener, attested on every new connection."""
 

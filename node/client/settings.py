@@ -26,6 +26,7 @@ class Settings:
     deposit: Optional[int] = None         # first deposit and top-up step (default: the whole budget)
     max_coefficient: int = 2 * COEF_ONE   # highest worker coefficient accepted (1000 = 1.0)
     proxy: str = "auto"                   # "auto" or a registered proxy's owner address
+    proxy_endpoint: Optional[str] = None  # HOST:PORT to reach the named proxy at (a tunnel); attested all the same
     dev_trust: Optional[str] = None       # development trust JSON: accept the simulated TEE (test registries)
     pccs_url: Optional[str] = None        # collateral for real TDX quotes
     accept_tcb: tuple[str, ...] = ("UpToDate",)
