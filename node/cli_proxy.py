@@ -91,8 +91,10 @@ def proxy() -> None:
 @click.option("--dev-root", type=click.Path(file_okay=False, exists=True),
               help="Development root (`cocoon attest dev-root`): signs simulated quotes, and lets simulated "
                    "workers and clients in.")
+@click.option("--image", default="proxy-image", show_default=True,
+              help="Simulated TEE: the image name its measurements are derived from.")
 @click.option("--measurements", type=click.Path(dir_okay=False, exists=True),
-              help="Simulated TEE: this image's measurements (JSON, or {\"name\": ...}).")
+              help="Simulated TEE: this image's measurements (JSON, or {\"name\": ...}), instead of --image.")
 @click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
 @click.option("--max-fee-share", type=click.FloatRange(0, 1), default=0.005, show_default=True,
               help="Claim from a client channel when the claim's fee is at most this share of what it settles.")
@@ -119,7 +121,7 @@ def proxy() -> None:
 def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[str], operator_key_file: str,
         mnemonic_file: Optional[str], key_file: Optional[str], wallet_version: str, owner: Optional[str],
         clients: str, workers: str, public_endpoint: Optional[str], metrics: str, tee: str, dev_root: Optional[str],
-        measurements: Optional[str], pccs_url: Optional[str], max_fee_share: float, exposure_limit: str,
+        image: str, measurements: Optional[str], pccs_url: Optional[str], max_fee_share: float, exposure_limit: str,
         claim_fee: str, worker_deposit: str, settle_grace: float, epoch: float, refresh: float,
         settle_every: float, job_timeout: float, max_output_tokens: int, log_level: str) -> None:
     """Run a proxy: the clients listener, the workers listener and the books.
@@ -161,7 +163,7 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
         network=network, registry=registry, operator_seed=op.private[:32], wallet_private=wallet.private,
         owner=owner, state_dir=state_dir, api_key=chain_api_key, wallet_version=wallet_version,
         clients_host=ch, clients_port=cp, workers_host=wh, workers_port=wp, public_endpoint=public_endpoint,
-        metrics_host=mh, metrics_port=mp, tee=tee, dev_root=Path(dev_root) if dev_root else None,
+        metrics_host=mh, metrics_port=mp, tee=tee, dev_root=Path(dev_root) if dev_root else None, image=image,
         measurements=Path(measurements) if measurements else None, pccs_url=pccs_url,
         claim=ClaimPolicy(max_fee_share=max_fee_share, exposure_limit=_ton(exposure_limit, "--exposure-limit"),
                           claim_fee=_ton(claim_fee, "--claim-fee")),

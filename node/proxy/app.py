@@ -76,7 +76,11 @@ def init(settings: ProxySettings) -> web.Application:
 async def _service(app: web.Application):
     core: ProxyCore = app[CORE]
     s = core.s
-    await core.start()
+    try:
+        await core.start()
+    except BaseException:
+        await core.stop()
+        raise
     runners: list[web.AppRunner] = []
     tasks: list[asyncio.Task] = []
     try:

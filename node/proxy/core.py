@@ -138,7 +138,7 @@ class ProxyCore:
                 raise StartupError("a simulated TEE needs --dev-root (from `cocoon attest dev-root`)")
             try:
                 root = DevRoot.load(s.dev_root)
-                meas = load_measurements(s.measurements) if s.measurements else default_measurements("proxy")
+                meas = load_measurements(s.measurements) if s.measurements else default_measurements(s.image)
             except (OSError, ValueError) as e:
                 raise StartupError(str(e)) from None
             provider = SimulatedProvider(SimulatedTdx(root, meas))

@@ -36,7 +36,8 @@ class ProxySettings:
     metrics_port: int = 9102
     tee: str = "simulated"               # "simulated" or "tdx"
     dev_root: Optional[Path] = None      # simulated TEE: the development root directory
-    measurements: Optional[Path] = None  # simulated TEE: this image's measurements (JSON)
+    image: str = "proxy-image"           # simulated TEE: the image name its measurements derive from
+    measurements: Optional[Path] = None  # simulated TEE: this image's measurements (JSON), instead
     pccs_url: Optional[str] = None       # tdx: where verifiers fetch collateral
     claim: ClaimPolicy = field(default_factory=ClaimPolicy)
     worker_deposit: int = 2 * TON        # the first deposit of a channel to a worker
