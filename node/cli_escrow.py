@@ -102,8 +102,9 @@ def _load_voucher(text: str) -> E.Voucher:
         raise UserError(f"cannot read the voucher file: {e.strerror}") from None
     try:
         return E.Voucher.from_json(raw)
-    except ValueError as e:
-        raise UserError(f"{e}; a voucher is the JSON `cocoon escrow voucher` prints") from None
+    except Exception:
+        where = f"{text}: not a voucher" if p.is_file() else "the voucher is neither a file nor voucher JSON"
+        raise UserError(f"{where}; a voucher is the JSON `cocoon escrow voucher` prints") from None
 
 
 def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.Channel] = None,

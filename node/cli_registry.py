@@ -81,15 +81,19 @@ def deploy(network, state_file, mnemonic_file, key_file, wallet_version, lang, t
     treasury_addr = parse_address(treasury, "--treasury") if treasury else None
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
-        w = ctx.call(ctx.wallet(keys))
-        params = R.NetworkParams(staking=R.Staking(treasury=treasury_addr or w.address),
+        me = _wallet_address(ctx, keys)
+        params = R.NetworkParams(staking=R.Staking(treasury=treasury_addr or me),
                                  is_test=test_network, governance_delay=governance_delay)
         problems = params.problems()
         if problems:
             raise UserError("; ".join(problems))
         codes = R.ChildCodes(*[_maybe_code(n, lang) for n in ("stake", "escrow", "reputation")])
-        si = R.state_init(load_code("registry", lang), R.initial_data(w.address, params, codes))
+        si = R.state_init(load_code("registry", lang), R.initial_data(me, params, codes))
         addr = R.address_of(si)
+        if ctx.call(ctx.status(addr)) == "active":
+            raise UserError(f"your registry with this code and these parameters is already deployed at "
+                            f"{addr.to_str()}; use it (--registry) or deploy with other parameters")
+        w = ctx.call(ctx.wallet(keys))
         click.echo(f"deploying the registry ({lang}) at {addr.to_str()} from {w.address.to_str()}")
         txs = ctx.call(ctx.send(w, addr, value, None, state_init=si, bounce=False))
         if network == "embedded":

@@ -241,7 +241,7 @@ def unbond(network, state_file, mnemonic_file, key_file, wallet_version, registr
 @role_option
 @click.option("--wait", is_flag=True, help="If nothing is unlocked yet, wait (with progress) until the first "
               "request unlocks, then withdraw. Real networks only.")
-@click.option("--max-wait", type=int, default=8 * 86400, show_default=True, help="Give up waiting after this many seconds.")
+@click.option("--max-wait", type=click.IntRange(0), default=8 * 86400, show_default=True, help="Give up waiting after this many seconds.")
 @guarded
 def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, registry, role, wait, max_wait):
     """Withdraw every unbonding request whose unbonding period has passed."""

@@ -137,6 +137,9 @@ def test_owner_commands_are_checked_before_sending(cli, lang):
         out = cli.run(*args, ok=False)
         assert code in out and hint in out and "nothing was sent" in out
     assert cli.fingerprint() == before   # not a fee, not a message, not a faucet top-up
+    out = cli.run("registry", "deploy", "--lang", lang, "--governance-delay", "600", ok=False)
+    assert "already deployed at" in out
+    assert cli.fingerprint() == before
     cli.run("registry", "advance-time", "600", key=None)
     cli.run("registry", "execute", "0", key="heir")  # anyone executes once the delay has passed
     out = cli.run("registry", "execute", "0", ok=False)
@@ -207,6 +210,10 @@ def test_proxy_endpoint_warnings_and_listing(cli, lang):
     assert "warning: the channel covers 2 TON in total" in out and '"amount"' in out
     out = cli.run("escrow", "voucher", channel, "1.5", key="client")
     assert "warning" not in out
+    junk = cli.dir / "junk.json"
+    junk.write_text('{"channel": 1}')
+    out = cli.run("escrow", "claim", channel, str(junk), key="proxy", ok=False)
+    assert f"{junk}: not a voucher" in out
 
     # reports name staked workers only
     key_file = cli.keys["operator"]
