@@ -1,0 +1,537 @@
+"""Engines: where tokens come from.
+
+:class:`LlamaEngine` runs a GGUF in this process with llama-cpp-python: the prompt is rendered with
+the GGUF's own chat template and tokenized with its tokenizer, generation runs token by token in
+worker threads (one per slot) so the event loop never blocks, and a cancelled job stops at the next
+token. :class:`HttpEngine` forwards to an OpenAI-compatible engine on the same host (vLLM, SGLang,
+llama.cpp's server) and counts tokens with the model's tokenizer where the engine reports no usage.
+
+Both yield :class:`Piece` events (text as it is delivered, with the number of completion tokens
+that produced it) and end with one :class:`Done` (finish reason, exact prompt and completion token
+counts, tool calls). Admission (the bounded queue, capacity) is :class:`Slots`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Optional, Union
+
+from node.openai import errors
+from node.openai.protocol import ChatRequest, CompletionRequest, usage_from_openai
+from node.openai.sse import SSEDecoder, parse_event, DONE
+
+log = logging.getLogger(__name__)
+
+Request = Union[ChatRequest, CompletionRequest]
+
+
+@dataclass
+class Piece:
+    text: str
+    tokens: int             # completion tokens this text accounts for
+
+
+@dataclass
+class Done:
+    finish_reason: str      # stop | length | tool_calls | cancelled
+    prompt_tokens: int
+    completion_tokens: int
+    tool_calls: list = field(default_factory=list)    # [{"name", "arguments"}]
+
+
+class Cancelled(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------- the native runtime
+_warmed = False
+
+
+def warm_up(model_path: Optional[str]) -> None:
+    """Load a vocabulary once, before tonpy's native library enters the process: tonpy links its own
+    C++ runtime statically, and once it is loaded llama.cpp's first vocabulary load fails with
+    ``std::bad_cast``; after one load has succeeded, later loads work. Call it early (the CLI does)."""
+    global _warmed
+    if _warmed or not model_path:
+        return
+    import sys
+
+    if "tonpy" in sys.modules:
+        return
+    try:
+        from llama_cpp import Llama
+
+        Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        _warmed = True
+    except Exception:  # the engine's own start reports a real problem with the file
+        pass
+
+
+# ---------------------------------------------------------------------------- admission
+class Slots:
+    """``parallel`` jobs generate at once and up to ``queue`` more wait; beyond that a job is
+    refused with 429 at once (the capacity the worker reports is exactly this)."""
+
+    def __init__(self, parallel: int, queue: int):
+        self.parallel, self.queue = parallel, queue
+        self._sem = asyncio.Semaphore(parallel)
+        self.active = 0
+        self.waiting = 0
+        self.listeners: list = []
+
+    @property
+    def capacity(self) -> int:
+        return self.parallel + self.queue
+
+    def _changed(self) -> None:
+        for fn in list(self.listeners):
+            fn()
+
+    def admit(self) -> None:
+        if self.active + self.waiting >= self.capacity:
+            raise errors.overloaded(1, "The worker is at capacity; retry shortly.")
+        self.waiting += 1
+        self._changed()
+
+    async def acquire(self) -> None:
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.active += 1
+        self._changed()
+
+    def release(self) -> None:
+        self.active -= 1
+        self._sem.release()
+        self._changed()
+
+
+# ---------------------------------------------------------------------------- tools
+TOOL_SYSTEM = ("You are a function calling AI model. You may call one or more functions to assist with the user "
+               "query. The function signatures are within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n"
+               "For each function call return a JSON object with the function name and arguments within "
+               "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": "
+               "<args-json-object>}}\n</tool_call>")
+_TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+
+
+def parse_tool_calls(text: str, tools: list) -> list:
+    """Tool calls the model wrote as ``<tool_call>{"name", "arguments"}</tool_call>`` (Hermes
+    format), kept only when they name a given tool; arguments as compact JSON text."""
+    names = {t["function"]["name"] for t in tools}
+    out = []
+    for m in _TOOL_CALL.finditer(text):
+        try:
+            obj = json.loads(m.group(1))
+        except ValueError:
+            continue
+        for c in obj if isinstance(obj, list) else [obj]:
+            if isinstance(c, dict) and c.get("name") in names:
+                args = c.get("arguments", c.get("parameters", {}))
+                out.append({"name": c["name"], "arguments": args if isinstance(args, str) else json.dumps(args)})
+    return out
+
+
+def tool_mode(req: Request) -> Optional[str]:
+    """None (no tools), 'auto', or the name of the one function the output must call."""
+    if not isinstance(req, ChatRequest) or not req.tools or req.tool_choice == "none":
+        return None
+    tc = req.tool_choice
+    if isinstance(tc, dict):
+        return tc["function"]["name"]
+    if tc == "required" and len(req.tools) == 1:
+        return req.tools[0]["function"]["name"]
+    return "auto"
+
+
+# ---------------------------------------------------------------------------- tokenizer / template
+class Tokenizer:
+    """The model's tokenizer and chat template (from the GGUF's metadata)."""
+
+    def __init__(self, llm):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.llm = llm
+        meta = llm.metadata
+        self.template = meta.get("tokenizer.chat_template")
+        eos, bos = llm.token_eos(), llm.token_bos()
+        self.eos_text = llm._model.token_get_text(eos) if eos != -1 else ""
+        self.bos_text = llm._model.token_get_text(bos) if bos != -1 else ""
+        self.formatter = (Jinja2ChatFormatter(self.template, self.eos_text, self.bos_text)
+                          if self.template else None)
+        self.template_knows_tools = bool(self.template and "tools" in self.template)
+        self._lock = threading.Lock()
+
+    def render(self, req: ChatRequest) -> str:
+        if self.formatter is None:
+            raise errors.bad_request("This model has no chat template; use /v1/completions.", "messages",
+                                     "unsupported")
+        msgs = [m.to_dict() for m in req.messages]
+        for m in msgs:
+            if m.get("tool_calls"):
+                m["tool_calls"] = [dict(c, function=dict(c["function"])) for c in m["tool_calls"]]
+        if tool_mode(req) and not self.template_knows_tools:
+            spec = "\n".join(json.dumps(t["function"]) for t in req.tools)
+            text = TOOL_SYSTEM.format(tools=spec)
+            if msgs and msgs[0]["role"] == "system":
+                msgs[0] = dict(msgs[0], content=(msgs[0]["content"] or "") + "\n\n" + text)
+            else:
+                msgs.insert(0, {"role": "system", "content": text})
+        try:
+            return self.formatter(messages=msgs, tools=req.tools, tool_choice=req.tool_choice).prompt
+        except Exception as e:
+            raise errors.bad_request(f"The chat template refused these messages: {e}", "messages",
+                                     "invalid_messages") from None
+
+    def prompt_tokens(self, req: Request) -> list[int]:
+        with self._lock:
+            if isinstance(req, ChatRequest):
+                return self.llm.tokenize(self.render(req).encode("utf-8"), add_bos=False, special=True)
+            return self.llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+
+
+def _utf8_complete(b: bytes) -> int:
+    """How many leading bytes of ``b`` form complete UTF-8 characters."""
+    i = len(b)
+    for back in range(1, min(4, len(b)) + 1):
+        c = b[-back]
+        if c & 0xC0 == 0x80:
+            continue
+        need = 1 if c < 0x80 else 2 if c >> 5 == 6 else 3 if c >> 4 == 14 else 4 if c >> 3 == 30 else 1
+        return len(b) if back >= need else len(b) - back
+    return i
+
+
+class StopMatcher:
+    """Holds back text that could still become a stop string; tells when one appeared."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = [s for s in stops if s]
+        self.buf = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to deliver now, whether a stop string was found)."""
+        self.buf += text
+        for s in self.stops:
+            i = self.buf.find(s)
+            if i >= 0:
+                out, self.buf = self.buf[:i], ""
+                return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.buf)), 0, -1):
+                if self.buf.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        out = self.buf[:len(self.buf) - hold]
+        self.buf = self.buf[len(self.buf) - hold:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.buf = self.buf, ""
+        return out
+
+
+# ---------------------------------------------------------------------------- in-process llama.cpp
+class LlamaEngine:
+    """A GGUF served in this process; ``parallel`` model instances generate at once."""
+
+    kind = "llama"
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int = 2048, threads: Optional[int] = None,
+                 parallel: int = 1, queue: int = 8, max_output_tokens: int = 1024):
+        self.model_path = str(model_path)
+        self.n_ctx, self.parallel = n_ctx, parallel
+        self.threads = threads or max(1, (os.cpu_count() or 1) // parallel)
+        self.max_output_tokens = max_output_tokens
+        self.slots = Slots(parallel, queue)
+        self._free: Optional[asyncio.Queue] = None
+        self.tokenizer: Optional[Tokenizer] = None
+
+    def _load(self):
+        from llama_cpp import Llama
+
+        return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.threads,
+                     n_threads_batch=self.threads, verbose=bool(os.environ.get("COCOON_LLAMA_VERBOSE")), logits_all=False)
+
+    async def start(self) -> None:
+        self._free = asyncio.Queue()
+        models = []
+        for _ in range(self.parallel):
+            models.append(await asyncio.to_thread(self._load))
+        for m in models:
+            self._free.put_nowait(m)
+        self.tokenizer = Tokenizer(models[0])
+
+    async def close(self) -> None:
+        while self._free is not None and not self._free.empty():
+            m = self._free.get_nowait()
+            m.close() if hasattr(m, "close") else None
+
+    @property
+    def context_length(self) -> int:
+        return self.n_ctx
+
+    def prompt_tokens(self, req: Request) -> list[int]:
+        assert self.tokenizer is not None
+        toks = self.tokenizer.prompt_tokens(req)
+        room = self.n_ctx - len(toks)
+        if room < 1:
+            raise errors.context_length_exceeded(len(toks), self.n_ctx)
+        return toks
+
+    async def run(self, req: Request, cancel: threading.Event, prompt: Optional[list[int]] = None
+                  ) -> AsyncIterator[Union[Piece, Done]]:
+        """Generate for an admitted request (the caller holds a slot)."""
+        assert self._free is not None
+        prompt = prompt if prompt is not None else self.prompt_tokens(req)
+        max_new = min(req.sampling.max_tokens or self.max_output_tokens, self.max_output_tokens,
+                      self.n_ctx - len(prompt))
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue = asyncio.Queue()
+        llm = await self._free.get()
+        put = lambda item: loop.call_soon_threadsafe(out.put_nowait, item)
+        th = threading.Thread(target=self._generate, args=(llm, req, prompt, max_new, cancel, put),
+                              name="llama-generate", daemon=True)
+        th.start()
+        try:
+            while True:
+                item = await out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if isinstance(item, Done):
+                    return
+        finally:
+            cancel.set()                        # a consumer that stops early stops the thread
+            await asyncio.to_thread(th.join)
+            self._free.put_nowait(llm)
+
+    def _generate(self, llm, req: Request, prompt: list[int], max_new: int, cancel: threading.Event, put) -> None:
+        try:
+            self._generate_inner(llm, req, prompt, max_new, cancel, put)
+        except BaseException as e:  # delivered to the event loop, never lost in the thread
+            put(e)
+
+    def _generate_inner(self, llm, req, prompt, max_new, cancel, put) -> None:
+        import llama_cpp
+
+        s = req.sampling
+        mode = tool_mode(req)
+        grammar = None
+        if mode and mode != "auto":
+            grammar = self._tool_grammar(req, mode)
+        if s.seed is not None:
+            llm.set_seed(s.seed & 0xFFFFFFFF)
+        else:
+            llm.set_seed(int.from_bytes(os.urandom(4), "little"))
+        vocab = llm._model.vocab
+        stop = StopMatcher(s.stop) if not grammar else StopMatcher(())
+        pending = b""
+        pending_tokens = 0
+        generated = 0
+        finish = "length"
+        text_all: list[str] = []
+        buffer_all = mode is not None      # tool output is parsed at the end, not streamed
+        greedy = s.temperature == 0
+        gen = llm.generate(prompt, top_k=1 if greedy else 0, top_p=s.top_p, min_p=0.0, temp=s.temperature,
+                           repeat_penalty=1.0, frequency_penalty=s.frequency_penalty,
+                           presence_penalty=s.presence_penalty, grammar=grammar, reset=True)
+        try:
+            for tok in gen:
+                if cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    finish = "stop"
+                    break
+                generated += 1
+                pending += llm.detokenize([tok], prev_tokens=None)
+                pending_tokens += 1
+                n = _utf8_complete(pending)
+                if n:
+                    text, pending = pending[:n].decode("utf-8", errors="replace"), pending[n:]
+                    safe, hit = stop.feed(text)
+                    if buffer_all:
+                        text_all.append(safe)
+                    elif safe or hit:
+                        put(Piece(safe, pending_tokens))
+                        pending_tokens = 0
+                    if hit:
+                        finish = "stop"
+                        break
+                if generated >= max_new:
+                    break
+        finally:
+            gen.close()
+        if finish != "cancelled":
+            rest = stop.flush() + (pending.decode("utf-8", errors="replace") if finish == "length" else "")
+            if buffer_all:
+                text_all.append(rest)
+            elif rest or pending_tokens:
+                put(Piece(rest, pending_tokens))
+        calls: list = []
+        if buffer_all:
+            full = "".join(text_all)
+            if finish != "cancelled":
+                calls = parse_tool_calls(f"<tool_call>{full}</tool_call>" if grammar is not None else full, req.tools)
+            if calls:
+                finish = "tool_calls"
+                put(Piece("", generated))
+            else:
+                put(Piece(full, generated))
+        put(Done(finish, len(prompt), generated, calls))
+
+    def _tool_grammar(self, req: ChatRequest, name: str):
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        fn = next(t["function"] for t in req.tools if t["function"]["name"] == name)
+        schema = {"type": "object", "properties": {"name": {"const": name},
+                                                   "arguments": fn.get("parameters") or {"type": "object"}},
+                  "required": ["name", "arguments"]}
+        try:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as e:
+            raise errors.bad_request(f"The parameters schema of {name} is not supported: {e}", "tools",
+                                     "unsupported_schema") from None
+
+
+# ---------------------------------------------------------------------------- an OpenAI-compatible HTTP engine
+class HttpEngine:
+    """Forwards to an OpenAI-compatible engine on this host; the model file is still read for its
+    hash and its tokenizer (usage where the engine reports none)."""
+
+    kind = "http"
+
+    def __init__(self, url: str, model_path: str | Path, *, engine_model: Optional[str] = None,
+                 parallel: int = 4, queue: int = 8, max_output_tokens: int = 1024, n_ctx: int = 2048,
+                 timeout: float = 600):
+        import aiohttp
+
+        self.url = url.rstrip("/")
+        self.model_path = str(model_path)
+        self.engine_model = engine_model
+        self.max_output_tokens, self.n_ctx = max_output_tokens, n_ctx
+        self.slots = Slots(parallel, queue)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self.session = None
+        self.tokenizer: Optional[Tokenizer] = None
+
+    async def start(self) -> None:
+        import aiohttp
+        from llama_cpp import Llama
+
+        llm = await asyncio.to_thread(lambda: Llama(model_path=self.model_path, vocab_only=True, verbose=False))
+        self.tokenizer = Tokenizer(llm)
+        self.session = aiohttp.ClientSession(timeout=self.timeout)
+        if self.engine_model is None:
+            try:
+                async with self.session.get(f"{self.url}/v1/models") as r:
+                    data = await r.json()
+                self.engine_model = data["data"][0]["id"]
+            except Exception as e:
+                await self.session.close()
+                raise RuntimeError(f"the engine at {self.url} does not answer /v1/models: {e}") from None
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    @property
+    def context_length(self) -> int:
+        return self.n_ctx
+
+    def prompt_tokens(self, req: Request) -> list[int]:
+        assert self.tokenizer is not None
+        toks = self.tokenizer.prompt_tokens(req)
+        if len(toks) >= self.n_ctx:
+            raise errors.context_length_exceeded(len(toks), self.n_ctx)
+        return toks
+
+    def _body(self, req: Request) -> dict:
+        d = dict(req.raw)
+        d["model"] = self.engine_model
+        d["max_tokens"] = min(req.sampling.max_tokens or self.max_output_tokens, self.max_output_tokens)
+        d.pop("max_completion_tokens", None)
+        d["stream"] = True
+        d.pop("stream_options", None)
+        d.pop("user", None)
+        return d
+
+    async def run(self, req: Request, cancel: threading.Event, prompt: Optional[list[int]] = None
+                  ) -> AsyncIterator[Union[Piece, Done]]:
+        assert self.session is not None and self.tokenizer is not None
+        prompt = prompt if prompt is not None else self.prompt_tokens(req)
+        path = "/v1/chat/completions" if isinstance(req, ChatRequest) else "/v1/completions"
+        finish, usage, text = "stop", None, []
+        calls: dict[int, list] = {}
+        delivered_tokens = 0
+        try:
+            async with self.session.post(self.url + path, json=self._body(req)) as r:
+                if r.status != 200:
+                    try:
+                        body = await r.json(content_type=None)
+                    except Exception:
+                        body = None
+                    err = errors.APIError.from_dict(r.status, body)
+                    if r.status >= 500:
+                        raise errors.APIError(502, f"the engine failed: {err.message}", code="engine_error")
+                    raise err
+                dec = SSEDecoder()
+                async for data in r.content.iter_any():
+                    for payload in dec.feed(data):
+                        ev = parse_event(payload)
+                        if ev == DONE:
+                            break
+                        if "error" in ev:
+                            raise errors.APIError(502, f"the engine failed: {ev['error']}", code="engine_error")
+                        if ev.get("usage"):
+                            usage = usage_from_openai(ev["usage"])
+                        for ch in ev.get("choices") or ():
+                            if isinstance(req, ChatRequest):
+                                d = ch.get("delta") or {}
+                                piece = d.get("content") or ""
+                                for tc in d.get("tool_calls") or ():
+                                    slot = calls.setdefault(tc.get("index", 0), ["", ""])
+                                    f = tc.get("function") or {}
+                                    slot[0] += f.get("name") or ""
+                                    slot[1] += f.get("arguments") or ""
+                            else:
+                                piece = ch.get("text") or ""
+                            if ch.get("finish_reason"):
+                                finish = ch["finish_reason"]
+                            if piece:
+                                text.append(piece)
+                                n = self.tokenizer.count(piece)
+                                delivered_tokens += n
+                                yield Piece(piece, n)
+                        if cancel.is_set():
+                            finish = "cancelled"
+                            break
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+        except errors.APIError:
+            raise
+        except Exception as e:
+            raise errors.APIError(502, f"the engine at {self.url} failed: {e}", code="engine_error") from None
+        if usage is not None and finish != "cancelled":
+            completion = usage.completion_tokens
+            prompt_n = usage.prompt_tokens
+        else:
+            joined = "".join(text) + "".join(a for _, a in calls.values())
+            completion = self.tokenizer.count(joined) if finish != "cancelled" else delivered_tokens
+            prompt_n = len(prompt)
+        yield Done(finish, prompt_n, completion, [{"name": n, "arguments": a} for _, (n, a) in sorted(calls.items())])

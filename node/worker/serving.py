@@ -1,0 +1,249 @@
+"""One job, from the request bytes the proxy forwarded to chunks or an answer, usage and a signed receipt.
+
+The order is fixed by docs/PROTOCOL.md §3 and §6: output first, then the receipt, which is stored
+before it is sent. Usage is what the engine really processed: the prompt's tokens and the completion
+tokens of the text delivered (all of them for a finished job, those already sent for a cancelled or
+timed-out one). The response hash covers exactly the delivered text and tool calls
+(:func:`wrappers.receipts.response_hash`).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Optional
+
+from pytoniq_core import Address
+
+from node.link import frames as F
+from node.openai import errors
+from node.openai import protocol as P
+from wrappers.pricing import Usage, charge
+from wrappers.receipts import Receipt, response_hash
+from wrappers.registry import Economics
+from wrappers.stake import ROLE_WORKER  # noqa: F401  (the stake a receipt names is the worker's)
+
+from .engines import Done, Piece
+from .metrics import Metrics
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[F.Frame], Awaitable[None]]
+
+
+@dataclass
+class Identity:
+    """What a receipt names and who signs it."""
+    stake: Address          # the worker's stake contract
+    key: object             # Ed25519PrivateKey: the operator key
+    coefficient: int
+
+
+class Server:
+    def __init__(self, engine, store: Store, ident: Identity, model_name: str, economics: Callable[[], Economics],
+                 metrics: Metrics, failpoint: Optional[str] = None):
+        self.engine, self.store, self.ident = engine, store, ident
+        self.model_name = model_name
+        self.economics = economics
+        self.metrics = metrics
+        self.failpoint = failpoint
+        self.cancels: dict[str, threading.Event] = {}
+
+    def cancel(self, job_id: str) -> bool:
+        ev = self.cancels.get(job_id)
+        if ev is None:
+            return False
+        ev.set()
+        return True
+
+    # ------------------------------------------------------------------ receipts
+    def receipt_frame(self, job_id: str) -> Optional[F.ReceiptFrame]:
+        r = self.store.receipt(job_id)
+        if r is None:
+            return None
+        return F.ReceiptFrame(job_id, r.receipt, r.usage, r.coefficient)
+
+    def _sign_and_store(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
+                        cancelled: bool) -> F.ReceiptFrame:
+        req_hash = hashlib.sha256(job.body).digest()
+        resp_hash = response_hash(content, calls)
+        rc = Receipt(self.ident.stake, job.job_int, req_hash, resp_hash, usage, self.ident.coefficient)
+        boc = rc.sign(self.ident.key).to_cell().to_boc()
+        fee = charge(usage, self.ident.coefficient, self.economics()).worker_fee
+        stored = self.store.put_receipt(job.job_id, channel, job.endpoint, req_hash, resp_hash, usage,
+                                        self.ident.coefficient, fee, status, cancelled, boc)
+        if self.failpoint == "receipt-stored":   # crash tests: die between storing and sending
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
+        m = self.metrics
+        m.tokens.labels("prompt").inc(usage.prompt_tokens - usage.cached_tokens)
+        m.tokens.labels("cached").inc(usage.cached_tokens)
+        m.tokens.labels("completion").inc(usage.completion_tokens - usage.reasoning_tokens)
+        m.tokens.labels("reasoning").inc(usage.reasoning_tokens)
+        m.earned.set(self.store.earned())
+        return F.ReceiptFrame(job.job_id, stored.receipt, stored.usage, stored.coefficient)
+
+    # ------------------------------------------------------------------ a job
+    async def serve(self, job: F.Job, channel: str, emit: Emit) -> None:
+        """Run ``job`` to its end, emitting its frames; never raises for the job's own failures."""
+        t0 = time.monotonic()
+        again = self.receipt_frame(job.job_id)
+        if again is not None:   # a job id is served once: the same receipt, never a second one
+            await emit(F.Result(job.job_id, 409, errors.APIError(
+                409, "This job id was already served; its receipt follows.", code="duplicate_job").to_dict()))
+            await emit(again)
+            self.store.mark_sent(job.job_id)
+            return
+        try:
+            req = P.parse_request(job.endpoint, job.body, self.engine.max_output_tokens)
+            if req.model != self.model_name:
+                raise errors.APIError(404, f"The model {req.model!r} is not served here (this worker serves "
+                                           f"{self.model_name!r}).", param="model", code="model_not_found")
+            prompt = await asyncio.to_thread(self.engine.prompt_tokens, req)
+            self.engine.slots.admit()
+        except errors.APIError as e:
+            self.metrics.jobs.labels("refused").inc()
+            await emit(F.Result(job.job_id, e.status, e.to_dict()))
+            return
+        cancel = threading.Event()
+        self.cancels[job.job_id] = cancel
+        try:
+            await self._run(job, req, prompt, cancel, channel, emit, t0)
+        finally:
+            self.cancels.pop(job.job_id, None)
+
+    async def _run(self, job: F.Job, req, prompt: list[int], cancel: threading.Event, channel: str, emit: Emit,
+                   t0: float) -> None:
+        slots = self.engine.slots
+        endpoint = job.endpoint
+        cid = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + job.job_id[:24]
+        created = int(time.time())
+        model = self.model_name
+        texts: list[str] = []
+        delivered_tokens = 0
+        done: Optional[Done] = None
+        error: Optional[errors.APIError] = None
+        link_lost = False
+        first_at = None
+        started = False
+
+        async def send(frame: F.Frame) -> None:
+            nonlocal link_lost
+            if link_lost:
+                return
+            try:
+                await emit(frame)
+            except Exception:
+                link_lost = True
+                cancel.set()
+
+        deadline = t0 + job.timeout
+        try:
+            try:
+                await asyncio.wait_for(slots.acquire(), max(0.001, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                slots.waiting  # the semaphore wait was cancelled; acquire() already fixed the count
+                raise errors.timeout("The job waited longer than its timeout for a free slot.") from None
+            started = True
+            gen_start = time.monotonic()
+            try:
+                if req.stream and endpoint == "chat":
+                    await send(F.Chunk(job.job_id, P.chat_chunk(cid, created, model, {"role": "assistant",
+                                                                                      "content": ""})))
+                agen = self.engine.run(req, cancel, prompt)
+                try:
+                    while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise asyncio.TimeoutError
+                        item = await asyncio.wait_for(agen.__anext__(), left)
+                        if isinstance(item, Done):
+                            done = item
+                            break
+                        if cancel.is_set():
+                            continue
+                        assert isinstance(item, Piece)
+                        if item.text and first_at is None:
+                            first_at = time.monotonic()
+                            self.metrics.ttft.observe(first_at - t0)
+                        if req.stream and item.text:
+                            data = (P.chat_chunk(cid, created, model, {"content": item.text}) if endpoint == "chat"
+                                    else P.completion_chunk(cid, created, model, item.text))
+                            await send(F.Chunk(job.job_id, data))
+                        if not cancel.is_set():
+                            texts.append(item.text)
+                            delivered_tokens += item.tokens
+                except StopAsyncIteration:
+                    raise errors.internal("the engine ended without a result") from None
+                except asyncio.TimeoutError:
+                    cancel.set()
+                    raise errors.timeout(f"The job took longer than its timeout of {job.timeout:g} s.") from None
+                finally:
+                    await agen.aclose()
+            finally:
+                slots.release()
+                gen_time = time.monotonic() - gen_start
+                if delivered_tokens and gen_time > 0:
+                    self.metrics.tokens_per_second.set(delivered_tokens / gen_time)
+        except errors.APIError as e:
+            error = e
+        except Exception as e:
+            log.exception("job %s failed", job.job_id)
+            error = errors.internal(f"generation failed: {type(e).__name__}")
+
+        cancelled = done is not None and done.finish_reason == "cancelled" or link_lost or (
+            done is None and error is None)
+        content = "".join(texts)
+        calls = done.tool_calls if done is not None and not cancelled else []
+        if done is not None and not cancelled:
+            completion = done.completion_tokens
+            prompt_n = done.prompt_tokens
+        else:
+            completion = delivered_tokens
+            prompt_n = len(prompt) if started else 0
+        usage = Usage(prompt_n, completion)
+
+        outcome = "ok"
+        status = 200
+        if error is not None:
+            outcome, status = ("timeout" if error.status == 504 else "error"), error.status
+            if req.stream and (texts or endpoint == "chat"):
+                await send(F.Chunk(job.job_id, error.to_dict()))
+            else:
+                await send(F.Result(job.job_id, error.status, error.to_dict()))
+        elif cancelled:
+            outcome, status = "cancelled", 499
+        else:
+            finish = done.finish_reason
+            tool_calls = [{"id": f"call_{job.job_id[:8]}_{i}", "type": "function",
+                           "function": {"name": c["name"], "arguments": c["arguments"]}}
+                          for i, c in enumerate(calls)]
+            if req.stream:
+                if endpoint == "chat":
+                    if tool_calls:
+                        await send(F.Chunk(job.job_id, P.chat_chunk(cid, created, model, {"tool_calls": [
+                            dict(tc, index=i) for i, tc in enumerate(tool_calls)]})))
+                    await send(F.Chunk(job.job_id, P.chat_chunk(cid, created, model, {}, finish)))
+                else:
+                    await send(F.Chunk(job.job_id, P.completion_chunk(cid, created, model, "", finish)))
+                if req.include_usage:
+                    await send(F.Chunk(job.job_id, P.usage_chunk(cid, created, model, usage, endpoint)))
+            else:
+                body = (P.chat_response(cid, created, model, content if not tool_calls or content else None, finish,
+                                        usage, tool_calls or None)
+                        if endpoint == "chat" else P.completion_response(cid, created, model, content, finish, usage))
+                await send(F.Result(job.job_id, 200, body))
+        self.metrics.jobs.labels(outcome).inc()
+        if not started and usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+            return                      # nothing was processed: no receipt (docs/PROTOCOL.md §3)
+        rf = await asyncio.to_thread(self._sign_and_store, job, channel, usage, content,
+                                     [(c["name"], c["arguments"]) for c in calls], status, cancelled)
+        await send(rf)
+        if not link_lost:
+            self.store.mark_sent(job.job_id)
+        self.metrics.latency.observe(time.monotonic() - t0)
