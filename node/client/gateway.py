@@ -105,6 +105,7 @@ class Gateway:
         self._select_lock = asyncio.Lock()
         self._identity = Identity.create(None)
         self.wallet_address: Optional[Address] = None
+        self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ start and refresh
     async def start(self) -> None:
@@ -163,6 +164,8 @@ class Gateway:
             await p.close()
 
     async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
         await self._drop_proxy()
         if self.snapshots is not None:
             await self.snapshots.stop()
@@ -423,7 +426,9 @@ class Gateway:
         problems = []
         if ok and ev.cost > job.max_cost:
             ok, problems = False, [f"the proxy charges {ev.cost}, above the {job.max_cost} authorized"]
-        async with ch.lock:
+        await ch.lock.acquire()
+        handed_over = False
+        try:
             ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
             if ok and ev.settled_before != ch.settled:
                 log.warning("the proxy's settled total before job %s is %d, ours %d", job.request_id,
@@ -435,12 +440,20 @@ class Gateway:
                 final = new_settled + others
                 self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final)
                 ch.inflight.pop(job.request_id, None)
-                acked = await self._post_settle(conn, ch, job.request_id, final)
-                self.store.mark_request(job.request_id, "settled" if acked else "settling")
+                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+                # the settle goes out after the answer, holding the channel until the proxy took it
+                task = asyncio.get_running_loop().create_task(self._settle_then_release(conn, ch, job.request_id,
+                                                                                         final))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                handed_over = True
             else:
                 self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost)
                 ch.inflight.pop(job.request_id, None)
-            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+        finally:
+            if not handed_over:
+                ch.lock.release()
         vd = verdict.to_dict() if verdict is not None else {"ok": False, "failed": ["receipt_format"], "checks": []}
         if problems:
             vd["ok"] = False
@@ -476,6 +489,13 @@ class Gateway:
             self._view_h = self.store.put_view(view_record(self.chain.registry, v.snapshot, v.params.economics,
                                                            v.codes.stake))
         return self._view_h
+
+    async def _settle_then_release(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int) -> None:
+        try:
+            acked = await self._post_settle(conn, ch, request_id, final)
+            self.store.mark_request(request_id, "settled" if acked else "settling")
+        finally:
+            ch.lock.release()
 
     async def release(self, job: "_Job") -> None:
         """A request that ended without an answer to pay: nothing is owed; the held authorization is
