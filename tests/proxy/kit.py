@@ -91,7 +91,7 @@ def worker_argv(net: Devnet, party: Party, proxy: ProxyProc, state: Path, mport:
     return [COCOON, "worker", "run", "--owner", party.address.to_str(is_user_friendly=False),
             "--operator-key-file", str(party.operator_key_file), "--hot-key-file", str(party.wallet_key_file),
             "--network", net.url, "--registry", net.registry.to_str(), "--proxy-endpoint",
-            f"127.0.0.1:{proxy.workers_port}", "--dev-root", str(net.dev_root_dir), "--state", str(state),
+            f"127.0.0.1:{proxy.workers_port}", "--dev-root", str(net.dev_root_dir), "--state-dir", str(state),
             "--metrics-port", str(mport), "--registry-refresh", "1", *extra]
 
 
