@@ -56,6 +56,21 @@ class TonAmount(click.ParamType):
             self.fail(e.message, param, ctx)
 
 
+class Nanotons(click.ParamType):
+    """A click option type for a whole number of nanoTON (prices per token), 0 up to :data:`MAX_TON`."""
+
+    name = "NANOTON"
+
+    def convert(self, value, param, ctx):
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a whole number of nanoTON", param, ctx)
+        if not 0 <= v <= MAX_TON * 10**9:
+            self.fail(f"{v} is not between 0 and {MAX_TON * 10**9} nanoTON", param, ctx)
+        return v
+
+
 def uint(bits: int, minimum: int = 0) -> click.IntRange:
     """A click type for an unsigned field of ``bits`` bits (out-of-range values are usage errors)."""
     return click.IntRange(minimum, 2**bits - 1)

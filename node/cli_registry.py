@@ -17,7 +17,7 @@ from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 
 from .chainctx import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, network_options, open_wallet
-from .cli_parse import TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256, uint, utc
+from .cli_parse import Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256, uint, utc
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}
@@ -278,8 +278,8 @@ def remove_proxy(network, state_file, mnemonic_file, key_file, wallet_version, r
 @click.option("--test-network/--production", default=None, help="Set or clear the test flag.")
 @click.option("--governance-delay", type=uint(32), help="Seconds a proposal waits before it can execute.")
 @click.option("--max-proxies", type=uint(16, 1), help="How many proxies may register.")
-@click.option("--price-per-token", type=uint(120), help="nanoTON per token at coefficient 1.0.")
-@click.option("--worker-fee-per-token", type=uint(120), help="nanoTON per token a proxy pays its worker.")
+@click.option("--price-per-token", type=Nanotons(), help="nanoTON per token at coefficient 1.0.")
+@click.option("--worker-fee-per-token", type=Nanotons(), help="nanoTON per token a proxy pays its worker.")
 @click.option("--min-escrow-deposit", type=TonAmount(allow_zero=True), help="TON: the smallest channel opening.")
 @click.option("--close-delay", type=uint(32), help="Seconds between a close (or withdrawal) request and its end.")
 @click.option("--min-worker-stake", type=TonAmount(allow_zero=True), help="TON a worker's stake needs to be active.")

@@ -161,6 +161,8 @@ def test_owner_commands_are_checked_before_sending(cli, lang):
     (("registry", "cancel", "99999999999999999999"), "is not in the range"),
     (("registry", "set-params", "--close-delay", "-5"), "-5 is not in the range"),
     (("registry", "set-params", "--max-proxies", "0"), "is not in the range"),
+    (("registry", "set-params", "--price-per-token", "-3"), "is not between 0 and"),
+    (("registry", "set-params", "--worker-fee-per-token", "1.5"), "not a whole number of nanoTON"),
     (("registry", "set-params", "--min-worker-stake", "nan"), "not a number of TON"),
     (("registry", "set-params", "--min-escrow-deposit", "1e30"), "more than all TON"),
     (("registry", "deploy", "--value", "inf"), "not a number of TON"),
