@@ -73,14 +73,14 @@ def init(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
 
     async def lifecycle(app: web.Application):
-        net = await open_network(settings.network, api_key=settings.api_key_chain)
         keys = load_keys(settings.mnemonic_file, settings.key_file)
+        net = await open_network(settings.network, api_key=settings.api_key_chain)
         store = Store(settings.db_path)
-        chain = ClientChain(net, Address(settings.registry), keys, settings.wallet_version)
-        gw = Gateway(settings, store, chain, Metrics())
-        await gw.start()
-        app[GATEWAY] = gw
+        gw = Gateway(settings, store, ClientChain(net, Address(settings.registry), keys, settings.wallet_version),
+                     Metrics())
         try:
+            await gw.start()
+            app[GATEWAY] = gw
             yield
         finally:
             await gw.stop()

@@ -106,6 +106,7 @@ class Gateway:
         self._identity = Identity.create(None)
         self.wallet_address: Optional[Address] = None
         self._tasks: set[asyncio.Task] = set()
+        self.receipts: Optional[ReceiptVerifier] = None
 
     # ------------------------------------------------------------------ start and refresh
     async def start(self) -> None:
@@ -143,7 +144,7 @@ class Gateway:
 
     def _on_registry(self) -> None:
         """After each refresh: new prices, and stop using a proxy that left the registry."""
-        if self.view is None:
+        if self.view is None or self.receipts is None:
             return
         self.receipts.economics = self.view.params.economics
         self.receipts.stake_code = self.view.codes.stake
