@@ -18,7 +18,7 @@ from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
+from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
 from .cli_parse import not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton
 from .cli_registry import _registry_address, registry_option
 
@@ -162,13 +162,14 @@ def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, chan
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
-        w = ctx.call(ctx.wallet(keys))
+        me = ctx.call(open_wallet(ctx.provider, keys, ctx.wallet_version, ctx.network)).address
         _, payer, _ = rd.parties()
-        if payer != w.address:
-            raise UserError(f"only the channel's payer {payer.to_str()} may do this; your wallet is {w.address.to_str()}")
+        if payer != me:
+            raise UserError(f"only the channel's payer {payer.to_str()} may do this; your wallet is {me.to_str()}")
         ch = rd.channel()
         if check is not None:
             check(ctx, ch)
+        w = ctx.call(ctx.wallet(keys))
         txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, fee), body))
         _check(ctx, txs, addr, what, ch, rd)
         return ctx, addr, rd, txs

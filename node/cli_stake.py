@@ -152,13 +152,13 @@ def _owner_command(network, state_file, mnemonic_file, key_file, wallet_version,
     """Send ``body`` from the owner's wallet to the owner's stake contract and report the outcome."""
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
-        w = ctx.call(ctx.wallet(keys))
-        tgt = _target(ctx, network, state_file, registry, w.address, role)
+        tgt = _target(ctx, network, state_file, registry, _owner_address(ctx, keys), role)
         if not tgt.deployed and not deploy:
             raise UserError(f"you have no {role} stake under this registry yet ({tgt.address.to_str()}); "
                             f"start with `cocoon stake deposit AMOUNT --role {role}`")
         if check is not None:
             check(tgt)
+        w = ctx.call(ctx.wallet(keys))  # funds a new wallet on the embedded chain: only once the checks passed
         before = _snapshot(tgt)
         si = tgt.state_init if not tgt.deployed else None
         txs = ctx.call(ctx.send(w, tgt.address, value, body, state_init=si))

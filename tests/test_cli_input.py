@@ -212,6 +212,12 @@ def test_proxy_endpoint_warnings_and_listing(cli, lang):
     assert "warning: the channel covers 2 TON in total" in out and '"amount"' in out
     out = cli.run("escrow", "voucher", channel, "1.5", key="client")
     assert "warning" not in out
+    before = cli.fingerprint()
+    out = cli.run("escrow", "withdraw", channel, "1", key="heir", ok=False)   # a stranger, never funded
+    assert "only the channel's payer" in out
+    out = cli.run("stake", "unbond", "1", key="heir", ok=False)
+    assert "no worker stake" in out
+    assert cli.fingerprint() == before   # not even a faucet top-up of the stranger's wallet
     junk = cli.dir / "junk.json"
     junk.write_text('{"channel": 1}')
     out = cli.run("escrow", "claim", channel, str(junk), key="proxy", ok=False)
