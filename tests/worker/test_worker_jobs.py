@@ -65,3 +65,125 @@ def test_streaming_completion(served):
     text, calls = P.delivered("completion", chunks)
     assert text and calls == []
     check_receipt(served, jid, body, out.receipt, text)
+
+
+@pytest.fixture(scope="module")
+def llm(model_path):
+    from llama_cpp import Llama
+
+    return Llama(model_path=model_path, n_ctx=2048, n_threads=2, verbose=False)
+
+
+def test_usage_is_the_model_tokenizers_count(served, llm):
+    """Prompt tokens are the chat template's rendering tokenized by the model; completion tokens are
+    exactly the tokens a greedy run of the same model produces for the same prompt."""
+    import llama_cpp
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    messages = [{"role": "system", "content": "You answer briefly."},
+                {"role": "user", "content": "Name three colours."}]
+    body = json.dumps({"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": 30,
+                       "temperature": 0}).encode()
+    jid = served.peer.submit("chat", body)
+    out = served.peer.collect(jid)
+    ans = out.result.body
+    eos, bos = llm.token_eos(), llm.token_bos()
+    fmt = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], llm._model.token_get_text(eos),
+                              llm._model.token_get_text(bos))
+    prompt = llm.tokenize(fmt(messages=messages).prompt.encode(), add_bos=False, special=True)
+    assert ans["usage"]["prompt_tokens"] == len(prompt)
+    toks = []
+    for t in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, min_p=0.0):
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t) or len(toks) == 30:
+            break
+        toks.append(t)
+    assert ans["usage"]["completion_tokens"] == len(toks)
+    assert ans["choices"][0]["message"]["content"] == llm.detokenize(toks).decode()
+    assert ans["choices"][0]["finish_reason"] == ("length" if len(toks) == 30 else "stop")
+    check_receipt(served, jid, body, out.receipt, ans["choices"][0]["message"]["content"])
+
+
+BAD = [
+    ("unknown field", chat_body(logprobs=True), 400, "logprobs"),
+    ("n above 1", chat_body(n=2), 400, "n"),
+    ("bad role", json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "robot", "content": "x"}]}).encode(),
+     400, "messages[0].role"),
+    ("bad type", chat_body(max_tokens="ten"), 400, "max_tokens"),
+    ("bad temperature", chat_body(temperature=9), 400, "temperature"),
+    ("not JSON", b"{nope", 400, None),
+    ("over-long prompt", chat_body(content="word " * 4000), 400, "messages"),
+    ("another model", chat_body(model="gpt-4"), 404, "model"),
+]
+
+
+@pytest.mark.parametrize("name,body,status,param", BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_are_4xx_with_an_openai_error_and_no_receipt(served, name, body, status, param):
+    jid = served.peer.submit("chat", body)
+    out = served.peer.collect(jid, timeout=60)
+    assert out.result.status == status
+    err = out.result.body["error"]
+    assert set(err) >= {"message", "type", "param", "code"} and err["message"]
+    if param is not None:
+        assert err["param"] == param
+    if name == "over-long prompt":
+        assert err["code"] == "context_length_exceeded"
+    assert out.receipt is None
+
+
+def test_cancel_mid_stream_bills_delivered_tokens_only(served):
+    import time
+
+    body = chat_body(content="Write a long story about a dragon.", max_tokens=300, stream=True,
+                     stream_options={"include_usage": True}, temperature=0.7, seed=1)
+    jid = served.peer.submit("chat", body, stream=True)
+    got = []
+    while sum(1 for c in got if c.get("choices") and c["choices"][0]["delta"].get("content")) < 5:
+        f = served.peer.next_frame(jid)
+        assert isinstance(f, F.Chunk), f
+        got.append(f.data)
+    served.peer.send(F.Cancel(jid))
+    t0 = time.monotonic()
+    out = served.peer.collect(jid, timeout=30)
+    assert time.monotonic() - t0 < 5, "generation did not stop at once"
+    chunks = got + out.chunks
+    assert all("usage" not in c for c in chunks), "a cancelled job sends no usage chunk"
+    text, _ = P.delivered("chat", chunks)
+    content_chunks = sum(1 for c in chunks if c.get("choices") and c["choices"][0]["delta"].get("content"))
+    r = check_receipt(served, jid, body, out.receipt, text)
+    assert 5 <= r.usage.completion_tokens < 300
+    assert r.usage.completion_tokens == content_chunks
+    assert r.usage.prompt_tokens > 0
+
+
+def test_stop_sequences_and_seed(served):
+    body = json.dumps({"model": "SmolLM2-135M-Instruct", "prompt": "1, 2, 3, 4,", "max_tokens": 40, "stop": [" 7"],
+                       "temperature": 0.8, "seed": 42}).encode()
+    a = served.peer.collect(served.peer.submit("completion", body))
+    b = served.peer.collect(served.peer.submit("completion", body))
+    ta, tb = a.result.body["choices"][0]["text"], b.result.body["choices"][0]["text"]
+    assert ta == tb, "the same seed gives the same text"
+    assert " 7" not in ta
+    check_receipt(served, a.receipt.job_id, body, a.receipt, ta)
+
+
+def test_metrics_and_status(served):
+    import subprocess
+    import urllib.request
+
+    from tests.procs import COCOON
+
+    text = urllib.request.urlopen(served.metrics_url, timeout=10).read().decode()
+    for name in ("cocoon_worker_jobs_total", "cocoon_worker_tokens_total", "cocoon_worker_tokens_per_second",
+                 "cocoon_worker_queue_length", "cocoon_worker_job_seconds_bucket", "cocoon_worker_earned_nanoton"):
+        assert name in text, name
+    ok = [l for l in text.splitlines() if l.startswith('cocoon_worker_jobs_total{outcome="ok"}')]
+    assert ok and float(ok[0].split()[-1]) >= 1
+    st = subprocess.run([COCOON, "worker", "status", "--state-dir", str(served.state_dir), "--json"],
+                        capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    d = json.loads(st.stdout)
+    assert d["jobs"] >= 3 and d["completion_tokens"] > 0 and d["earned"] > 0
+    assert d["debt"] == d["earned"] - d["paid"]
+    human = subprocess.run([COCOON, "worker", "status", "--state-dir", str(served.state_dir)], capture_output=True,
+                           text=True, timeout=60)
+    assert "earned" in human.stdout and "proxy debt" in human.stdout
