@@ -225,12 +225,12 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
                 raise UserError("the payee is not a registered proxy, so its key is not known: pass --payee-key HEX "
                                 "(the key the payee will sign a cooperative close with)")
             pkey = proxy.operator_key
-        w = ctx.call(ctx.wallet(keys))
-        if w.address == payee_addr:
+        me = ctx.call(open_wallet(ctx.provider, keys, ctx.wallet_version, ctx.network)).address
+        if me == payee_addr:
             raise UserError("a channel needs two parties: the payee is your own wallet")
-        si = E.state_init(code, reg, w.address, payee_addr, payer_key)
+        si = E.state_init(code, reg, me, payee_addr, payer_key)
         addr = R.address_of(si)
-        if rd.escrow_address(w.address, payee_addr, payer_key) != addr:
+        if rd.escrow_address(me, payee_addr, payer_key) != addr:
             raise UserError("the registry derives another escrow address than its escrow code gives; refusing to send")
         read = E.EscrowReader(ctx.get_method, addr)
         before = None
@@ -242,6 +242,7 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
             if before.state != E.State.NEW:
                 raise UserError(f"the channel {addr.to_str()} is already {before.state_name}; "
                                 "add money with `cocoon escrow top-up`")
+        w = ctx.call(ctx.wallet(keys))
         click.echo(f"opening the channel {addr.to_str()} to {payee_addr.to_str()} with {fmt_ton(nano)} TON")
         txs = ctx.call(ctx.send(w, addr, E.open_value(nano), E.open_body(nano, pkey), state_init=si))
         if ctx.chain is None:

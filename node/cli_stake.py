@@ -343,11 +343,11 @@ def refresh(network, state_file, mnemonic_file, key_file, wallet_version, regist
     """Ask the stake contract to fetch the registry's current parameters (anyone may)."""
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
-        w = ctx.call(ctx.wallet(keys))
-        owner = _address(owner_text, "--owner") if owner_text else w.address
+        owner = _address(owner_text, "--owner") if owner_text else _owner_address(ctx, keys)
         tgt = _target(ctx, network, state_file, registry, owner, role)
         if not tgt.deployed:
             raise UserError(f"there is no {role} stake of {owner.to_str()} under this registry")
+        w = ctx.call(ctx.wallet(keys))
         txs = ctx.call(ctx.send(w, tgt.address, S.REFRESH_VALUE, S.refresh_params()))
         if ctx.chain is not None:
             _result(ctx, txs, tgt, "parameters refreshed")
