@@ -138,6 +138,8 @@ async def _run(
         kind = "certificate" if _looks_like_certificate(data) else "quote"
         source.update(kind=kind, file=str(path))
     elif m:
+        if not 0 < int(m.group(2)) < 65536:
+            raise UsageProblem(f"{target!r}: the port {int(m.group(2))} is not between 1 and 65535")
         data, version = await asyncio.to_thread(_fetch_peer_certificate, m.group(1), int(m.group(2)))
         kind = "certificate"
         source.update(kind="certificate", endpoint=target, tls=version)

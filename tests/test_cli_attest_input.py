@@ -52,6 +52,7 @@ def test_expired_collateral_at_the_default_time_gives_a_hint(tdx):
 
 
 @pytest.mark.parametrize("args, needle", [
+    (["verify", "127.0.0.1:99999"], "not between 1 and 65535"),
     (["dev-root", "{tmp}/d", "--days", "-5"], "is not in the range"),
     (["serve-simulated", "--dev-root", "{tmp}", "--port", "99999"], "is not in the range"),
 ])
