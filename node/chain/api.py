@@ -111,7 +111,8 @@ class Methods:
                 "state": T.STATE_NAMES[acc["status"]]}
 
     def _wallet(self, acc: dict) -> Optional[dict]:
-        from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE, WALLET_V5_R1_CODE
+        from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE
+        from pytoniq.contract.wallets.wallet_v5 import WALLET_V5_R1_CODE
 
         code, data = acc["code"], acc["data"]
         if code is None or data is None:

@@ -50,7 +50,8 @@ async def open_wallet(provider, keys: Keys, version: str, network: str):
         raise CocoonError(f"unknown wallet version {version!r}; choose v4r2 or v5r1")
     if version == "v5r1":
         return await WalletV5R1.from_private_key(provider, keys.private, network_global_id=network_global_id(network))
-    return await WalletV4R2.from_private_key(provider, keys.private)
+    # pytoniq's from_private_key defaults to version="v3r2" whatever the class: name v4r2 explicitly
+    return await WalletV4R2.from_private_key(provider, keys.private, version="v4r2")
 
 
 class Network:
@@ -133,17 +134,18 @@ class Network:
         return await self.provider.dev_advance(seconds)
 
     # ------------------------------------------------------------------------ wallets and sending
-    async def wallet(self, keys: Keys, version: str = "v4r2", *, fund: bool = True,
+    async def wallet(self, keys: Keys, version: str = "v4r2", *, fund: bool = True, deploy: bool = True,
                      on_funded: Optional[Callable[[Address, int], None]] = None, on_progress: Optional[Progress] = None):
-        """The pytoniq wallet of ``keys``. On a development chain a wallet short of money is topped up
-        from the faucet (``on_funded(address, amount)`` is told) and deployed."""
+        """The pytoniq wallet of ``keys``, deployed if it is not yet (``deploy``). On a development
+        chain a wallet short of money is first topped up from the faucet (``fund``;
+        ``on_funded(address, amount)`` is told)."""
         w = await open_wallet(self.provider, keys, version, self.name)
         if self.dev and fund and w.balance < DEV_FUNDING // 10:
             await self.fund(w.address, DEV_FUNDING)
             if on_funded:
                 on_funded(w.address, DEV_FUNDING)
             await w.update()
-        if self.dev and fund and not w.is_active:
+        if deploy and not w.is_active:
             await self._send_external(w.send_init_external())
             await self.wait_seqno(w, 0, on_progress=on_progress)
             await w.update()
@@ -178,7 +180,7 @@ class Network:
             await sending
         except ApiError as e:
             raise CocoonError(f"the network refused the message: {e}") from None
-        return list(getattr(self.provider, "last_sent", []))
+        return list(self.provider.last_sent) if self.http and self.dev else []
 
     async def wait_seqno(self, wallet, old: int, timeout: float = 90.0, on_progress: Optional[Progress] = None) -> None:
         """Wait until ``wallet``'s seqno is above ``old``; ``on_progress(waited, timeout)`` after each poll."""

@@ -147,6 +147,14 @@ async def dev_now(request: web.Request) -> web.Response:
     return _body(True, {"now": svc.chain.now, "block": svc.block})
 
 
+async def dev_supply(request: web.Request) -> web.Response:
+    """The money supply: what the faucet minted, what the accounts hold, what fees took
+    (minted = balances + fees whenever no message is in flight)."""
+    chain = request.app[SERVICE].chain
+    return _body(True, {"minted": str(chain.minted), "balances": str(chain.total_balance()),
+                        "fees": str(chain.fees_collected()), "accounts": len(chain.accounts)})
+
+
 async def dev_trace(request: web.Request) -> web.Response:
     try:
         h = T.parse_hash(request.query.get("hash"), "hash")
@@ -210,6 +218,7 @@ def init(settings: Settings) -> web.Application:
     app.router.add_post("/dev/advance", dev_advance)
     app.router.add_get("/dev/now", dev_now)
     app.router.add_get("/dev/trace", dev_trace)
+    app.router.add_get("/dev/supply", dev_supply)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -918,7 +918,7 @@ class Cli:
         from wrappers.chain.provider import EmbeddedProvider
         from node.chainctx import load_keys
         keys = load_keys(None, self.keys[name])
-        return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), keys.private)).address
+        return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), keys.private, version="v4r2")).address
 
     def pub(self, name: str) -> str:
         return f"{E.public_key_int(self.seeds[name]):064x}"

@@ -45,7 +45,7 @@ def example_params(owner: Address, governance_delay: int = 60, unbonding: int = 
 def v4r2_address(private: bytes) -> Address:
     from pytoniq import WalletV4R2
 
-    return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), private)).address
+    return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), private, version="v4r2")).address
 
 
 def expected_address(owner: Address, params: R.NetworkParams, lang: str = "tolk") -> Address:
@@ -231,7 +231,7 @@ def test_dry_run_for_testnet_is_offline_and_prints_every_message(d, monkeypatch)
     p = EmbeddedProvider(chain)
 
     async def deploy():
-        w = await WalletV4R2.from_private_key(p, mnemonic_to_private_key(words)[1])
+        w = await WalletV4R2.from_private_key(p, mnemonic_to_private_key(words)[1], version="v4r2")
         chain.mint(w.address, 100 * TON)
         await w.update()
         await w.send_init_external()
@@ -373,7 +373,7 @@ def test_testnet_path_through_the_lite_client_interface(d, monkeypatch):
 
 # ------------------------------------------------------------------------------------ bad files
 BAD = [
-    ({"network": '"devnet"'}, "network: 'devnet' is not one of embedded, testnet, mainnet"),
+    ({"network": '"devnet"'}, "network: 'devnet' is not one of embedded, local, testnet, mainnet"),
     ({"language": '"solidity"'}, "language: 'solidity' is not one of func, tolk"),
     ({"governance_delay": '"a day"'}, "[params] governance_delay: must be an integer"),
     ({"max_proxies": "70000"}, "[params] max_proxies: 70000 is out of range (0 to 65535)"),

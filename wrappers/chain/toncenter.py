@@ -277,7 +277,7 @@ def transaction_json(account: Address, boc: bytes) -> dict:
     if ph is not None:
         storage = ph.storage_fees_collected or 0
     in_cell = tx.in_msg.serialize() if tx.in_msg is not None else None
-    outs = [m.serialize() for _, m in sorted((tx.out_msgs or {}).items())]
+    outs = [m.serialize() for m in (tx.out_msgs or [])]
     return {"@type": "raw.transaction", "address": {"@type": "accountAddress", "account_address": friendly(account)},
             "utime": tx.now, "data": b64(boc), "transaction_id": tx_id(tx.lt, cell.hash),
             "fee": str(fee), "storage_fee": str(storage), "other_fee": str(fee - storage),
