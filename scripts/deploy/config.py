@@ -214,7 +214,9 @@ class _Reader:
     # -------------------------------------------------------------------------------- the document
     def read(self, doc: dict) -> DeployConfig:
         self.no_unknown(doc, "", {"network", "language", "record_dir", "owner", "registry", "params", "trust"})
-        network = self.choice(doc, "network", "top level", NETWORKS)
+        network = doc.get("network")
+        if not (isinstance(network, str) and network.startswith(("http://", "https://"))):
+            network = self.choice(doc, "network", "top level", NETWORKS)   # or a chain server's URL
         language = self.choice(doc, "language", "top level", LANGUAGES)
         record_dir = self.file(doc["record_dir"], "record_dir") if "record_dir" in doc else None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -45,8 +46,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _slug(network: str) -> str:
+    """The network's name as a file-name part (a chain server's URL has slashes and a colon)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", network)
+
+
 def record_path(record_dir: Path, network: str, address: Address) -> Path:
-    return Path(record_dir) / f"{network}-{fmt_addr(address, network)}.json"
+    return Path(record_dir) / f"{_slug(network)}-{fmt_addr(address, network)}.json"
 
 
 def load(path: Path) -> Optional[dict]:
@@ -62,7 +68,7 @@ def load(path: Path) -> Optional[dict]:
 def find(record_dir: Path, network: str, owner: Address) -> list[dict]:
     """Records of registries this owner deployed on this network, newest first."""
     out = []
-    for p in sorted(Path(record_dir).glob(f"{network}-*.json")):
+    for p in sorted(Path(record_dir).glob(f"{_slug(network)}-*.json")):
         doc = load(p)
         if doc is None or doc.get("network") != network:
             continue
