@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 LINK_LOST = object()          # put in every job queue of a link that closed
 HELLO_TIMEOUT = 10.0
-HEARTBEAT = 1.0               # seconds between pings; a silent worker is dropped within ~1.5 s
+HEARTBEAT = 10.0              # seconds between pings; a pong may take 5 s on a loaded host
 
 
 @dataclass
