@@ -75,7 +75,8 @@ def _register_optional() -> None:
                          ("node.cli_escrow", "escrow"), ("node.cli_reputation", "reputation"),
                          ("node.cli_deploy", "deploy"), ("node.cli_chain", "chain"),
                          ("node.cli_wallet", "wallet"), ("node.cli_client", "client"),
-                         ("node.cli_receipt", "receipt"), ("node.cli_proxy", "proxy")):
+                         ("node.cli_receipt", "receipt"), ("node.cli_proxy", "proxy"),
+                         ("node.cli_devnet", "devnet")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
