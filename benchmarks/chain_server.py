@@ -26,41 +26,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
-from pytoniq import WalletV4R2  # noqa: E402
-from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE, WalletV4  # noqa: E402
-from pytoniq_core import Address, Cell  # noqa: E402
-from pytoniq_core.tlb.account import StateInit  # noqa: E402
-
-from node.chain.keys import keys_from_seed  # noqa: E402
+from tests.chain.server import SignedWallet  # noqa: E402
 from tests.procs import COCOON, Procs, free_port, http_ready  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
 
 TON = 10**9
-WALLET_ID = 698983191
 BAR = 400
 
 
-class Wallet:
-    def __init__(self, i: int):
-        k = keys_from_seed(i.to_bytes(32, "big"))
-        self.private = k.private
-        self.state_init = StateInit(code=WALLET_V4_R2_CODE, data=WalletV4.create_data_cell(k.public, WALLET_ID))
-        self.address = Address((0, self.state_init.serialize().hash))
-
-    def external(self, seqno: int, dest: Address | None, valid_until: int) -> bytes:
-        msgs = [] if dest is None else [WalletV4R2.create_wallet_internal_message(
-            destination=dest, value=TON // 100, body=Cell.empty(), bounce=False)]
-        body = WalletV4.raw_create_transfer_msg(self.private, seqno, WALLET_ID, msgs, valid_until=valid_until)
-        init = self.state_init if seqno == 0 else None
-        return WalletV4R2.create_external_msg(dest=self.address, state_init=init, body=body).serialize().to_boc()
-
-
 def workload(wallets: int, per_wallet: int):
-    ws = [Wallet(i + 1) for i in range(wallets)]
-    receiver = Wallet(10_000)
-    until = 2**32 - 1
-    deploy = [w.external(0, None, until) for w in ws + [receiver]]
-    sends = [[w.external(s, receiver.address, until) for s in range(1, per_wallet + 1)] for w in ws]
+    ws = [SignedWallet(i + 1) for i in range(wallets)]
+    receiver = SignedWallet(10_000)
+    deploy = [w.external(0) for w in ws + [receiver]]
+    sends = [[w.external(s, receiver.address, TON // 100) for s in range(1, per_wallet + 1)] for w in ws]
     return ws, receiver, deploy, sends
 
 

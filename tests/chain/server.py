@@ -60,3 +60,33 @@ class ChainServer:
 
     def block(self) -> int:
         return self.rpc("getMasterchainInfo")["last"]["seqno"]
+
+
+class SignedWallet:
+    """A standard v4r2 wallet whose messages are signed ahead (seqno by seqno), for bursts of sends."""
+
+    WALLET_ID = 698983191
+
+    def __init__(self, seed: int):
+        from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE, WalletV4
+        from pytoniq_core import Address
+        from pytoniq_core.tlb.account import StateInit
+
+        from node.chain.keys import keys_from_seed
+
+        k = keys_from_seed(seed.to_bytes(32, "big"))
+        self.private = k.private
+        self.state_init = StateInit(code=WALLET_V4_R2_CODE, data=WalletV4.create_data_cell(k.public, self.WALLET_ID))
+        self.address = Address((0, self.state_init.serialize().hash))
+
+    def external(self, seqno: int, dest=None, value: int = 10**7) -> bytes:
+        """The signed external message with ``seqno``: deploys the wallet at 0, else sends ``value`` to ``dest``."""
+        from pytoniq import WalletV4R2
+        from pytoniq.contract.wallets.wallet import WalletV4
+        from pytoniq_core import Cell
+
+        msgs = [] if dest is None else [WalletV4R2.create_wallet_internal_message(
+            destination=dest, value=value, body=Cell.empty(), bounce=False)]
+        body = WalletV4.raw_create_transfer_msg(self.private, seqno, self.WALLET_ID, msgs, valid_until=2**32 - 1)
+        return WalletV4R2.create_external_msg(dest=self.address, state_init=self.state_init if seqno == 0 else None,
+                                              body=body).serialize().to_boc()
