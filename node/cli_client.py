@@ -125,10 +125,10 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
         except Exception:
             raise UserError(f"--proxy must be auto or a proxy owner's address, not {proxy!r}") from None
     if proxy_endpoint:
-        host, sep, port = proxy_endpoint.rpartition(":")
+        p_host, sep, p_port = proxy_endpoint.rpartition(":")
         if proxy == "auto":
             raise UserError("--proxy-endpoint needs a named --proxy (the owner whose attestation is expected)")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not p_host or not p_port.isdigit() or not 0 < int(p_port) < 65536:
             raise UserError(f"--proxy-endpoint is HOST:PORT, not {proxy_endpoint!r}")
     budget_n = _ton(str(budget), "--budget")
     deposit_n = _ton(str(deposit), "--deposit") if deposit else None

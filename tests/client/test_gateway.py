@@ -180,26 +180,41 @@ def test_restart_mid_session_resumes_with_the_right_totals(net):
     assert after["channel"] == before["channel"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("mode, failed", [("content", "response_hash"), ("resign", "signature")])
-def test_a_tampered_answer_is_detected_and_not_paid(net, mode, failed):
+def test_a_tampered_answer_is_detected_and_not_paid(net, mode, failed, stream):
+    """A proxy with the real one's key and image relays the worker's answer but changes it (or
+    re-signs the receipt): the gateway refuses the answer, pays nothing and records the dispute;
+    the proxy then bills more than the gateway agreed to, so the next request is a 402 naming it."""
     port = free_port()
-    net.procs.start(f"relay-{mode}", [PYTHON, "-m", "tests.client.relay", "--listen", str(port), "--upstream",
+    name = f"{mode}-{'stream' if stream else 'json'}"
+    net.procs.start(f"relay-{name}", [PYTHON, "-m", "tests.client.relay", "--listen", str(port), "--upstream",
                                       f"127.0.0.1:{net.clients_port}", "--dev-root", str(net.root / "devroot"),
                                       "--measurements", str(net.root / "proxy-image.json"),
                                       "--operator-key-file", str(net.keys["proxy-operator"]),
                                       "--owner", raw(net.proxy_owner), "--mode", mode],
                     ready=port_ready(port), timeout=60, cwd=_repo())
-    g = net.gateway(f"tamper-{mode}", extra=("--proxy", raw(net.proxy_owner), "--proxy-endpoint", f"127.0.0.1:{port}"))
+    g = net.gateway(f"tamper-{name}", extra=("--proxy", raw(net.proxy_owner), "--proxy-endpoint", f"127.0.0.1:{port}"))
     c = g.client(timeout=120, max_retries=0)
+    if stream:
+        seen = []
+        with pytest.raises(openai.APIError) as e:
+            for chunk in c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, stream=True):
+                seen.append(chunk)
+        assert "receipt" in str(e.value.message)
+        assert failed in cocoon_of(seen[-1])["verification"]["failed"]
+    else:
+        with pytest.raises(openai.APIStatusError) as e:
+            c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+        assert e.value.status_code == 502 and e.value.body["code"] == "receipt_invalid"
+        assert failed in e.value.body["cocoon"]["verification"]["failed"]
+    st = g.status()
+    assert st["spent"] == 0 and st["receipts_failed"] == 1 and st["receipts_verified"] == 0
+    assert st["channels"][0]["disputed"] > 0 and st["channels"][0]["settled"] == 0
     with pytest.raises(openai.APIStatusError) as e:
         c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    assert e.value.status_code == 502 and e.value.body["code"] == "receipt_invalid"
-    assert failed in e.value.body["cocoon"]["verification"]["failed"]
-    with pytest.raises(openai.APIError):
-        list(c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, stream=True))
-    st = g.status()
-    assert st["spent"] == 0 and st["receipts_failed"] == 2 and st["receipts_verified"] == 0
-    assert st["channels"][0]["disputed"] > 0
+    assert e.value.status_code == 402 and "receipts failed" in e.value.message
+    assert g.status()["spent"] == 0
 
 
 def test_zz_a_slashed_workers_receipt_is_detected_and_not_paid(net):
