@@ -58,6 +58,7 @@ def _addr(params: dict, name: str = "address") -> Address:
 class Methods:
     def __init__(self, svc: ChainService):
         self.svc = svc
+        self._cache: dict[str, tuple] = {}
         self.table: dict[str, Callable[[dict], Awaitable[Any]]] = {
             "getAddressInformation": self.getAddressInformation,
             "getExtendedAddressInformation": self.getExtendedAddressInformation,
@@ -91,12 +92,31 @@ class Methods:
 
     # ------------------------------------------------------------------ accounts
     def _account(self, a: Address) -> dict:
+        """The account parsed once per state (wallets poll their seqno and state often)."""
         chain = self.svc.chain
+        key = addr_key(a)
+        raw = chain.accounts.get(key)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
         sa = chain.shard_account(a)
-        status, code, data = chain.state(a)
-        lt, h = (sa.last_trans_lt, sa.last_trans_hash) if sa is not None and sa.account is not None else (0, b"\0" * 32)
-        return {"status": status, "balance": chain.balance(a), "code": code, "data": data, "lt": lt, "hash": h,
-                "frozen_hash": (sa.account.storage.state.state_hash if status == "frozen" else None)}
+        status, code, data, frozen = "nonexist", None, None, None
+        lt, h = 0, b"\0" * 32
+        if sa is not None and sa.account is not None:
+            lt, h = sa.last_trans_lt, sa.last_trans_hash
+            st = sa.account.storage.state
+            if st.type_ == "account_active":
+                status, code, data = "active", st.state_init.code, st.state_init.data
+            elif st.type_ == "account_frozen":
+                status, frozen = "frozen", st.state_hash
+            else:
+                status = "uninit"
+        acc = {"status": status, "balance": chain.balance(a), "code": code, "data": data, "lt": lt, "hash": h,
+               "frozen_hash": frozen}
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (raw, acc)
+        return acc
 
     def _sync(self) -> dict:
         return {"block_id": T.block_id(self.svc.block), "sync_utime": self.svc.chain.now}
@@ -158,7 +178,7 @@ class Methods:
         return str(self.svc.chain.balance(_addr(p)))
 
     async def getAddressState(self, p: dict) -> str:
-        return T.STATE_NAMES[self.svc.chain.state(_addr(p))[0]]
+        return T.STATE_NAMES[self._account(_addr(p))["status"]]
 
     # ------------------------------------------------------------------ transactions
     async def getTransactions(self, p: dict) -> list:
@@ -218,20 +238,14 @@ class Methods:
         return {**base, "stack": T.result_stack_to_json(result), "exit_code": 0}
 
     # ------------------------------------------------------------------ sending
-    def _message(self, p: dict) -> tuple[Cell, bytes]:
-        raw = T.unb64(_need(p, "boc"), "boc")
-        try:
-            return Cell.one_from_boc(raw), raw
-        except Exception:
-            raise T.FormatError("boc is not a valid bag of cells") from None
-
     async def sendBoc(self, p: dict) -> dict:
-        await self.svc.send_message(*self._message(p))
+        await self.svc.send_message(T.unb64(_need(p, "boc"), "boc"))
         return {"@type": "ok"}
 
     async def sendBocReturnHash(self, p: dict) -> dict:
-        cell, raw = self._message(p)
-        await self.svc.send_message(cell, raw)
+        raw = T.unb64(_need(p, "boc"), "boc")
+        await self.svc.send_message(raw)
+        cell = Cell.one_from_boc(raw)
         return {"@type": "raw.extMessageInfo", "hash": T.b64(cell.hash), "hash_norm": T.b64(T.normalized_hash(cell))}
 
     async def estimateFee(self, p: dict) -> dict:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from pytoniq_core import Address, Cell
+from pytoniq_core import Address
 from tonpy.types import Cell as TCell
 
 from wrappers.chain.emulated import ChainError, EmbeddedChain, addr_key
@@ -38,6 +38,16 @@ MAX_FUND = 10**9 * 10**9  # one billion TON per faucet payment
 
 class Refused(Exception):
     """An input the chain does not take (toncenter answers it with an error); nothing changed."""
+
+
+class _Boc:
+    """A message as its BoC, for ``EmbeddedChain.send``, which needs only ``to_boc()``."""
+
+    def __init__(self, boc: bytes):
+        self.boc = boc
+
+    def to_boc(self) -> bytes:
+        return self.boc
 
 
 def _boc(t: TCell) -> bytes:
@@ -100,15 +110,27 @@ class ChainService:
         self.store.close()
 
     # ------------------------------------------------------------------ inputs
-    async def send_message(self, cell: Cell, boc: Optional[bytes] = None) -> list[TxRecord]:
-        """Apply an external message; returns once it is durable. Refused if the account does not
-        accept it (nothing happens on chain then, as on a real network)."""
-        s = cell.begin_parse()
-        if s.remaining_bits < 2 or s.preload_uint(2) != 0b10:
-            raise Refused("only external inbound messages can be sent (ext_in_msg_info$10)")
-        txs = self._input(Entry(0, "msg", boc if boc is not None else cell.to_boc()), cell)
+    async def send_message(self, boc: bytes) -> list[TxRecord]:
+        """Apply an external message (its BoC); returns once it is durable. Refused if it is not an
+        external inbound message or the account does not accept it (nothing happens on chain then,
+        as on a real network)."""
+        self._parse(boc)
+        txs = self._input(Entry(0, "msg", boc))
         await self._durable()
         return txs
+
+    @staticmethod
+    def _parse(boc: bytes) -> TCell:
+        if boc[:4] not in (b"\xb5\xee\x9c\x72", b"\x68\xff\x65\xf3", b"\xac\xc3\xa7\x28"):
+            raise Refused("boc is not a bag of cells (no BoC magic)")
+        try:
+            cell = TCell(base64.b64encode(boc).decode())
+        except Exception:  # tonpy raises RuntimeError, or UnicodeDecodeError on its own message
+            raise Refused("boc is not a valid bag of cells") from None
+        s = cell.begin_parse()
+        if s.bits < 2 or s.preload_uint(2) != 0b10:
+            raise Refused("only external inbound messages can be sent (ext_in_msg_info$10)")
+        return cell
 
     async def fund(self, address: Address, amount: int) -> list[TxRecord]:
         if not 0 < amount <= MAX_FUND:
@@ -128,19 +150,19 @@ class ChainService:
         await self._durable()
         return self.chain.now
 
-    def _input(self, e: Entry, cell: Optional[Cell] = None) -> list[TxRecord]:
+    def _input(self, e: Entry) -> list[TxRecord]:
         e.seq = self.seq + 1
-        txs = self._apply(e, cell)  # raises Refused before anything changed
+        txs = self._apply(e)  # raises Refused before anything changed
         self._pending.append(e)
         return txs
 
-    def _apply(self, e: Entry, cell: Optional[Cell] = None) -> list[TxRecord]:
+    def _apply(self, e: Entry) -> list[TxRecord]:
         chain = self.chain
         try:
             if e.kind == "msg":
-                cell = cell if cell is not None else Cell.one_from_boc(e.data)
-                txs = chain.send(cell)
-                trace = cell.hash
+                # the emulator's own cell straight from the BoC: no pytoniq parse on the hot path
+                txs = chain.send(_Boc(e.data))
+                trace = bytes.fromhex(self._parse(e.data).get_hash())
             elif e.kind == "fund":
                 txs = chain.mint(Address(e.data.decode()), e.amount)
                 trace = None

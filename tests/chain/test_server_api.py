@@ -152,6 +152,7 @@ def test_bad_requests_get_toncenter_errors(chain_server):
     _bad(s, rpc, {"id": 1, "method": "getTransactions", "params": {"address": good, "limit": "x"}})
     _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": "%%%"}})
     _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": base64.b64encode(b"not a boc").decode()}})
+    _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": base64.b64encode(bytes.fromhex("b5ee9c72") + b"junk").decode()}})
     # an internal message cannot be sent from outside; an unsigned external is not accepted
     internal = begin_cell().store_uint(0, 1).end_cell()
     _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": base64.b64encode(internal.to_boc()).decode()}})
