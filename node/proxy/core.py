@@ -215,6 +215,7 @@ class ProxyCore:
             if reason:
                 log.warning("dropping worker %s: %s", link.owner, reason)
                 self.metrics.refused_workers.labels("revoked").inc()
+                link.dropped = reason
                 await link.send(F.Refused(reason))
                 link.lost()
                 await self.ledger.worker_state(link.owner, link.operator_key.hex(), "revoked", reason)

@@ -50,6 +50,7 @@ class WorkerLink:
     channel: Optional[str] = None
     jobs: dict[str, asyncio.Queue] = field(default_factory=dict)
     closed: bool = False
+    dropped: Optional[str] = None     # why the proxy dropped it (registry refresh), if it did
     connected_at: float = field(default_factory=time.time)
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -227,7 +228,8 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
         if core.pool.links.get(owner) is link:
             del core.pool.links[owner]
         core.metrics.workers.set(len(core.pool.loads()))
-        await core.ledger.worker_state(owner, claims.public_key.hex(), "down", "link closed")
+        if link.dropped is None:
+            await core.ledger.worker_state(owner, claims.public_key.hex(), "down", "link closed")
         log.info("worker %s disconnected", owner)
     return ws
 
