@@ -1,12 +1,16 @@
-"""``cocoon demo``: a whole job lifecycle on a fresh embedded chain, narrated step by step.
+"""``cocoon demo``: the network answering a real question on this machine, narrated (:mod:`node.devnet.demo`);
+``cocoon demo --contracts-only``: a whole job lifecycle on a fresh embedded chain, narrated step by step.
 
-Everything runs in the real TVM transaction emulator at mainnet prices with the committed contract
-builds; every number printed comes from an executed transaction or a real signature. The story is
-:func:`node.lifecycle.run_story`, which the end-to-end tests assert step by step.
+With --contracts-only everything runs in the real TVM transaction emulator at mainnet prices with the
+committed contract builds; every number printed comes from an executed transaction or a real signature.
+That story is :func:`node.lifecycle.run_story`, which the end-to-end tests assert step by step.
 """
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -20,20 +24,55 @@ def _ton(n: int) -> str:
 
 
 @click.command()
+@click.option("--contracts-only", is_flag=True,
+              help="Instead: the contract lifecycle alone on an in-process embedded chain (no services, no model), "
+                   "with simulated token counts.")
 @click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True,
               help="Which build of the contracts to run (both follow the same schema).")
-@click.option("--jobs", type=click.IntRange(1, 500), default=24, show_default=True, help="Requests to run.")
-@click.option("--tree", is_flag=True, help="Also print the transaction tree.")
-@click.option("--fees", "show_fees", is_flag=True, help="Also print the per-transaction fee table.")
-def demo(lang: str, jobs: int, tree: bool, show_fees: bool) -> None:
-    """Run a whole job lifecycle of the network on a fresh embedded chain and narrate it.
+@click.option("--workers", type=click.IntRange(1, 4), default=2, show_default=True,
+              help="Workers on the demo's network.")
+@click.option("--question", default=None, metavar="TEXT", help="What to ask SmolLM2.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=Path(".cocoon/demo"),
+              show_default=True, help="The demo network's folder (wiped at the start; logs stay after the end).")
+@click.option("--keep", is_flag=True, help="Leave the network running at the end (`cocoon devnet down --dir DIR`).")
+@click.option("--jobs", type=click.IntRange(1, 500), default=24, show_default=True,
+              help="With --contracts-only: requests to run.")
+@click.option("--tree", is_flag=True, help="With --contracts-only: also print the transaction tree.")
+@click.option("--fees", "show_fees", is_flag=True, help="With --contracts-only: also print the per-transaction fee table.")
+def demo(contracts_only: bool, lang: str, workers: int, question: Optional[str], directory: Path, keep: bool,
+         jobs: int, tree: bool, show_fees: bool) -> None:
+    """The network doing its job on this machine, narrated: the owner allows the images and the model,
+    providers stake, the proxy's and workers' attestations are verified, a real question is answered by
+    SmolLM2 through the client gateway, the proxy and a worker (streamed here), its receipt is checked,
+    vouchers are signed, payees claim, a reputation report lands, and the money adds up on chain.
 
-    Deploy; allow images and a model through governance; a proxy and two workers stake; the proxy
-    registers; payment channels open; jobs run with signed authorizations, exact final vouchers and
-    worker receipts; claims settle; reputation reports land; a worker unbonds and withdraws; an
-    equivocating worker is slashed; the client closes. Ends with every party's balance change, which
-    adds up to the fees paid.
+    Every service is its own process (`cocoon devnet`); all of them are stopped at the end.
+    With --contracts-only: the contract lifecycle alone on an embedded chain.
     """
+    if contracts_only:
+        _contracts_demo(lang, jobs, tree, show_fees)
+        return
+    from node.devnet import DevnetError
+    from node.devnet import demo as story_mod
+
+    story = story_mod.Story(click.echo, bold=lambda s: click.style(s, bold=True),
+                            write=lambda s: (click.echo(s, nl=False), sys.stdout.flush()))
+    click.echo(click.style("Cocoon on TON: confidential inference paid in TON, on one machine", bold=True))
+    click.echo("A chain server, a proxy, workers running SmolLM2 in a simulated TDX and a client gateway, "
+               "each its own process; every number below comes from them or from the chain.")
+    try:
+        facts = story_mod.run(story, directory, workers=workers, lang=lang, keep=keep,
+                              question=question or story_mod.QUESTION)
+    except DevnetError as e:
+        raise click.ClickException(f"the demo stopped: {e} (logs in {directory}/logs)")
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; every process the demo started was stopped")
+    click.echo(f"\ndone in {facts['seconds']:.0f} s. Logs and state: {directory}. Run the network yourself: "
+               "`cocoon devnet up`.")
+
+
+def _contracts_demo(lang: str, jobs: int, tree: bool, show_fees: bool) -> None:
+    """The contract lifecycle on a fresh embedded chain, narrated (``cocoon demo --contracts-only``)."""
     click.echo(click.style("Cocoon on TON: a whole job lifecycle on an embedded chain", bold=True))
     click.echo("Every step is a real transaction in the TVM emulator, at mainnet gas, storage and forward prices.\n")
     t0 = time.perf_counter()

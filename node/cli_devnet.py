@@ -42,8 +42,10 @@ def devnet() -> None:
 @click.option("--refresh", type=click.FloatRange(0.2, 60), default=2.0, show_default=True,
               help="Seconds between the services' registry reads (revocations act at the next one).")
 @click.option("--threads", type=click.IntRange(1, 64), help="CPU threads per worker [default: all cores].")
+@click.option("--epoch", type=click.FloatRange(1, 86400), default=10.0, show_default=True,
+              help="Seconds between the proxy's reputation reports (sent only for workers that served jobs).")
 @guarded
-def up(directory: Path, workers: int, lang: str, ports: str, budget: str, refresh: float, threads) -> None:
+def up(directory: Path, workers: int, lang: str, ports: str, budget: str, refresh: float, threads, epoch: float) -> None:
     """Start the network: chain server, registry (deployed by `cocoon deploy`), a staked proxy, N workers
     and a client gateway, each its own process logging into DIR/logs.
 
@@ -54,7 +56,8 @@ def up(directory: Path, workers: int, lang: str, ports: str, budget: str, refres
 
     d = _devnet(directory)
     try:
-        st = d.up(workers=workers, lang=lang, ports=ports, refresh=refresh, budget=budget, threads=threads)
+        st = d.up(workers=workers, lang=lang, ports=ports, refresh=refresh, budget=budget, threads=threads,
+                  epoch=epoch)
     except DevnetError as e:
         raise UserError(str(e)) from None
     except KeyboardInterrupt:

@@ -30,6 +30,9 @@ DEFAULT_DIR = Path(".cocoon/devnet")
 PROXY_STAKE = 60 * TON
 WORKER_STAKE = 20 * TON
 PROXY_IMAGE = "proxy-image"
+# Workers claim when the fee is at most this share of the claim (the default is 1 %): on the devnet a
+# single answer is worth a claim, so the demo shows one. The proxy keeps its default policy.
+WORKER_CLAIM_FEE_SHARE = 0.3
 MODEL_NAME = "smollm2"
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "deploy" / "examples" / "local.toml"
 # preferred ports (the documented defaults); a busy one is replaced by any free port
@@ -128,7 +131,7 @@ class Devnet:
 
     # ------------------------------------------------------------------------------ up
     def up(self, workers: int = 2, lang: str = "tolk", ports: str = "default", refresh: float = 2.0,
-           budget: str = "50", threads: Optional[int] = None) -> DevnetState:
+           budget: str = "50", threads: Optional[int] = None, epoch: float = 10.0) -> DevnetState:
         st = self.state
         if st.procs:
             alive = st.running()
@@ -156,7 +159,7 @@ class Devnet:
             st.save()
             asyncio.run(self._chain_setup(workers))
             st.save()
-            self._start_services(workers, refresh, budget, threads)
+            self._start_services(workers, refresh, budget, threads, epoch)
         except BaseException:
             st.save()
             self.say.step("stopping what was started...")
@@ -317,7 +320,8 @@ class Devnet:
             await net.close(save=False)
 
     # ------------------------------------------------------------------------------ services
-    def _start_services(self, workers: int, refresh: float, budget: str, threads: Optional[int]) -> None:
+    def _start_services(self, workers: int, refresh: float, budget: str, threads: Optional[int],
+                        epoch: float) -> None:
         st = self.state
         c = cocoon_argv()
         proxy = st.parties["proxy"]
@@ -328,7 +332,7 @@ class Devnet:
                     "--metrics", f"127.0.0.1:{st.ports['proxy_metrics']}", "--tee", "simulated",
                     "--dev-root", str(self.dev_root), "--measurements", str(self.dir / "images" / f"{PROXY_IMAGE}.json"),
                     "--state", str(self.dir / "proxy"), "--refresh", str(refresh), "--settle-every", "1",
-                    "--epoch", "30"]
+                    "--epoch", str(epoch)]
         rec = spawn("proxy", "proxy", argv, self.logs_dir / "proxy.log", self.dir,
                     url=f"https://127.0.0.1:{st.ports['clients']}", metrics=f"{pm}/metrics",
                     state_dir=str(self.dir / "proxy"), address=proxy["address"],
@@ -336,12 +340,17 @@ class Devnet:
         st.procs.append(rec)
         st.save()
         self.say.step(f"proxy      clients {rec.url}, workers {rec.extra['workers_url']} (pid {rec.pid})")
+        # everything starts at once (a worker loads its model while the proxy starts; it redials)
+        started = [self.start_worker(i, refresh, threads, wait=False) for i in range(1, workers + 1)]
+        client = self.start_client(budget, refresh, wait=False)
         self.say.wait("the proxy's listeners", lambda: http_ok(f"{pm}/healthz"), 90, alive=exited(rec))
-        for i in range(1, workers + 1):
-            self.start_worker(i, refresh, threads)
-        self.start_client(budget, refresh)
+        for w in started:
+            self.say.wait(f"{w.name} to load the model and join the proxy", lambda w=w: _worker_connected(w.url), 180,
+                          alive=exited(w), every=0.2)
+        self.say.wait(f"{st.model_name} to be listed through the gateway", lambda: _model_listed(st.base_url, st.model_name),
+                      120, alive=exited(client), every=0.3)
 
-    def start_worker(self, i: int, refresh: float = 2.0, threads: Optional[int] = None) -> ProcRecord:
+    def start_worker(self, i: int, refresh: float = 2.0, threads: Optional[int] = None, wait: bool = True) -> ProcRecord:
         st = self.state
         label = f"worker-{i}"
         w = st.parties[label]
@@ -352,7 +361,8 @@ class Devnet:
             "--model", str(model_path()), "--model-name", st.model_name, "--parallel", "1", "--queue", "8",
             "--tee", "simulated", "--dev-root", str(self.dev_root), "--image", worker_image(i),
             "--proxy", st.parties["proxy"]["address"], "--state-dir", str(self.dir / label),
-            "--metrics-port", str(port), "--registry-refresh", str(refresh), "--claim-interval", "2"]
+            "--metrics-port", str(port), "--registry-refresh", str(refresh), "--claim-interval", "2",
+            "--claim-fee-share", str(WORKER_CLAIM_FEE_SHARE)]
         if threads:
             argv += ["--threads", str(threads)]
         rec = spawn(label, "worker", argv, self.logs_dir / f"{label}.log", self.dir,
@@ -364,11 +374,12 @@ class Devnet:
         st.procs.append(rec)
         st.save()
         self.say.step(f"{label:<10} SmolLM2, simulated TDX image {worker_image(i)} (pid {rec.pid})")
-        self.say.wait(f"{label} to load the model and join the proxy", lambda: _worker_connected(rec.url), 180,
-                      alive=exited(rec), every=0.2)
+        if wait:
+            self.say.wait(f"{label} to load the model and join the proxy", lambda: _worker_connected(rec.url), 180,
+                          alive=exited(rec), every=0.2)
         return rec
 
-    def start_client(self, budget: str = "50", refresh: float = 2.0) -> ProcRecord:
+    def start_client(self, budget: str = "50", refresh: float = 2.0, wait: bool = True) -> ProcRecord:
         st = self.state
         port = st.ports["client"]
         st.base_url = f"http://127.0.0.1:{port}/v1"
@@ -386,8 +397,9 @@ class Devnet:
         st.procs.append(rec)
         st.save()
         self.say.step(f"client     gateway {st.base_url} (pid {rec.pid}), budget {budget} TON")
-        self.say.wait(f"{st.model_name} to be listed through the gateway", lambda: _model_listed(st.base_url, st.model_name),
-                      120, alive=exited(rec), every=0.3)
+        if wait:
+            self.say.wait(f"{st.model_name} to be listed through the gateway",
+                          lambda: _model_listed(st.base_url, st.model_name), 120, alive=exited(rec), every=0.3)
         return rec
 
     def restart(self, name: str) -> ProcRecord:
