@@ -76,7 +76,7 @@ class Link:
         self.state = f"revoked: {why}"
         ws = self.ws
         if ws is not None and not ws.closed:
-            asyncio.ensure_future(ws.close(code=F.CLOSE_REVOKED, message=why[:120].encode()))
+            asyncio.ensure_future(ws.close(code=F.CLOSE_REVOKED, message=b"revoked by the registry"))
 
     def restore(self) -> None:
         if not self.allowed.is_set():
@@ -135,7 +135,8 @@ class Link:
                 self.last_error = f"{type(e).__name__}: {e}"
             if self.last_error:
                 log.warning("link: %s; retrying in %.0f s", self.last_error, backoff)
-            self.state = "reconnecting"
+            if self.allowed.is_set():
+                self.state = "reconnecting"
             self.metrics.connected.set(0)
             await asyncio.sleep(backoff * (0.75 + random.random() / 2))
             backoff = min(backoff * 2, 30.0)
@@ -236,6 +237,8 @@ class Link:
                 self._handle(frame)
         finally:
             self.server.engine.slots.listeners.remove(listener)
+            if not self.allowed.is_set():     # revoked: close with the revocation's code, not 1000
+                await ws.close(code=F.CLOSE_REVOKED, message=b"revoked by the registry")
         if ws.close_code not in (None, 1000):
             self.last_error = f"the proxy closed the link ({ws.close_code})"
         return True

@@ -114,8 +114,14 @@ class Peer:
         await ws.send_str(F.encode(F.Welcome(raw(self.world.proxy.wallet.address),
                                              raw(self.world.channel.escrow.address), v.amount if v else 0, v)))
         self.ws = ws
-        async for msg in ws:
+        code = None
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.CLOSE:
+                code = msg.data
+                break
             if msg.type != aiohttp.WSMsgType.TEXT:
+                code = ws.close_code
                 break
             frame = F.decode(msg.data, sender="worker")
             if isinstance(frame, F.Load):
@@ -123,7 +129,8 @@ class Peer:
                 continue
             q = self.jobs.get(getattr(frame, "job_id", None))
             (q if q is not None else self.unmatched).put(frame)
-        self.closes.put(ws.close_code)
+        await ws.close()
+        self.closes.put(code)
         if self.ws is ws:
             self.ws = None
         return ws

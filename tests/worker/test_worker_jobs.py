@@ -14,7 +14,7 @@ from wrappers.receipts import Receipt, response_hash
 
 
 def chat_body(content="Say hello in one short sentence.", **kw) -> bytes:
-    d = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": content}], "max_tokens": 24,
+    d = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": content}], "max_tokens": 10,
          "temperature": 0}
     d.update(kw)
     return json.dumps(d).encode()
@@ -55,13 +55,13 @@ def test_chat_answer_usage_and_receipt(served):
 
 
 def test_streaming_completion(served):
-    body = json.dumps({"model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 12, "stream": True,
+    body = json.dumps({"model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 6, "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
     jid = served.peer.submit("completion", body, stream=True)
     out = served.peer.collect(jid)
     assert out.result is None
     chunks = out.chunks
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
     text, calls = P.delivered("completion", chunks)
     assert text and calls == []
     check_receipt(served, jid, body, out.receipt, text)
@@ -82,7 +82,7 @@ def test_usage_is_the_model_tokenizers_count(served, llm):
 
     messages = [{"role": "system", "content": "You answer briefly."},
                 {"role": "user", "content": "Name three colours."}]
-    body = json.dumps({"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": 30,
+    body = json.dumps({"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": 16,
                        "temperature": 0}).encode()
     jid = served.peer.submit("chat", body)
     out = served.peer.collect(jid)
@@ -94,12 +94,12 @@ def test_usage_is_the_model_tokenizers_count(served, llm):
     assert ans["usage"]["prompt_tokens"] == len(prompt)
     toks = []
     for t in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, min_p=0.0):
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t) or len(toks) == 30:
+        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t) or len(toks) == 16:
             break
         toks.append(t)
     assert ans["usage"]["completion_tokens"] == len(toks)
     assert ans["choices"][0]["message"]["content"] == llm.detokenize(toks).decode()
-    assert ans["choices"][0]["finish_reason"] == ("length" if len(toks) == 30 else "stop")
+    assert ans["choices"][0]["finish_reason"] == ("length" if len(toks) == 16 else "stop")
     check_receipt(served, jid, body, out.receipt, ans["choices"][0]["message"]["content"])
 
 

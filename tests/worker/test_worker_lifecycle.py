@@ -1,0 +1,166 @@
+"""The worker's start-up checks, registry revocation, crash safety of receipts, pay and claims,
+each against a real worker process."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from pytoniq_core import Address
+
+from node.link import frames as F
+from tests.procs import COCOON, ProcessFailed
+from wrappers import escrow as E
+from wrappers.escrow import TON, Voucher
+from wrappers.stake import derive_operator_key
+
+from .conftest import Served
+from .test_worker_jobs import chat_body, check_receipt
+
+
+def status(served) -> dict:
+    st = subprocess.run([COCOON, "worker", "status", "--state-dir", str(served.state_dir), "--json"],
+                        capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    return json.loads(st.stdout)
+
+
+def health(served) -> dict:
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{served.metrics_port}/health", timeout=10).read())
+
+
+def _mk(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_model_not_in_registry_is_refused_at_start(tmp_path, model_path):
+    s = Served(_mk(tmp_path / "w"), model_path, allow_model=False)
+    try:
+        with pytest.raises(ProcessFailed) as e:
+            s.start_worker()
+        assert "is not allowed in the registry" in str(e.value) and s.world.model_hash.hex() in str(e.value)
+        worker = s.procs.started[-1]
+        assert worker.popen.returncode == 1 and "Traceback" not in worker.output()
+    finally:
+        s.close()
+
+
+def test_unbound_operator_key_is_refused_at_start(tmp_path, model_path):
+    s = Served(_mk(tmp_path / "w"), model_path)
+    try:
+        s.world.worker_key_file.write_text(derive_operator_key("someone else").private_bytes_raw().hex())
+        with pytest.raises(ProcessFailed) as e:
+            s.start_worker()
+        assert "bound to another operator key" in str(e.value)
+    finally:
+        s.close()
+
+
+def test_revoked_image_is_dropped_at_the_next_refresh(tmp_path, model_path):
+    s = Served(_mk(tmp_path / "w"), model_path)
+    try:
+        s.start_worker()
+        s.peer.wait_connected(60)
+        s.world.revoke("worker_image", s.world.worker_image)
+        code = s.peer.closes.get(timeout=30)
+        assert code == F.CLOSE_REVOKED
+        time.sleep(3)
+        assert not s.peer.connected() and s.peer.hellos.empty(), "a revoked worker does not dial again"
+        h = health(s)
+        assert h["state"].startswith("revoked") and "image" in h["state"]
+    finally:
+        s.close()
+
+
+def test_kill9_between_signing_and_sending_never_gives_a_second_receipt(tmp_path, model_path):
+    s = Served(_mk(tmp_path / "w"), model_path, env={"COCOON_WORKER_FAILPOINT": "receipt-stored"})
+    try:
+        s.start_worker()
+        s.peer.wait_connected(60)
+        body = chat_body(temperature=1.0, max_tokens=8)
+        jid = s.peer.submit("chat", body)
+        s.proc.popen.wait(timeout=120)           # the failpoint kills the worker with SIGKILL
+        assert s.proc.popen.returncode == -9
+        db = sqlite3.connect(str(s.state_dir / "worker.sqlite"))
+        stored, sent = db.execute("SELECT receipt, sent FROM receipts WHERE job_id=?", (jid,)).fetchone()
+        db.close()
+        assert sent is None
+        s.env = None
+        s.start_worker()                          # restart without the failpoint
+        s.peer.wait_connected(60)
+        before = s.peer.next_frame(jid, timeout=10)  # the answer went out before the crash
+        assert isinstance(before, F.Result) and before.status == 200
+        resent = s.peer.next_frame(jid, timeout=60)  # the stored receipt, re-sent on reconnect
+        assert isinstance(resent, F.ReceiptFrame) and resent.receipt == bytes(stored)
+        s.peer.submit("chat", body, job_id=jid)   # the same job again: answered from the record
+        out = s.peer.collect(jid, timeout=60)
+        assert out.result.status == 409 and out.receipt.receipt == bytes(stored)
+        assert status(s)["jobs"] == 1
+    finally:
+        s.close()
+
+
+def test_vouchers_backwards_or_by_another_key_are_refused_and_the_credit_is_enforced(tmp_path, model_path):
+    s = Served(_mk(tmp_path / "w"), model_path, "--credit", "1000")
+    try:
+        s.start_worker()
+        s.peer.wait_connected(60)
+        w = s.world
+        ch = w.channel.escrow.address
+        body = chat_body(max_tokens=4)
+        first = s.peer.collect(s.peer.submit("chat", body))
+        assert first.result.status == 200
+        earned = status(s)["earned"]
+        assert earned > 1000
+        refused = s.peer.collect(s.peer.submit("chat", body))
+        assert refused.result.status == 402 and refused.result.body["error"]["code"] == "proxy_behind"
+        assert refused.receipt is None
+        s.peer.send(F.Pay(Voucher.sign(w.proxy.key, ch, earned + 10)))
+        time.sleep(1)
+        assert status(s)["paid"] == earned + 10
+        s.peer.send(F.Pay(Voucher.sign(w.proxy.key, ch, earned + 5)))               # backwards
+        s.peer.send(F.Pay(Voucher.sign(derive_operator_key("mallory"), ch, 10 * TON)))  # another key
+        other = Address("0:" + "ab" * 32)
+        s.peer.send(F.Pay(Voucher.sign(w.proxy.key, other, 10 * TON)))             # another channel
+        time.sleep(1)
+        st = status(s)
+        assert st["paid"] == earned + 10 and st["debt"] == 0
+        again = s.peer.collect(s.peer.submit("chat", body))
+        assert again.result.status == 200
+        check_receipt(s, again.receipt.job_id, body, again.receipt, again.result.body["choices"][0]["message"]["content"])
+    finally:
+        s.close()
+
+
+def test_no_claim_while_the_fee_is_too_large_a_share_but_one_before_a_close_ends(tmp_path, model_path):
+    from node.chain import new_mnemonic, write_mnemonic
+
+    hot = tmp_path / "hot.words"
+    write_mnemonic(hot, new_mnemonic())
+    s = Served(_mk(tmp_path / "w"), model_path, "--hot-mnemonic-file", str(hot), "--claim-interval", "1")
+    try:
+        s.start_worker()
+        s.peer.wait_connected(60)
+        w = s.world
+        ch = w.channel.escrow.address
+        half = TON // 2        # the claim fee (0.02 TON) is 4 % of it: above the 1 % share, so no claim yet
+        s.peer.send(F.Pay(Voucher.sign(w.proxy.key, ch, half)))
+        time.sleep(4)
+        assert status(s)["claimed"] == 0 and status(s)["paid"] == half
+        w.reload()
+        w.channel.escrow.request_close(w.proxy.wallet)                   # the proxy gives notice
+        w.chain.advance(w.net.params.economics.close_delay - 300)        # the notice ends in 5 minutes
+        w.save()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and status(s)["claimed"] == 0:
+            time.sleep(1)
+        assert status(s)["claimed"] == half, "the worker claims before the close notice ends"
+        w.reload()
+        assert w.channel.escrow.read.channel().claimed == half
+    finally:
+        s.close()
