@@ -27,7 +27,7 @@ from wrappers.build import load_code
 TON = 10**9
 WORKER_IMAGE, PROXY_IMAGE = "worker-image", "proxy-image"
 
-ECONOMICS = R.Economics(price_per_token=1_000, worker_fee_per_token=800, prompt_mult=10_000, cached_mult=1_000,
+ECONOMICS = R.Economics(price_per_token=1_000_000, worker_fee_per_token=800_000, prompt_mult=10_000, cached_mult=1_000,
                         completion_mult=20_000, reasoning_mult=20_000, min_escrow_deposit=1 * TON, close_delay=3600)
 
 

@@ -64,7 +64,7 @@ def test_models_lists_price_coefficients_capacity(net, served):
     assert [x["id"] for x in m] == ["SmolLM2-135M-Instruct"]
     info = m[0]["cocoon"]
     assert info["coefficients"] == [1000] and info["free_capacity"] >= 1 and info["max_output_tokens"] == 32
-    assert info["price_per_token"] == 1000
+    assert info["price_per_token"] == 1_000_000
 
 
 def test_admission_errors_are_4xx(net, served):
