@@ -187,3 +187,37 @@ def test_metrics_and_status(served):
     human = subprocess.run([COCOON, "worker", "status", "--state-dir", str(served.state_dir)], capture_output=True,
                            text=True, timeout=60)
     assert "earned" in human.stdout and "proxy debt" in human.stdout
+
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Get the weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_pass_through_and_the_receipt_covers_them(served, stream):
+    body = chat_body(content="What is the weather in Paris?", max_tokens=40, tools=WEATHER, stream=stream,
+                     tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    jid = served.peer.submit("chat", body, stream=stream)
+    out = served.peer.collect(jid)
+    if stream:
+        content, calls = P.delivered("chat", out.chunks)
+        assert out.chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    else:
+        msg = out.result.body["choices"][0]
+        assert msg["finish_reason"] == "tool_calls"
+        content, calls = P.delivered("chat", out.result.body)
+    assert len(calls) == 1 and calls[0][0] == "get_weather"
+    assert isinstance(json.loads(calls[0][1])["city"], str)
+    check_receipt(served, jid, body, out.receipt, content, calls)
+
+
+def test_a_job_past_its_timeout_ends_with_an_error_event(served):
+    body = chat_body(content="Tell me a very long story.", max_tokens=400, stream=True, temperature=0.7)
+    jid = served.peer.submit("chat", body, stream=True, timeout=2)
+    out = served.peer.collect(jid, timeout=60)
+    last = out.chunks[-1]
+    assert last["error"]["code"] == "timeout"
+    text, _ = P.delivered("chat", out.chunks[:-1])
+    r = check_receipt(served, jid, body, out.receipt, text)
+    assert r.usage.completion_tokens < 400
