@@ -3,8 +3,9 @@
 What is stored, and when (docs/PROTOCOL.md §6):
 
 - ``channels``: per client channel the latest voucher the payer signed (stored *before* the request
-  it pays for is forwarded), the settled total (the client's receipts, or the cap it was held to),
-  and what the chain says was claimed;
+  it pays for is forwarded), the latest *exact* one (a settle: what the client owes, claimable at any
+  time), the settled total (the client's receipts, or the cap it was held to), and what the chain
+  says was claimed;
 - ``requests``: one row per (channel, request id): the answer as it was sent, so a retried id is
   answered from here and never served or billed twice;
 - ``jobs``: the reservation of a request's maximum cost while it runs, then the worker's receipt,
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS channels (
     payer_key TEXT NOT NULL,
     voucher_amount INTEGER NOT NULL DEFAULT 0,
     voucher_sig TEXT,
+    exact_amount INTEGER NOT NULL DEFAULT 0,
+    exact_sig TEXT,
     settled INTEGER NOT NULL DEFAULT 0,
     capped INTEGER NOT NULL DEFAULT 0,
     claimed INTEGER NOT NULL DEFAULT 0,
@@ -154,6 +157,8 @@ class ChannelRow:
     payer_key: str
     voucher_amount: int
     voucher_sig: Optional[str]
+    exact_amount: int
+    exact_sig: Optional[str]
     settled: int
     capped: int
     claimed: int
@@ -468,8 +473,8 @@ class Ledger:
                                f"(settled {row['settled']}); the voucher says {amount}")
             if amount > row["voucher_amount"]:
                 raise Conflict(f"a final total cannot exceed the {row['voucher_amount']} nanoTON authorized")
-            c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=? WHERE channel=?",
-                      (amount, signature.hex(), channel))
+            c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=?, exact_amount=?, exact_sig=? WHERE channel=?",
+                      (amount, signature.hex(), amount, signature.hex(), channel))
             return ChannelRow(**dict(c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()))
         return await self.run(op)
 
@@ -484,8 +489,8 @@ class Ledger:
                 if _reserved(c, r["channel"]):
                     continue
                 add = r["voucher_amount"] - r["settled"]
-                c.execute("UPDATE channels SET settled=voucher_amount, capped=capped+? WHERE channel=?",
-                          (add, r["channel"]))
+                c.execute("UPDATE channels SET settled=voucher_amount, capped=capped+?, exact_amount=voucher_amount, "
+                          "exact_sig=voucher_sig WHERE channel=?", (add, r["channel"]))
                 out.append((r["channel"], add))
             return out
         return await self.run(op)
@@ -551,11 +556,13 @@ class Ledger:
         await self.run(lambda c: c.execute("UPDATE workers SET deposited=? WHERE owner=?", (deposited, owner)))
 
     # ------------------------------------------------------------------------ claims
-    async def record_claim(self, channel: str, amount: int, signature: str, reason: str, claimed_before: int) -> int:
+    async def record_claim(self, channel: str, amount: int, signature: str, reason: str, claimed_before: int,
+                           detail: str) -> int:
         t = time.time()
         return await self.run(lambda c: c.execute(
-            "INSERT INTO claims (channel, amount, signature, reason, status, claimed_before, created_at) "
-            "VALUES (?, ?, ?, ?, 'recorded', ?, ?)", (channel, amount, signature, reason, claimed_before, t)).lastrowid)
+            "INSERT INTO claims (channel, amount, signature, reason, status, claimed_before, created_at, detail) "
+            "VALUES (?, ?, ?, ?, 'recorded', ?, ?, ?)",
+            (channel, amount, signature, reason, claimed_before, t, detail)).lastrowid)
 
     async def claim_status(self, cid: int, status: str, *, fee: Optional[int] = None, detail: Optional[str] = None,
                            claimed: Optional[int] = None) -> None:

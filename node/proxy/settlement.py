@@ -5,9 +5,10 @@ A pass runs every ``settle_every`` seconds:
 1. a client that has not settled its last request within ``settle_grace`` is held to the cap it
    signed (its settled total becomes the held voucher);
 2. every client channel is read from the chain. It is claimed when ``wrappers.escrow.should_claim``
-   says so (the fee at most 0.5 % of the payment by default, or the exposure past its limit) and
-   only with a voucher that equals what the client owes; a channel whose payer asked to close (or to
-   withdraw) is claimed at once, whatever the fee share, so the proxy never misses the notice;
+   says so (the fee at most 0.5 % of the payment by default, or the exposure past its limit) with the
+   client's latest exact total (its last settle, never a request's cap); a channel whose payer asked
+   to close (or to withdraw) is claimed at once with all it authorized, so the proxy never misses
+   the notice;
 3. channels to workers are topped up before the pay signed on them reaches their deposit.
 
 Each claim is recorded (with the hot wallet's seqno it will use) before it is sent and reconciled
@@ -53,54 +54,50 @@ async def settlement_pass(core) -> None:
         if ch.claimed > row.claimed:
             await ledger.set_claimed(row.channel, ch.claimed)
         exposure += max(row.voucher_amount - ch.claimed, 0)
-        if row.voucher_amount <= ch.claimed or not row.voucher_sig:
-            continue
         closing = ch.state == E.State.CLOSING or bool(ch.pending_withdrawal)
-        pay = E.claimable(row.voucher_amount, ch)
-        if closing:
-            if pay > s.claim.claim_fee:
-                await claim(core, row, ch, "close notice")
+        if closing:   # the payer is leaving: claim all it authorized, before the notice ends
+            if row.voucher_sig and E.claimable(row.voucher_amount, ch) > s.claim.claim_fee:
+                await claim(core, row.channel, row.voucher_amount, row.voucher_sig, ch, "close notice")
             continue
-        if ledger.reserved(row.channel) or row.voucher_amount > row.settled:
-            continue   # a request in flight or not yet settled: the voucher is not the exact total
-        if E.should_claim(row.voucher_amount, ch, s.claim.claim_fee, now, s.claim.max_fee_share,
+        # otherwise only with the exact total the client settled (a request's cap is not owed)
+        if not row.exact_sig or row.exact_amount <= ch.claimed:
+            continue
+        if E.should_claim(row.exact_amount, ch, s.claim.claim_fee, now, s.claim.max_fee_share,
                           s.claim.exposure_limit, s.claim.safety_margin):
-            reason = "exposure" if row.voucher_amount - ch.claimed >= s.claim.exposure_limit else "fee share"
-            await claim(core, row, ch, reason)
+            reason = "exposure" if row.exact_amount - ch.claimed >= s.claim.exposure_limit else "fee share"
+            await claim(core, row.channel, row.exact_amount, row.exact_sig, ch, reason)
     core.metrics.exposure.set(exposure)
     await core.top_up_workers()
 
 
-async def claim(core, row, ch: E.Channel, reason: str) -> None:
-    """Record, send and confirm one claim with the held voucher."""
+async def claim(core, channel: str, amount: int, sig: str, ch: E.Channel, reason: str) -> None:
+    """Record, send and confirm one claim with this voucher."""
     ledger = core.ledger
-    voucher = E.Voucher(Address(row.channel), row.voucher_amount, bytes.fromhex(row.voucher_sig))
-    value = E.CLAIM_FEE + E.MARGIN + E.storage_deficit(await core.net.balance(Address(row.channel)), ch)
+    voucher = E.Voucher(Address(channel), amount, bytes.fromhex(sig))
+    value = E.CLAIM_FEE + E.MARGIN + E.storage_deficit(await core.net.balance(Address(channel)), ch)
     cid_box: list[int] = []
 
     async def record(seqno: int) -> None:
-        cid = await ledger.record_claim(row.channel, row.voucher_amount, row.voucher_sig, reason, ch.claimed)
-        await ledger.claim_status(cid, "recorded", detail=f"seqno {seqno}")
-        cid_box.append(cid)
+        cid_box.append(await ledger.record_claim(channel, amount, sig, reason, ch.claimed, f"seqno {seqno}"))
 
     try:
-        txs, _seqno = await core.chain.send(Address(row.channel), value, E.claim_body(voucher), before=record)
+        txs, _seqno = await core.chain.send(Address(channel), value, E.claim_body(voucher), before=record)
     except CocoonError as e:
-        log.warning("claim from %s failed: %s", row.channel, e)
+        log.warning("claim from %s failed: %s", channel, e)
         if cid_box:
             await ledger.claim_status(cid_box[0], "failed", detail=str(e))
         core.metrics.claims.labels("failed").inc()
         return
     cid = cid_box[0]
     await ledger.claim_status(cid, "sent")
-    after = await core.chain.channel_state(row.channel)
+    after = await core.chain.channel_state(channel)
     fee = core.chain.fees(txs) or core.s.claim.claim_fee
-    if after.claimed >= row.voucher_amount or after.claimed > ch.claimed:
+    if after.claimed >= amount or after.claimed > ch.claimed:
         await ledger.claim_status(cid, "confirmed", fee=fee, claimed=after.claimed)
         core.metrics.claims.labels("confirmed").inc()
         core.metrics.claimed.inc(after.claimed - ch.claimed)
         core.metrics.claim_fees.inc(fee)
-        log.info("claimed %d nanoTON from %s (%s), fee %d", after.claimed - ch.claimed, row.channel, reason, fee)
+        log.info("claimed %d nanoTON from %s (%s), fee %d", after.claimed - ch.claimed, channel, reason, fee)
     else:
         await ledger.claim_status(cid, "failed", fee=fee, detail="the chain's claimed total did not move")
         core.metrics.claims.labels("failed").inc()
