@@ -229,19 +229,16 @@ def _claims(story: Story, d: Devnet) -> None:
         raise DevnetError(f"cocoon client close failed: {r.stderr.strip()[-300:]}")
     story.line("the client asks to close its channel (`cocoon client close`): the proxy may still claim during "
                "the close delay")
-    delay = asyncio.run(_close_delay(st))
-    step = max(0, delay - 300)
-    asyncio.run(_advance(st, step))
-    story.line(f"time moves {step} s forward (the chain server's /dev/advance): the notice ends within the "
-               "proxy's safety margin")
     owed = _status(d, "client", "status", "--state", str(d.dir / "client"))["spent"]
 
     def proxy_claimed() -> bool:
         c = money.channel_of(asyncio.run(money.read_books(st)), "client → proxy")
         return c is not None and c.claimed >= owed
     d.say.wait(f"the proxy to claim {money.ton(owed)} TON", proxy_claimed, 30, every=0.5)
-    story.line(f"the proxy claimed {money.ton(owed)} TON before the notice ended")
-    asyncio.run(_advance(st, 301))
+    story.line(f"the proxy saw the close notice and claimed {money.ton(owed)} TON at once, before the notice ends")
+    delay = asyncio.run(_close_delay(st))
+    asyncio.run(_advance(st, delay + 1))
+    story.line(f"time moves {delay + 1} s forward (the chain server's /dev/advance): the close delay is over")
     r = _run(d, ["client", "close", "--finish", "--state", str(d.dir / "client"), "--mnemonic-file",
                  st.parties["client"]["mnemonic"], "--network", st.chain_url])
     story.line("after the delay the client finishes the close: the rest of its deposit returns to its wallet"

@@ -66,20 +66,23 @@ def supply(chain_url: str) -> tuple[int, int, int]:
     return int(doc["minted"]), int(doc["balances"]), int(doc["fees"])
 
 
-def client_channels(state: DevnetState) -> list[str]:
-    """The client gateway's channels (from its SQLite state)."""
-    db = Path(state.dir) / "client" / "client.sqlite"
-    if not db.exists():
-        return []
+def client_channels(state: DevnetState) -> list[tuple[str, str]]:
+    """(gateway name, channel address) of every client gateway, from their SQLite state."""
     from node.client.store import Store
 
-    store = Store(db)
-    try:
-        return [c.address for c in store.channels()]
-    finally:
-        close = getattr(store, "close", None)
-        if close:
-            close()
+    out = []
+    for label in sorted(state.parties):
+        db = Path(state.dir) / label / "client.sqlite"
+        if not db.exists():
+            continue
+        store = Store(db)
+        try:
+            out += [(label, c.address) for c in store.channels()]
+        finally:
+            close = getattr(store, "close", None)
+            if close:
+                close()
+    return out
 
 
 async def read_books(state: DevnetState) -> Books:
@@ -111,8 +114,8 @@ async def read_books(state: DevnetState) -> Books:
             b.channels.append(ChannelBook(name, addr.to_str(is_user_friendly=False), ch.state_name, ch.deposited,
                                           ch.claimed, ch.withdrawn, ch.owed, await net.balance(addr)))
 
-        for a in client_channels(state):
-            await channel("client → proxy", Address(a))
+        for label, a in client_channels(state):
+            await channel(f"{label} → proxy", Address(a))
         proxy = state.parties.get("proxy", {})
         if proxy.get("address") and proxy.get("operator_key"):
             seed = load_keys(key_file=proxy["operator_key"]).private[:32]

@@ -380,26 +380,37 @@ class Devnet:
         return rec
 
     def start_client(self, budget: str = "50", refresh: float = 2.0, wait: bool = True) -> ProcRecord:
+        """The devnet's client gateway (its base URL is the one ``up`` prints)."""
+        rec = self.start_gateway("client", budget, refresh, wait=wait, port=self.state.ports["client"])
+        self.state.base_url = rec.url
+        self.state.save()
+        return rec
+
+    def start_gateway(self, name: str, budget: str = "50", refresh: float = 2.0, wait: bool = True,
+                      port: Optional[int] = None) -> ProcRecord:
+        """A client gateway paid from wallet ``name`` (created and funded from the faucet if new)."""
         st = self.state
-        port = st.ports["client"]
-        st.base_url = f"http://127.0.0.1:{port}/v1"
+        party = self._party(name, operator=False)
+        port = port or st.ports.get(name) or free_port()
+        st.ports[name] = port
+        url = f"http://127.0.0.1:{port}/v1"
         argv = cocoon_argv() + [
             "client", "run", "--registry", st.registry, "--network", st.chain_url,
-            "--mnemonic-file", st.parties["client"]["mnemonic"], "--port", str(port),
-            "--state", str(self.dir / "client"), "--allow-simulated", str(self.trust), "--budget", budget,
+            "--mnemonic-file", party["mnemonic"], "--port", str(port),
+            "--state", str(self.dir / name), "--allow-simulated", str(self.trust), "--budget", budget,
             "--refresh", str(refresh), "--stake-ttl", "2"]
-        rec = spawn("client", "client", argv, self.logs_dir / "client.log", self.dir, url=st.base_url,
-                    metrics=f"http://127.0.0.1:{port}/metrics", state_dir=str(self.dir / "client"),
-                    address=st.parties["client"]["address"])
-        old = st.proc("client")
+        rec = spawn(name, "client", argv, self.logs_dir / f"{name}.log", self.dir, url=url,
+                    metrics=f"http://127.0.0.1:{port}/metrics", state_dir=str(self.dir / name),
+                    address=party.get("address", ""))
+        old = st.proc(name)
         if old is not None:
             st.procs.remove(old)
         st.procs.append(rec)
         st.save()
-        self.say.step(f"client     gateway {st.base_url} (pid {rec.pid}), budget {budget} TON")
+        self.say.step(f"{name:<10} gateway {url} (pid {rec.pid}), budget {budget} TON")
         if wait:
-            self.say.wait(f"{st.model_name} to be listed through the gateway",
-                          lambda: _model_listed(st.base_url, st.model_name), 120, alive=exited(rec), every=0.3)
+            self.say.wait(f"{st.model_name} to be listed through {name}", lambda: _model_listed(url, st.model_name),
+                          120, alive=exited(rec), every=0.3)
         return rec
 
     def restart(self, name: str) -> ProcRecord:
@@ -415,7 +426,7 @@ class Devnet:
         st.save()
         probe = {"proxy": lambda: http_ok(old.metrics.replace("/metrics", "/healthz")),
                  "worker": lambda: _worker_connected(rec.url),
-                 "client": lambda: _model_listed(st.base_url, st.model_name),
+                 "client": lambda: _model_listed(rec.url, st.model_name),
                  "chain": lambda: http_ok(f"{st.chain_url}/dev/now")}[rec.role]
         self.say.wait(f"{name} to be back", probe, 180, alive=exited(rec), every=0.2)
         return rec
