@@ -33,6 +33,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 Emit = Callable[[F.Frame], Awaitable[None]]
+INLINE_PROMPT_BYTES = 8192
 
 
 @dataclass
@@ -104,7 +105,10 @@ class Server:
             if req.model != self.model_name:
                 raise errors.APIError(404, f"The model {req.model!r} is not served here (this worker serves "
                                            f"{self.model_name!r}).", param="model", code="model_not_found")
-            prompt = await asyncio.to_thread(self.engine.prompt_tokens, req)
+            if len(job.body) < INLINE_PROMPT_BYTES:     # a short prompt renders in well under a millisecond
+                prompt = self.engine.prompt_tokens(req)
+            else:
+                prompt = await asyncio.to_thread(self.engine.prompt_tokens, req)
             self.engine.slots.admit()
         except errors.APIError as e:
             self.metrics.jobs.labels("refused").inc()
@@ -147,7 +151,6 @@ class Server:
             try:
                 await asyncio.wait_for(slots.acquire(), max(0.001, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                slots.waiting  # the semaphore wait was cancelled; acquire() already fixed the count
                 raise errors.timeout("The job waited longer than its timeout for a free slot.") from None
             started = True
             gen_start = time.monotonic()

@@ -23,7 +23,7 @@ def engine(tmp_path_factory, model_path):
     port = free_port()
     try:
         procs.start("llama-server", [PYTHON, "-m", "llama_cpp.server", "--model", model_path, "--host", "127.0.0.1",
-                                     "--port", str(port), "--n_ctx", "2048", "--n_threads", "2",
+                                     "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
                                      "--model_alias", "smollm2"],
                     ready=http_ready(f"http://127.0.0.1:{port}/v1/models"), timeout=120)
         yield f"http://127.0.0.1:{port}"

@@ -71,7 +71,7 @@ def test_streaming_completion(served):
 def llm(model_path):
     from llama_cpp import Llama
 
-    return Llama(model_path=model_path, n_ctx=2048, n_threads=2, verbose=False)
+    return Llama(model_path=model_path, n_ctx=2048, n_threads=1, verbose=False)
 
 
 def test_usage_is_the_model_tokenizers_count(served, llm):

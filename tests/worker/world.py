@@ -89,7 +89,7 @@ class World:
                 "--chain-state", str(self.state_file), "--registry", raw(self.registry),
                 "--tee", "simulated", "--dev-root", str(self.dev_root_dir), "--image", WORKER_IMAGE_NAME,
                 "--proxy-endpoint", f"127.0.0.1:{proxy_port}", "--state-dir", str(state_dir),
-                "--metrics-port", str(metrics_port), "--threads", "2", "--registry-refresh", "1", "-v", *extra]
+                "--metrics-port", str(metrics_port), "--threads", "1", "--registry-refresh", "1", "-v", *extra]
 
 
 def build(tmp: Path, model_path, proxy_port: int, *, allow_model: bool = True, lang: str = "func") -> World:
