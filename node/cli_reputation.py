@@ -141,7 +141,7 @@ def reported(network, state_file, mnemonic_file, key_file, wallet_version, regis
         if code is None:
             raise UserError("this registry holds no reputation code, so no worker has a record")
         now = _now(ctx)
-        if ctx.chain is not None:
+        if ctx.net.chain is not None:  # the in-process chain: every account is at hand
             rows = [(rec.worker_owner, addr, rec.reporters[key], rec.score_at(now), rec.totals.reports)
                     for addr, rec in P.records_on_chain(ctx.chain, code, reg) if key in rec.reporters]
             source = "the records on the embedded chain"
