@@ -55,6 +55,14 @@ class StartupError(Exception):
     """A start-up check failed; the text says which and what to do."""
 
 
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    request_id: str
+    max_cost: int
+    settled_before: int
+
+
 @dataclass
 class Outcome:
     """How a job ended, as the serving loop saw it."""
@@ -332,13 +340,14 @@ class ProxyCore:
         if not voucher.verify(ch.payer_key):
             raise OE.APIError(402, f"the {H.VOUCHER} is not signed by the channel's payer key", code="bad_voucher",
                               extra={"cocoon": {"required": amount, "settled": 0}})
-        # A retried id is answered from the record (and a running one waited for) before any routing.
-        rec = self.ledger.request(channel, request_id)
-        if rec is not None:
-            await self.ledger.store_voucher(channel, amount, sig)
-            return await self._replay(channel, request_id)
         tried: set[str] = set()
-        link = self._route(req.model, max_coef, tried)
+        try:
+            link = self._route(req.model, max_coef, tried)
+        except OE.APIError:
+            # no worker has room, but a retried id is answered from its record all the same
+            if self.ledger.request(channel, request_id) is not None:
+                return await self._replay(channel, request_id)
+            raise
         job_id = os.urandom(32).hex()
         link.open_job(job_id)       # the slot is held while the admission is committed
         try:
@@ -352,7 +361,7 @@ class ProxyCore:
                 adm = await self.ledger.admit(channel=channel, payer_key=hex(ch.payer_key), voucher_amount=amount,
                                               voucher_sig=sig, request_id=request_id, job_id=job_id,
                                               max_cost=max_cost, model=req.model, endpoint=endpoint,
-                                              stream=req.stream, limit=ch.limit)
+                                              stream=req.stream, worker=link.owner, limit=ch.limit)
             except PaymentRequired as p:
                 if "top up" in str(p):  # the deposit may have grown since it was read
                     ch = await self.client_channel(channel, refresh=True)
@@ -363,7 +372,7 @@ class ProxyCore:
         except BaseException:
             link.close_job(job_id)
             raise
-        if adm.record is not None:   # a concurrent retry won the race
+        if adm.record is not None:   # a retried id: answered from the record, never served twice
             link.close_job(job_id)
             return await self._replay(channel, request_id)
         ev = self.waiters.setdefault((channel, request_id), asyncio.Event())
@@ -414,16 +423,19 @@ class ProxyCore:
         stream = req.stream
         frame = F.Job(job_id, endpoint, body, stream, self.s.job_timeout)
         request_hash = content_hash(body)
+        first = True
         while True:
             tried.add(link.owner)
             q = link.jobs[job_id]
-            await self.ledger.assign(job_id, link.owner)
+            if not first:   # a retry elsewhere: the books name the worker that serves it
+                await self.ledger.assign(job_id, link.owner)
+            first = False
             if not await link.send(frame):
                 link.close_job(job_id)
                 outcome: Outcome = Outcome("lost")
             elif stream:
                 return await self._stream(request, endpoint, req, channel, request_id, job_id, settled_before,
-                                          link, q, request_hash, tried, max_coef, body, t0)
+                                          max_cost, link, q, request_hash, tried, max_coef, body, t0)
             else:
                 outcome = await self._collect(link, job_id, q)
             if outcome.kind == "lost" or (outcome.kind == "error" and outcome.result.status >= 500):
@@ -435,8 +447,8 @@ class ProxyCore:
                 await self.ledger.release(job_id, worker=link.owner, outcome="failed")
                 raise OE.unavailable("the workers serving this model failed; nothing was billed, retry later")
             link.close_job(job_id)
-            return await self._finish_json(endpoint, channel, request_id, job_id, settled_before, link, outcome,
-                                           request_hash, t0)
+            return await self._finish_json(endpoint, channel, request_id, job_id, settled_before, max_cost, link,
+                                           outcome, request_hash, t0)
 
     def _next(self, model, max_coef, tried, job_id) -> Optional[WorkerLink]:
         try:
@@ -499,16 +511,16 @@ class ProxyCore:
             return "the receipt's response hash does not match the answer"
         return None
 
-    async def _bill(self, link: WorkerLink, job_id: str, rf: F.ReceiptFrame, outcome: str, status: int,
+    async def _bill(self, link: WorkerLink, job: "JobInfo", rf: F.ReceiptFrame, outcome: str, status: int,
                     response_for: "callable", t0: float) -> tuple[int, dict]:
         """Store the job's end (receipt, cost, pay) and return (cost billed, the cocoon object)."""
+        job_id = job.job_id
         c = charge(rf.usage, rf.coefficient, self.chain.economics)
         latency_ms = int((time.perf_counter() - t0) * 1000)
-        job = self.ledger.job(job_id)
-        cocoon = {"request_id": job["request_id"], "job_id": job_id, "receipt": base64.b64encode(rf.receipt).decode(),
+        cocoon = {"request_id": job.request_id, "job_id": job_id, "receipt": base64.b64encode(rf.receipt).decode(),
                   "worker_cert": base64.b64encode(link.cert_der).decode(), "coefficient": rf.coefficient,
-                  "usage": usage_to_openai(rf.usage), "cost": min(c.client_cost, job["max_cost"]),
-                  "settled_before": job["settled_before"]}
+                  "usage": usage_to_openai(rf.usage), "cost": min(c.client_cost, job.max_cost),
+                  "settled_before": job.settled_before}
         tokens = rf.usage.prompt_tokens + rf.usage.completion_tokens
         billed, pay = await self.ledger.complete(
             job_id, worker=link.owner, outcome=outcome, usage=usage_to_openai(rf.usage), coefficient=rf.coefficient,
@@ -528,8 +540,8 @@ class ProxyCore:
                 await live.send(pay_frame(pay.channel, pay.cumulative, pay.signature))
         return billed, cocoon
 
-    async def _finish_json(self, endpoint, channel, request_id, job_id, settled_before, link, outcome: Outcome,
-                           request_hash, t0) -> web.Response:
+    async def _finish_json(self, endpoint, channel, request_id, job_id, settled_before, max_cost, link,
+                           outcome: Outcome, request_hash, t0) -> web.Response:
         path = ENDPOINT_PATHS[endpoint]
         if outcome.kind in ("error", "timeout") or outcome.receipt is None:
             res = outcome.result
@@ -551,12 +563,14 @@ class ProxyCore:
         def answer(cocoon: dict) -> bytes:
             return json.dumps({**res.body, "cocoon": cocoon}, separators=(",", ":")).encode()
 
-        _billed, cocoon = await self._bill(link, job_id, rf, "succeeded", res.status, answer, t0)
+        job = JobInfo(job_id, request_id, max_cost, settled_before)
+        _billed, cocoon = await self._bill(link, job, rf, "succeeded", res.status, answer, t0)
         self.metrics.latency.labels(path, "false").observe(time.perf_counter() - t0)
         return web.Response(status=res.status, body=answer(cocoon), content_type="application/json")
 
-    async def _stream(self, request, endpoint, req, channel, request_id, job_id, settled_before, link: WorkerLink,
-                      q: asyncio.Queue, request_hash, tried, max_coef, body, t0) -> web.StreamResponse:
+    async def _stream(self, request, endpoint, req, channel, request_id, job_id, settled_before, max_cost,
+                      link: WorkerLink, q: asyncio.Queue, request_hash, tried, max_coef, body,
+                      t0) -> web.StreamResponse:
         path = ENDPOINT_PATHS[endpoint]
         resp: Optional[web.StreamResponse] = None
         sent: list[bytes] = []
@@ -658,7 +672,8 @@ class ProxyCore:
                     return b"".join(sent) + sse.event({**last, "cocoon": cocoon}) + sse.DONE_EVENT
 
                 outcome = "timed_out" if cancelled and not client_gone else "succeeded"
-                _billed, cocoon = await self._bill(link, job_id, item, outcome, 200, transcript, t0)
+                job = JobInfo(job_id, request_id, max_cost, settled_before)
+                _billed, cocoon = await self._bill(link, job, item, outcome, 200, transcript, t0)
                 await write(sse.event({**last, "cocoon": cocoon}))
                 await write(sse.DONE_EVENT)
                 self.metrics.latency.labels(path, "true").observe(time.perf_counter() - t0)

