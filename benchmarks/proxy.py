@@ -132,6 +132,31 @@ async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, header
             "n": len(lat)}
 
 
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Sums and counts of the proxy's request and worker-time histograms (non-streaming chat)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.labels.get("stream") == "false" and smp.name.endswith(("_sum", "_count")) and \
+                    smp.name.startswith(("cocoon_proxy_request_seconds", "cocoon_proxy_worker_seconds")):
+                out[smp.name] = smp.value
+    return out
+
+
+def own_ms(before: dict, after: dict) -> tuple[float, float]:
+    """(mean time on the worker, mean time in the proxy itself) per request, from the histograms."""
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    n = d.get("cocoon_proxy_worker_seconds_count") or 1
+    worker = d.get("cocoon_proxy_worker_seconds_sum", 0) / n
+    total = d.get("cocoon_proxy_request_seconds_sum", 0) / (d.get("cocoon_proxy_request_seconds_count") or 1)
+    return worker * 1e3, (total - worker) * 1e3
+
+
 def fsync_ms(directory: Path) -> float:
     p = directory / ".fsync-probe"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT)
@@ -198,21 +223,28 @@ def main() -> None:
             for stream in (False, True):
                 d = asyncio.run(run_load(f"http://127.0.0.1:{eport}/v1/chat/completions", direct_body, args.requests,
                                          conc, stream, lambda i: {}, None))
+                before = scrape(pp.metrics_url)
                 p = asyncio.run(run_load(f"{pp.base}/v1/chat/completions", body, args.requests, conc, stream,
                                          proxy_headers, ctx))
+                worker_ms, own = own_ms(before, scrape(pp.metrics_url)) if not stream else (None, None)
                 rows.append({"concurrency": conc, "mode": "ttft" if stream else "whole", "direct": d, "proxy": p,
-                             "added_p50_ms": p["p50_ms"] - d["p50_ms"], "added_p99_ms": p["p99_ms"] - d["p99_ms"]})
+                             "added_p50_ms": p["p50_ms"] - d["p50_ms"], "added_p99_ms": p["p99_ms"] - d["p99_ms"],
+                             "worker_mean_ms": worker_ms, "proxy_own_mean_ms": own})
         disk_fsync = fsync_ms(pp.state)
     finally:
         procs.stop_all()
 
     print(f"{'conc':>4} {'mode':<6} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} "
-          f"{'added p50':>10} {'added p99':>10} {'proxy rps':>10} {'errors':>6}")
+          f"{'added p50':>10} {'added p99':>10} {'proxy rps':>10} {'errors':>6} {'on worker':>10} {'in proxy':>10}")
     for r in rows:
         d, p = r["direct"], r["proxy"]
+        split = (f"{r['worker_mean_ms']:>8.2f}ms {r['proxy_own_mean_ms']:>8.2f}ms" if r["worker_mean_ms"] is not None
+                 else f"{'':>10} {'':>10}")
         print(f"{r['concurrency']:>4} {r['mode']:<6} {d['p50_ms']:>8.2f}ms {d['p99_ms']:>8.2f}ms {p['p50_ms']:>8.2f}ms "
               f"{p['p99_ms']:>8.2f}ms {r['added_p50_ms']:>8.2f}ms {r['added_p99_ms']:>8.2f}ms {p['rps']:>10.0f} "
-              f"{p['errors'] + d['errors']:>6}")
+              f"{p['errors'] + d['errors']:>6} {split}")
+    print("on worker / in proxy: mean time per request from the proxy's own histograms, between sending the job "
+          "and its receipt / the rest of the proxy's handling (server side)")
     print(f"disk fsync p50 {disk_fsync:.2f} ms (the ledger syncs before forwarding and before answering)")
     worst_p50 = max(r["added_p50_ms"] for r in rows)
     worst_p99 = max(r["added_p99_ms"] for r in rows)

@@ -430,6 +430,7 @@ class ProxyCore:
             if not first:   # a retry elsewhere: the books name the worker that serves it
                 await self.ledger.assign(job_id, link.owner)
             first = False
+            t_sent = time.perf_counter()
             if not await link.send(frame):
                 link.close_job(job_id)
                 outcome: Outcome = Outcome("lost")
@@ -438,6 +439,8 @@ class ProxyCore:
                                           max_cost, link, q, request_hash, tried, max_coef, body, t0)
             else:
                 outcome = await self._collect(link, job_id, q)
+                if outcome.kind == "receipt":
+                    self.metrics.upstream.labels(ENDPOINT_PATHS[endpoint], "false").observe(time.perf_counter() - t_sent)
             if outcome.kind == "lost" or (outcome.kind == "error" and outcome.result.status >= 500):
                 self._worker_failed(link, job_id, outcome)
                 nxt = self._next(req.model, max_coef, tried, job_id)
@@ -579,6 +582,7 @@ class ProxyCore:
         client_gone = False
         deadline = time.monotonic() + self.s.job_timeout
         cancelled = False
+        t_sent = time.perf_counter()
 
         async def write(data: bytes) -> None:
             nonlocal client_gone
@@ -610,6 +614,7 @@ class ProxyCore:
                         q = link.jobs[job_id]
                         tried.add(link.owner)
                         await self.ledger.assign(job_id, link.owner)
+                        t_sent = time.perf_counter()
                         if await link.send(F.Job(job_id, endpoint, body, True, self.s.job_timeout)):
                             deadline = time.monotonic() + self.s.job_timeout
                             continue
@@ -649,6 +654,7 @@ class ProxyCore:
                     deadline = time.monotonic() + RECEIPT_WAIT
                 continue
             if isinstance(item, F.ReceiptFrame):
+                self.metrics.upstream.labels(path, "true").observe(time.perf_counter() - t_sent)
                 link.close_job(job_id)
                 if resp is None:
                     resp = web.StreamResponse(status=200, headers=sse.HEADERS)

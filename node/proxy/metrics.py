@@ -17,6 +17,8 @@ class Metrics:
                                  ["endpoint", "stream"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("cocoon_proxy_first_token_seconds", "Time from request to the first streamed chunk",
                               ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream = Histogram("cocoon_proxy_worker_seconds", "Time from sending a job to the worker to its receipt",
+                                  ["endpoint", "stream"], buckets=LATENCY_BUCKETS, registry=r)
         self.routing = Counter("cocoon_proxy_routing_decisions", "Routing outcomes (chosen, retried, no_room)",
                                ["outcome"], registry=r)
         self.workers = Gauge("cocoon_proxy_workers_connected", "Workers connected and admitted", registry=r)
