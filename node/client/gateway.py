@@ -14,8 +14,9 @@ Per request, on the channel to the chosen proxy:
    it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
    is not paid, is reported to the caller and its cost is recorded as disputed.
 
-Admissions and settles on one channel are serialized by a lock, so every voucher covers exactly
-what the proxy may hold against the channel at that moment.
+Admissions on one channel are serialized by a lock, so every voucher covers settled + the maximum
+costs in flight. Settles go out after the answer, in order; one that reaches the proxy after a newer
+authorization is refused by the proxy (that authorization already covers it), which is harmless.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class LiveChannel:
     row: ChannelRow
     address: Address
     key: Ed25519PrivateKey
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)          # admissions and the books
+    settle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)   # settles go out one at a time
     inflight: dict[str, int] = field(default_factory=dict)   # request id -> maximum cost
     resumed: bool = False
 
@@ -128,7 +130,7 @@ class Gateway:
         self.stakes = StakeCache(self.chain, s.stake_ttl)
         self.receipts = ReceiptVerifier(workers=workers, registry=self.chain.registry, stake_code=self.view.codes.stake,
                                         economics=self.view.params.economics, max_coefficient=s.max_coefficient,
-                                        stake_lookup=self.stakes)
+                                        stake_lookup=self.stakes, cert_ttl=min(60.0, s.refresh))
         self.wallet_address = await self.chain.wallet_address()
         self.store.set_meta("wallet", raw(self.wallet_address))
         self.store.set_meta("registry", raw(self.chain.registry))
@@ -285,8 +287,8 @@ class Gateway:
         """Take up where the proxy is: re-send unacknowledged settles, then adopt the proxy's settled
         total if the voucher it holds is our own signature (and not for a disputed answer)."""
         for request_id, final in self.store.settling(ch.row.address):
-            ok = await self._post_settle(conn, ch, request_id, final)
-            self.store.mark_request(request_id, "settled" if ok else "unacknowledged")
+            ok = await self._post_settle(conn, ch, request_id, final, quiet=True)
+            self.store.mark_request(request_id, {True: "settled", False: "superseded", None: "settling"}[ok])
         try:
             async with conn.http.get("/v1/cocoon/channel", params={"channel": ch.row.address}) as r:
                 body = await r.json(content_type=None) if r.status == 200 else None
@@ -427,48 +429,49 @@ class Gateway:
         problems = []
         if ok and ev.cost > job.max_cost:
             ok, problems = False, [f"the proxy charges {ev.cost}, above the {job.max_cost} authorized"]
+        vd = verdict.to_dict() if verdict is not None else {"ok": False, "failed": ["receipt_format"], "checks": []}
+        if problems:
+            vd["ok"] = False
+            vd["failed"] = vd.get("failed", []) + ["price"]
+            vd["checks"] = vd.get("checks", []) + [{"name": "price", "result": "FAIL", "detail": problems[0]}]
+        cost = ev.cost if ev is not None else 0
+        vd["paid"] = cost if ok else 0
+        receipt = None
+        if ev is not None:
+            record = ev.to_json()
+            record["registry_view"] = self._view_hash()
+            receipt = dict(request_id=job.request_id, channel=ch.row.address, proxy_owner=ch.row.proxy_owner,
+                           endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
+                           paid=vd["paid"], prompt_tokens=ev.usage.prompt_tokens,
+                           completion_tokens=ev.usage.completion_tokens, record=record, verdict=vd)
         await ch.lock.acquire()
-        handed_over = False
         try:
             ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
             if ok and ev.settled_before != ch.settled:
                 log.warning("the proxy's settled total before job %s is %d, ours %d", job.request_id,
                             ev.settled_before, ch.settled)
             others = sum(v for k, v in ch.inflight.items() if k != job.request_id)
-            cost = ev.cost if ev is not None else 0
             if ok:
                 new_settled = ch.settled + cost
                 final = new_settled + others
-                self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final)
+                self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final,
+                                          receipt=receipt)
                 ch.inflight.pop(job.request_id, None)
                 ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-                # the settle goes out after the answer, holding the channel until the proxy took it
-                task = asyncio.get_running_loop().create_task(self._settle_then_release(conn, ch, job.request_id,
-                                                                                         final))
+                # the settle goes out after the answer. A newer authorization may reach the proxy first;
+                # then the proxy keeps that one (it covers this total) and refuses this settle, harmlessly.
+                task = asyncio.get_running_loop().create_task(self._settle_in_order(conn, ch, job.request_id, final))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                handed_over = True
             else:
-                self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost)
+                self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost,
+                                          receipt=receipt)
                 ch.inflight.pop(job.request_id, None)
                 ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
         finally:
-            if not handed_over:
-                ch.lock.release()
-        vd = verdict.to_dict() if verdict is not None else {"ok": False, "failed": ["receipt_format"], "checks": []}
-        if problems:
-            vd["ok"] = False
-            vd["failed"] = vd.get("failed", []) + ["price"]
-            vd["checks"] = vd.get("checks", []) + [{"name": "price", "result": "FAIL", "detail": problems[0]}]
-        vd["paid"] = cost if ok else 0
+            ch.lock.release()
         if ev is not None:
             u = ev.usage
-            record = ev.to_json()
-            record["registry_view"] = self._view_hash()
-            self.store.add_receipt(request_id=job.request_id, channel=ch.row.address, proxy_owner=ch.row.proxy_owner,
-                                   endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
-                                   paid=cost if ok else 0, prompt_tokens=u.prompt_tokens,
-                                   completion_tokens=u.completion_tokens, record=record, verdict=vd)
             self.metrics.tokens.labels("prompt").inc(u.prompt_tokens)
             self.metrics.tokens.labels("completion").inc(u.completion_tokens)
         self.metrics.receipts.labels("verified" if ok else "failed").inc()
@@ -491,12 +494,10 @@ class Gateway:
                                                            v.codes.stake))
         return self._view_h
 
-    async def _settle_then_release(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int) -> None:
-        try:
-            acked = await self._post_settle(conn, ch, request_id, final)
-            self.store.mark_request(request_id, "settled" if acked else "settling")
-        finally:
-            ch.lock.release()
+    async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int) -> None:
+        async with ch.settle_lock:
+            acked = await self._post_settle(conn, ch, request_id, final, quiet=True)
+            self.store.mark_request(request_id, {True: "settled", False: "superseded", None: "settling"}[acked])
 
     async def release(self, job: "_Job") -> None:
         """A request that ended without an answer to pay: nothing is owed; the held authorization is
@@ -509,18 +510,19 @@ class Gateway:
             await self._post_settle(job.conn, ch, job.request_id, final, quiet=True)
 
     async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
-                           quiet: bool = False) -> bool:
+                           quiet: bool = False) -> Optional[bool]:
+        """True: the proxy holds this total; False: it refused it; None: it could not be reached."""
         body = {"channel": ch.row.address, "request_id": request_id, "voucher": ch.voucher(amount)}
         try:
             async with conn.http.post("/v1/cocoon/settle", json=body) as r:
                 if r.status == 200:
                     return True
-                text = (await r.text())[:300]
+                text, result = (await r.text())[:300], False
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            text = describe_failure(e)
-        if not quiet:
+            text, result = describe_failure(e), None
+        if not quiet or result is None:
             log.warning("the proxy did not take the settle of %s: %s", request_id, text)
-        return False
+        return result
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict:
@@ -631,6 +633,7 @@ class _Job:
         chunks: list[dict] = []
         first = True
         finished = False
+        ending: Optional[list[bytes]] = None     # what goes to the caller once the proxy's stream ended
         try:
             async for data in self.resp.content.iter_any():
                 for payload in decoder.feed(data):
@@ -638,6 +641,8 @@ class _Job:
                     if obj == sse.DONE:
                         finished = True
                         break
+                    if ending is not None:
+                        continue
                     if "error" in obj:
                         await self.gw.release(self)
                         self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
@@ -654,12 +659,12 @@ class _Job:
                         await out.write(sse.event(obj))
                         if not vd["ok"]:
                             self.gw.metrics.requests.labels(self.endpoint, "receipt_failed").inc()
-                            await out.write(sse.error_event(self._failure(vd, why)))
-                            return out
-                        self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
-                        self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
-                        await out.write(sse.DONE_EVENT)
-                        return out
+                            ending = [sse.error_event(self._failure(vd, why))]
+                        else:
+                            self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
+                            self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+                            ending = [sse.DONE_EVENT]
+                        continue
                     chunks.append(obj)
                     if first:
                         self.gw.metrics.first_token.labels(self.endpoint).observe(time.perf_counter() - self.t0)
@@ -667,7 +672,15 @@ class _Job:
                     await out.write(sse.event(payload))
                 if finished:
                     break
+            if ending is not None:   # the proxy's [DONE] was read, so its connection is reused
+                for b in ending:
+                    await out.write(b)
+                return out
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+            if ending is not None:
+                for b in ending:
+                    await out.write(b)
+                return out
             await self.gw.release(self)
             self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
             await out.write(sse.error_event(unavailable(f"the proxy's stream broke: {describe_failure(e)}")))

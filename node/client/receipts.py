@@ -176,9 +176,11 @@ class ReceiptVerifier:
 
     def __init__(self, *, workers: PeerVerifier, registry: Address, stake_code: Optional[Cell],
                  economics: R.Economics, max_coefficient: Optional[int] = None,
-                 stake_lookup: Optional[StakeLookup] = None):
+                 stake_lookup: Optional[StakeLookup] = None, cert_ttl: float = 0.0):
         self.workers, self.registry, self.stake_code = workers, registry, stake_code
         self.economics, self.max_coefficient, self.stake_lookup = economics, max_coefficient, stake_lookup
+        self.cert_ttl = cert_ttl
+        self._certs: dict = {}
 
     async def verify(self, ev: Evidence, cap: Optional[int] = None) -> ReceiptVerdict:
         """Every check of one answer; ``cap`` is the request's maximum cost (a proxy bills at most
@@ -204,7 +206,7 @@ class ReceiptVerifier:
         r = v.receipt
 
         # worker_cert and model_hash
-        cert = await self.workers.verify_certificate(ev.worker_cert)
+        cert = await self._certificate(ev.worker_cert)
         claims = cert.claims
         cert_problems = [c for c in cert.checks if c.ok is False and c.name != "model_hash"]
         if cert_problems:
@@ -259,6 +261,26 @@ class ReceiptVerifier:
         add(Check("price", expected == ev.cost, f"{expected} nanoTON" if expected == ev.cost
                   else f"the proxy charges {ev.cost} nanoTON, usage × price is {expected}"))
         return v
+
+    async def _certificate(self, der: bytes):
+        """The worker certificate's verdict, reused while the registry snapshot is the same and for
+        at most ``cert_ttl`` seconds (a worker sends the same certificate with every receipt)."""
+        if self.cert_ttl <= 0 or self.workers.snapshots is None:
+            return await self.workers.verify_certificate(der)
+        try:
+            version = self.workers.snapshots.current()
+        except Exception:
+            return await self.workers.verify_certificate(der)
+        key = (hashlib.sha256(der).digest(), id(version), hash(version))
+        now = time.monotonic()
+        hit = self._certs.get(key)
+        if hit is not None and now - hit[0] < self.cert_ttl:
+            return hit[1]
+        verdict = await self.workers.verify_certificate(der)
+        if len(self._certs) > 256:
+            self._certs.clear()
+        self._certs[key] = (now, verdict)
+        return verdict
 
     async def _stake(self, r: Receipt, v: ReceiptVerdict) -> Check:
         if v.worker_owner is None or v.operator_key is None:

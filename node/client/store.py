@@ -172,11 +172,14 @@ class Store:
                                     "ORDER BY created_at", (channel,)))
 
     def finish_request(self, request_id: str, state: str, cost: int, channel: str, settled: int,
-                       final: Optional[int] = None, disputed: int = 0) -> None:
+                       final: Optional[int] = None, disputed: int = 0, receipt: Optional[dict] = None) -> None:
         """After the answer, in one transaction: the request's state and cost, the channel's settled
-        total (what this gateway agreed to pay) and any disputed amount."""
+        total (what this gateway agreed to pay), any disputed amount and the receipt (the
+        keyword arguments of :meth:`add_receipt`)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            if receipt is not None:
+                self.add_receipt(**receipt)
             self.db.execute("UPDATE requests SET state=?, cost=?, final=? WHERE request_id=?",
                             (state, cost, final, request_id))
             self.db.execute("UPDATE channels SET settled=MAX(settled, ?), disputed=disputed+? WHERE address=?",

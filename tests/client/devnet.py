@@ -168,14 +168,14 @@ class DevNet:
 
     # ---------------------------------------------------------------- gateways
     def gateway(self, name: str, *, budget: str = "5", extra: tuple = (), api_key: Optional[str] = None,
-                port: Optional[int] = None, wait_models: bool = True) -> "Gateway":
+                port: Optional[int] = None, wait_models: bool = True, stake_ttl: str = "0") -> "Gateway":
         key = self.root / f"{name}.seed"
         if not key.exists():
             write_seed(key, name)
         port = port or free_port()
         argv = [COCOON, "client", "run", "--registry", raw(self.registry), "--network", self.chain_url,
                 "--key-file", str(key), "--port", str(port), "--state", str(self.root / name),
-                "--allow-simulated", str(self.trust), "--budget", budget, "--refresh", "1", "--stake-ttl", "0",
+                "--allow-simulated", str(self.trust), "--budget", budget, "--refresh", "1", "--stake-ttl", stake_ttl,
                 *extra]
         if api_key:
             argv += ["--api-key", api_key]

@@ -1,0 +1,233 @@
+"""Latency the client gateway adds: the same requests sent to the proxy directly (RA-TLS, a voucher
+signed per request, the settle after the answer) and through `cocoon client run` (local HTTP hop,
+validation, voucher recorded in SQLite, receipt verification before the answer is returned), in one
+run against one local network (chain server, proxy, SmolLM2 worker as processes).
+
+Measured per request: the whole answer (non-streaming, max_tokens=1) and the first streamed chunk
+(max_tokens=4). Requests alternate direct / gateway so drift in the worker's speed hits both alike.
+The gateway's own timing of its steps (authorize, verify) is read from its /metrics.
+Bar: the added latency at p50 is at most 3 ms.
+
+    .venv/bin/python benchmarks/client.py [--requests N]
+
+Prints a table, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BAR_MS = 3.0
+BODY = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "temperature": 0}
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+class Direct:
+    """A minimal paying client of the proxy: its own channel, a voucher per request, no checks."""
+
+    def __init__(self, net, wallet_label: str):
+        self.net, self.label = net, wallet_label
+
+    async def open(self) -> None:
+        import aiohttp
+        from pytoniq_core import Address
+
+        from node.chain import keys_from_seed, open_network
+        from node.client.chain import ClientChain, owner_address, payment_key
+        from node.link.endpoint import parse as parse_endpoint
+        from node.tee.ratls import Identity, PeerVerifier, RaTlsConnector
+        from node.tee.registry_source import SnapshotSource
+        from node.tee.simulated import DevTrust
+        from node.tee.verify import Policy
+        from tests.client.devnet import seed
+        from wrappers import escrow as E
+        from wrappers import registry as R
+
+        self.chain_net = await open_network(self.net.chain_url)
+        keys = keys_from_seed(seed(self.label))
+        chain = ClientChain(self.chain_net, self.net.registry, keys)
+        view = await chain.read_registry()
+        info = [p for p in view.proxies if p.active][0]
+        self.economics = view.params.economics
+        self.key = payment_key(keys, 0)
+        w = await chain.wallet()
+        payee = owner_address(info.owner_hash)
+        payer_key = E.public_key_int(self.key)
+        self.channel = await chain.open_escrow(view.codes.escrow, payee, info.operator_key, payer_key, 10**9)
+        self.settled = 0
+        verifier = PeerVerifier(Policy("proxy", dev_trust=DevTrust.load(self.net.trust)),
+                                SnapshotSource.fixed(view.snapshot))
+        url = parse_endpoint(info.endpoint).clients_url
+        self.http = aiohttp.ClientSession(base_url=url, connector=RaTlsConnector(Identity.create(None), verifier))
+
+    def _headers(self, body: bytes) -> tuple[dict, str, int]:
+        from node.openai import headers as H
+        from wrappers import escrow as E
+        from wrappers.pricing import request_max_cost
+
+        mc = request_max_cost(body, 1000, self.economics)
+        v = E.Voucher.sign(self.key, self.channel, self.settled + mc)
+        rid = uuid.uuid4().hex
+        return ({H.CHANNEL: self.channel.to_str(is_user_friendly=False), H.VOUCHER: H.format_voucher(v.amount, v.signature),
+                 H.REQUEST_ID: rid, H.MAX_COEFFICIENT: "1000", "Content-Type": "application/json"}, rid, mc)
+
+    async def _settle(self, rid: str, cost: int) -> None:
+        from node.openai import headers as H
+        from wrappers import escrow as E
+
+        self.settled += cost
+        v = E.Voucher.sign(self.key, self.channel, self.settled)
+        async with self.http.post("/v1/cocoon/settle", json={"channel": self.channel.to_str(is_user_friendly=False),
+                                                            "request_id": rid,
+                                                            "voucher": H.format_voucher(v.amount, v.signature)}) as r:
+            await r.read()
+
+    async def plain(self) -> float:
+        body = json.dumps(dict(BODY, max_tokens=1)).encode()
+        t = time.perf_counter()
+        h, rid, _ = self._headers(body)
+        async with self.http.post("/v1/chat/completions", data=body, headers=h) as r:
+            doc = await r.json()
+        dt = time.perf_counter() - t
+        await self._settle(rid, doc["cocoon"]["cost"])
+        return dt
+
+    async def first_token(self) -> float:
+        body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
+        t = time.perf_counter()
+        h, rid, _ = self._headers(body)
+        cost = 0
+        first = None
+        async with self.http.post("/v1/chat/completions", data=body, headers=h) as r:
+            async for line in r.content:
+                if line.startswith(b"data: {") and first is None:
+                    first = time.perf_counter() - t
+                if b'"cocoon"' in line:
+                    cost = json.loads(line[6:])["cocoon"]["cost"]
+        await self._settle(rid, cost)
+        return first
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.chain_net.close()
+
+
+class ViaGateway:
+    def __init__(self, url: str):
+        self.url = url
+
+    async def open(self) -> None:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession(base_url=self.url)
+
+    async def plain(self) -> float:
+        body = json.dumps(dict(BODY, max_tokens=1)).encode()
+        t = time.perf_counter()
+        async with self.http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
+            doc = await r.json()
+        dt = time.perf_counter() - t
+        assert doc["cocoon"]["verification"]["ok"], doc
+        return dt
+
+    async def first_token(self) -> float:
+        body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
+        t = time.perf_counter()
+        first = None
+        async with self.http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
+            async for line in r.content:
+                if line.startswith(b"data: {") and first is None:
+                    first = time.perf_counter() - t
+        return first
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def gateway_steps(port: int) -> tuple[dict, dict]:
+    """(sums, counts) of the gateway's own step timings from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    sums, counts = {}, {}
+    for line in text.splitlines():
+        if line.startswith("cocoon_client_overhead_seconds_sum"):
+            sums[line.split('step="')[1].split('"')[0]] = float(line.split()[-1])
+        if line.startswith("cocoon_client_overhead_seconds_count"):
+            counts[line.split('step="')[1].split('"')[0]] = float(line.split()[-1])
+    return sums, counts
+
+
+async def measure(net, gw_port: int, n: int) -> dict:
+    direct, via = Direct(net, "bench-direct"), ViaGateway(f"http://127.0.0.1:{gw_port}")
+    await direct.open()
+    await via.open()
+    out = {"direct_plain": [], "gateway_plain": [], "direct_ttft": [], "gateway_ttft": []}
+    try:
+        for _ in range(3):  # warm both paths (connections, caches, the escrow)
+            await direct.plain(); await via.plain()
+        s0, c0 = gateway_steps(gw_port)
+        for _ in range(n):
+            out["direct_plain"].append(await direct.plain())
+            out["gateway_plain"].append(await via.plain())
+            out["direct_ttft"].append(await direct.first_token())
+            out["gateway_ttft"].append(await via.first_token())
+        s1, c1 = gateway_steps(gw_port)
+    finally:
+        await direct.close()
+        await via.close()
+    steps = {k: 1000 * (s1[k] - s0.get(k, 0)) / (c1[k] - c0.get(k, 0)) for k in s1 if c1[k] > c0.get(k, 0)}
+    return out, steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=30, help="requests per kind and path")
+    args = ap.parse_args()
+    from tests.client.devnet import DevNet
+    from tests.procs import Procs
+
+    with tempfile.TemporaryDirectory() as d:
+        procs = Procs(Path(d))
+        try:
+            print("starting a local network (chain server, proxy, worker)...", file=sys.stderr)
+            net = DevNet(procs, Path(d)).start()
+            g = net.gateway("bench-gateway", budget="5", stake_ttl="10")
+            res, steps = asyncio.run(measure(net, g.port, args.requests))
+        finally:
+            procs.stop_all()
+    ms = {k: [1000 * x for x in v] for k, v in res.items()}
+    rows = []
+    for kind, label in (("plain", "whole answer (max_tokens=1)"), ("ttft", "first streamed chunk")):
+        d, g = ms[f"direct_{kind}"], ms[f"gateway_{kind}"]
+        rows.append((label, pct(d, 50), pct(g, 50), pct(g, 50) - pct(d, 50), pct(d, 90), pct(g, 90)))
+    print(f"{'':<30} {'direct p50':>11} {'gateway p50':>12} {'added p50':>10} {'direct p90':>11} {'gateway p90':>12}")
+    for label, dp, gp, add, d90, g90 in rows:
+        print(f"{label:<30} {dp:>9.2f}ms {gp:>10.2f}ms {add:>8.2f}ms {d90:>9.2f}ms {g90:>10.2f}ms")
+    for k, v in sorted(steps.items()):
+        print(f"gateway step {k:<17} mean {v:.3f} ms (its own timing, after warm-up)")
+    added = max(rows[0][3], rows[1][3])
+    print(f"bar: added p50 <= {BAR_MS} ms: {'met' if added <= BAR_MS else 'NOT met'}")
+    print(json.dumps({"benchmark": "client", "requests": args.requests,
+                      "added_p50_ms": {"answer": round(rows[0][3], 3), "first_token": round(rows[1][3], 3)},
+                      "p50_ms": {"direct_answer": round(rows[0][1], 3), "gateway_answer": round(rows[0][2], 3),
+                                 "direct_first_token": round(rows[1][1], 3), "gateway_first_token": round(rows[1][2], 3)},
+                      "gateway_steps_mean_ms": {k: round(v, 3) for k, v in steps.items()},
+                      "bar_ms": BAR_MS, "bar_met": added <= BAR_MS}))
+
+
+if __name__ == "__main__":
+    main()
