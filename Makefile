@@ -35,4 +35,4 @@ test: install
 	$(BIN)/pytest -q -n 2
 
 bench: install
-	for b in chain stake escrow reputation lifecycle; do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
