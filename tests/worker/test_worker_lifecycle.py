@@ -164,3 +164,29 @@ def test_no_claim_while_the_fee_is_too_large_a_share_but_one_before_a_close_ends
         assert w.channel.escrow.read.channel().claimed == half
     finally:
         s.close()
+
+
+def test_reconnects_after_a_drop_and_sends_the_receipt_of_the_job_it_cut(tmp_path, model_path):
+    from .peer import Peer
+
+    s = Served(_mk(tmp_path / "w"), model_path)
+    try:
+        s.start_worker()
+        s.peer.wait_connected(60)
+        body = chat_body(content="Write a long story about the sea.", max_tokens=300, stream=True, temperature=0.7)
+        jid = s.peer.submit("chat", body, stream=True)
+        while True:
+            f = s.peer.next_frame(jid, timeout=60)
+            if isinstance(f, F.Chunk) and f.data["choices"][0]["delta"].get("content"):
+                break
+        s.peer.stop()                                 # the proxy goes away mid-job
+        s.peer = Peer(s.world, s.proxy_port).start()  # and comes back on the same endpoint
+        hello = s.peer.wait_connected(60)
+        assert hello.model == "SmolLM2-135M-Instruct"
+        rf = s.peer.unmatched.get(timeout=60)         # the cut job's receipt, stored and re-sent
+        assert isinstance(rf, F.ReceiptFrame) and rf.job_id == jid
+        assert 1 <= rf.usage.completion_tokens < 300
+        again = s.peer.collect(s.peer.submit("chat", chat_body(max_tokens=4)))
+        assert again.result.status == 200
+    finally:
+        s.close()
