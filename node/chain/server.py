@@ -7,7 +7,8 @@ Routes (a thin layer over :mod:`node.chain.api` and :mod:`node.chain.service`):
   ``{"ok": true, "result": ...}`` / ``{"ok": false, "error": TEXT, "code": 4xx}``.
 * Development only, apart from toncenter's: ``POST /dev/fund {"address", "amount"}`` (nanoTON from
   the faucet), ``POST /dev/advance {"seconds"}`` (bounded), ``GET /dev/now``, and
-  ``GET /dev/trace?hash=`` (the transactions an external message caused, as BoCs).
+  ``GET /dev/trace?hash=`` (the transactions an external message caused, as BoCs), ``GET /dev/supply``
+  (minted, balances, fees: the books of the whole chain).
 * ``GET /metrics``: Prometheus.
 
 Every error is mapped to toncenter's error body in one place (:func:`errors`); a bug answers 500
