@@ -152,7 +152,7 @@ def status_cmd(state_dir: str, as_json: bool) -> None:
                              "claimed": st.claimed(ch), "claimable": max(0, amount - st.claimed(ch)),
                              "debt": max(0, earned - amount)})
         unpaid_channels = {ch for ch, _, _ in vouchers}
-        for ch in sorted({r for r in _receipt_channels(st)} - unpaid_channels):
+        for ch in sorted(set(st.receipt_channels()) - unpaid_channels):
             earned = st.earned(ch)
             channels.append({"channel": ch, "proxy_owner": None, "earned": earned, "paid": 0, "claimed": 0,
                              "claimable": 0, "debt": earned})
@@ -176,9 +176,6 @@ def status_cmd(state_dir: str, as_json: bool) -> None:
         click.echo(f"  channel {c['channel']}: earned {ton(c['earned'])}, paid {ton(c['paid'])}, "
                    f"claimed {ton(c['claimed'])}, owed {ton(c['debt'])}")
 
-
-def _receipt_channels(st) -> list[str]:
-    return [r[0] for r in st._all("SELECT DISTINCT channel FROM receipts WHERE channel != ''")]
 
 
 if __name__ == "__main__":      # `cocoon worker run` re-executes itself this way (see run_cmd)

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Optional, Union
@@ -44,10 +43,6 @@ class Done:
     prompt_tokens: int
     completion_tokens: int
     tool_calls: list = field(default_factory=list)    # [{"name", "arguments"}]
-
-
-class Cancelled(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------- the native runtime

@@ -24,7 +24,6 @@ from node.openai import protocol as P
 from wrappers.pricing import Usage, charge
 from wrappers.receipts import Receipt, response_hash
 from wrappers.registry import Economics
-from wrappers.stake import ROLE_WORKER  # noqa: F401  (the stake a receipt names is the worker's)
 
 from .engines import Done, Piece
 from .metrics import Metrics

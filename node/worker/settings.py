@@ -107,6 +107,8 @@ class WorkerSettings:
             raise ValueError("--tee is simulated or tdx")
         if self.tee == "simulated" and not self.dev_root:
             raise ValueError("--tee simulated needs --dev-root (from `cocoon attest dev-root`)")
+        if self.tee == "tdx" and not self.pccs_url:
+            raise ValueError("--tee tdx needs --pccs-url (collateral to verify the proxy's TDX quote)")
         if not 1 <= self.coefficient <= 65535:
             raise ValueError("--coefficient is between 1 and 65535 (1000 = 1.0)")
         if self.parallel < 1 or self.queue < 0:

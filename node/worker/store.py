@@ -141,6 +141,9 @@ class Store:
         return [self._receipt(r) for r in self._all(f"SELECT {self._RCOLS} FROM receipts WHERE sent IS NULL "
                                                     "ORDER BY created")]
 
+    def receipt_channels(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT DISTINCT channel FROM receipts WHERE channel != ''")]
+
     def earned(self, channel: Optional[str] = None) -> int:
         if channel is None:
             return self._one("SELECT COALESCE(SUM(fee),0) FROM receipts")[0]

@@ -3,7 +3,6 @@ each against a real worker process."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import time
@@ -14,7 +13,6 @@ from pytoniq_core import Address
 
 from node.link import frames as F
 from tests.procs import COCOON, ProcessFailed
-from wrappers import escrow as E
 from wrappers.escrow import TON, Voucher
 from wrappers.stake import derive_operator_key
 
