@@ -134,9 +134,18 @@ class ChainContext:
 
     def call(self, coro):
         try:
+            if not self._thread.is_alive():  # the context is closed: a command reading a result afterwards
+                return asyncio.run(self._once(coro))
             return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         except CocoonError as e:
             raise UserError(str(e)) from None
+
+    async def _once(self, coro):
+        try:
+            return await coro
+        finally:
+            if self.net is not None:
+                await self.net.close(save=False)  # only the HTTP session: the state was saved on exit
 
     def __enter__(self) -> "ChainContext":
         self.call(self.open())

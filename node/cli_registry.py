@@ -16,7 +16,8 @@ from wrappers import registry as R
 from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 
-from .chainctx import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, network_options, open_wallet
+from .chainctx import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
+                       network_options, open_wallet)
 from .cli_parse import Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256, uint, utc
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
@@ -385,13 +386,19 @@ def accept_ownership(network, state_file, mnemonic_file, key_file, wallet_versio
 @registry.command("advance-time")
 @click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_STATE, show_default=True, help="The embedded chain's state file (env COCOON_CHAIN_STATE).")
+@click.option("--network", type=NetworkType(), default="embedded", show_default=True, envvar="COCOON_NETWORK",
+              help="embedded, or the chain server (local or its URL).")
 @click.argument("seconds", type=int)
 @guarded
-def advance_time(state_file, seconds):
-    """Embedded chain only: move the local chain's clock forward by SECONDS (e.g. past a governance
-    delay); at most ten years per step."""
+def advance_time(state_file, seconds, network="embedded"):
+    """Embedded chain and chain server only: move the local chain's clock forward by SECONDS (e.g.
+    past a governance delay); at most ten years per step."""
     check_advance(0, seconds)  # the sign and the size of the step, before the chain is opened
-    with ChainContext("embedded", state_file) as ctx:
-        check_advance(ctx.chain.now, seconds)
-        ctx.chain.advance(seconds)
-        click.echo(f"embedded chain time is now {utc(ctx.chain.now)} ({ctx.chain.now})")
+    with ChainContext(network, state_file) as ctx:
+        if ctx.chain is None:
+            raise UserError(f"{network} has no clock to move: only the embedded chain and the chain server")
+        now = ctx.chain.now
+        check_advance(now, seconds)
+        now = ctx.chain.advance(seconds)
+        where = "embedded" if ctx.net.chain is not None else "local"
+        click.echo(f"{where} chain time is now {utc(now)} ({now})")

@@ -61,6 +61,7 @@ class Network:
 
     def __init__(self, name: str, provider, *, chain=None, state_file: Optional[Path] = None, dev: bool = False):
         self.name, self.provider, self.chain, self.state_file, self.dev = name, provider, chain, state_file, dev
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @property
     def http(self) -> bool:
@@ -156,9 +157,17 @@ class Network:
                    on_progress: Optional[Progress] = None, timeout: float = 90.0) -> list:
         """Send one message from ``wallet`` and wait until the wallet's seqno moves (the message left).
         Returns the transactions it caused as :class:`~wrappers.chain.records.TxRecord` where the
-        network can tell (the embedded chain and the chain server), else an empty list."""
+        network can tell (the embedded chain and the chain server), else an empty list. Sends from
+        one wallet are serialized (safe to call from concurrent tasks)."""
+        key = wallet.address.to_str(is_user_friendly=False)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:  # one message at a time per wallet: each needs the seqno the previous one left
+            return await self._send(wallet, dest, value, body, state_init, bounce, on_progress, timeout)
+
+    async def _send(self, wallet, dest, value, body, state_init, bounce, on_progress, timeout) -> list:
         from pytoniq import WalletV4R2
 
+        await wallet.update()
         if wallet.balance < value:
             raise CocoonError(f"the wallet {wallet.address.to_str()} holds {wallet.balance / 1e9:.4f} TON, "
                               f"less than the {value / 1e9:.4f} TON this needs; top it up first")

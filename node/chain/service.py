@@ -50,6 +50,14 @@ class _Boc:
         return self.boc
 
 
+def _printable(err: Exception) -> str:
+    try:
+        text = str(err)
+    except Exception:
+        return ""
+    return "".join(c for c in text if c.isprintable()).strip()
+
+
 def _boc(t: TCell) -> bytes:
     return base64.b64decode(t.to_boc())
 
@@ -158,6 +166,7 @@ class ChainService:
 
     def _apply(self, e: Entry) -> list[TxRecord]:
         chain = self.chain
+        snap = chain.snapshot()  # cheap (the accounts dict); a refused input leaves no trace
         try:
             if e.kind == "msg":
                 # the emulator's own cell straight from the BoC: no pytoniq parse on the hot path
@@ -171,13 +180,22 @@ class ChainService:
                 txs, trace = [], None
             else:
                 raise Refused(f"unknown log entry kind {e.kind!r}")
-        except ChainError as err:
+            if txs and txs[0].rejected:
+                raise Refused("cannot apply external message to current state: External message was not accepted")
+        except Exception as err:
+            chain.restore(snap)
             self._trim()
-            raise Refused(str(err)) from None
-        if txs and txs[0].rejected:
+            if isinstance(err, Refused):
+                self.stats["rejected"] += 1
+                raise
+            if isinstance(err, ChainError):
+                raise Refused(str(err)) from None
+            # the emulator refuses some externals with an error instead of a rejection (an account
+            # that cannot pay for the message, a state init that does not match the address)
+            log.info("message refused by the emulator: %s", _printable(err))
             self.stats["rejected"] += 1
-            self._trim()
-            raise Refused("cannot apply external message to current state: External message was not accepted")
+            raise Refused("cannot apply external message to current state: "
+                          f"{_printable(err)[-300:] or 'the emulator refused it'}") from None
         self.seq = e.seq
         block = self.seq + 1
         for t in txs:
@@ -187,8 +205,8 @@ class ChainService:
                 in_lt = message_head(t._in_cell).created_lt
             self._rows.append(TxRow(t.hash, addr_key(t.account), t.lt, t.now, _boc(t._tx_cell), trace, in_src, in_lt,
                                     t.parent.hash if t.parent is not None else None, block))
-        self.stats["messages" if e.kind == "msg" else e.kind] = self.stats.get(
-            "messages" if e.kind == "msg" else e.kind, 0) + 1
+        kind = {"msg": "messages", "fund": "faucet_payments", "advance": "time_steps"}[e.kind]
+        self.stats[kind] = self.stats.get(kind, 0) + 1
         self.stats["transactions"] += len(txs)
         self._trim()
         return txs

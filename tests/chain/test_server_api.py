@@ -160,6 +160,12 @@ def test_bad_requests_get_toncenter_errors(chain_server):
     ext = WalletV4R2.create_external_msg(dest=Address(good), body=begin_cell().store_uint(1, 32).end_cell()).serialize()
     status, body = _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": base64.b64encode(ext.to_boc()).decode()}})
     assert "not accepted" in body["error"]
+    # a wallet's deployment with no money to pay for it: the emulator refuses it before execution
+    from tests.chain.server import SignedWallet
+
+    unfunded = SignedWallet(4242).external(0)
+    status, body = _bad(s, rpc, {"id": 1, "method": "sendBoc", "params": {"boc": base64.b64encode(unfunded).decode()}})
+    assert "cannot apply external message" in body["error"]
     _bad(s, rpc, {"id": 1, "method": "runGetMethod", "params": {"address": good, "method": "seqno", "stack": [["bad", 1]]}})
     _bad(s, rpc, {"id": 1, "method": "runGetMethod", "params": {"address": good, "method": "seqno", "stack": "[[1"}})
     _bad(s, rpc, {"id": 1, "method": "getConfigParam", "params": {"config_id": 999}})
