@@ -24,11 +24,11 @@ def model_path() -> str:
 class Served:
     """A world, a peer and a worker process linked to it."""
 
-    def __init__(self, tmp, model_path, *extra: str, allow_model: bool = True, env=None, peer_kw=None):
+    def __init__(self, tmp, model_path, *extra: str, env=None, peer_kw=None, **world_kw):
         self.tmp = tmp
         self.procs = Procs(tmp)
         self.proxy_port, self.metrics_port = free_port(), free_port()
-        self.world = W.build(tmp, model_path, self.proxy_port, allow_model=allow_model)
+        self.world = W.build(tmp, model_path, self.proxy_port, **world_kw)
         self.peer = Peer(self.world, self.proxy_port, **(peer_kw or {})).start()
         self.state_dir = tmp / "worker-state"
         self.extra, self.env = extra, env

@@ -36,12 +36,19 @@ def _mk(path):
     return path
 
 
-def test_model_not_in_registry_is_refused_at_start(tmp_path, model_path):
-    s = Served(_mk(tmp_path / "w"), model_path, allow_model=False)
+@pytest.mark.parametrize("world_kw,why", [
+    (dict(allow_model=False), "is not allowed in the registry"),
+    (dict(allow_image=False), "is not an allowed worker image"),
+    (dict(worker_stake=5 * TON), "below the minimum of 10 TON"),
+], ids=["model", "image", "stake"])
+def test_refused_at_start_with_one_line(tmp_path, model_path, world_kw, why):
+    s = Served(_mk(tmp_path / "w"), model_path, **world_kw)
     try:
         with pytest.raises(ProcessFailed) as e:
             s.start_worker()
-        assert "is not allowed in the registry" in str(e.value) and s.world.model_hash.hex() in str(e.value)
+        assert why in str(e.value)
+        if "allow_model" in world_kw:
+            assert s.world.model_hash.hex() in str(e.value)
         worker = s.procs.started[-1]
         assert worker.popen.returncode == 1 and "Traceback" not in worker.output()
     finally:

@@ -92,7 +92,8 @@ class World:
                 "--metrics-port", str(metrics_port), "--threads", "1", "--registry-refresh", "1", "-v", *extra]
 
 
-def build(tmp: Path, model_path, proxy_port: int, *, allow_model: bool = True, lang: str = "func") -> World:
+def build(tmp: Path, model_path, proxy_port: int, *, allow_model: bool = True, allow_image: bool = True,
+          worker_stake: int = 20 * TON, lang: str = "func") -> World:
     root = DevRoot.generate()
     dev_dir = tmp / "devroot"
     root.save(dev_dir)
@@ -100,13 +101,15 @@ def build(tmp: Path, model_path, proxy_port: int, *, allow_model: bool = True, l
     n.deploy()
     wimg, pimg = image_hash(root, WORKER_IMAGE_NAME, "worker"), image_hash(root, PROXY_IMAGE_NAME, "proxy")
     mhash = file_hash(model_path)
-    pids = [n.allow("worker_image", int.from_bytes(wimg, "big")), n.allow("proxy_image", int.from_bytes(pimg, "big"))]
-    pids.append(n.allow("model", int.from_bytes(mhash if allow_model else hashlib.sha256(b"other").digest(), "big")))
+    other = hashlib.sha256(b"other").digest()
+    pids = [n.allow("worker_image", int.from_bytes(wimg if allow_image else other, "big")),
+            n.allow("proxy_image", int.from_bytes(pimg, "big"))]
+    pids.append(n.allow("model", int.from_bytes(mhash if allow_model else other, "big")))
     n.chain.advance(n.params.governance_delay)
     for pid in pids:
         n.execute(pid)
     n.stake(n.proxy, R.ROLE_PROXY, 60 * TON)
-    n.stake(n.workers["worker-a"], R.ROLE_WORKER, 20 * TON)
+    n.stake(n.workers["worker-a"], R.ROLE_WORKER, worker_stake)
     n.register_proxy(f"127.0.0.1:{proxy_port} 127.0.0.1:{proxy_port}")
     n.open_channel(n.proxy, n.workers["worker-a"], 2 * TON)
     key_file = tmp / "operator.key"
