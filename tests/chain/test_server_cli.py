@@ -1,6 +1,7 @@
 """Every `cocoon` command behaves the same on the chain server as on the in-process embedded chain:
 the escrow's whole lifecycle (registry deploy, open, top-up, vouchers, claims, refusals, a
-withdrawal after the notice, close, a cooperative close) and the wallet commands run once with
+withdrawal after the notice, close, a cooperative close), a stake's (deposit, operator key,
+unbonding, withdrawal after the period) and the wallet commands run once with
 `--state-file` and once with `--network URL` against a `cocoon chain serve` process; every command
 gives the same exit code and the same output."""
 from __future__ import annotations
@@ -19,7 +20,7 @@ TON = 10**9
 
 def _keys(tmp: Path) -> dict:
     keys = {}
-    for name in ("owner", "payer", "payee", "stranger", "voucher2"):
+    for name in ("owner", "payer", "payee", "stranger", "voucher2", "provider"):
         seed = hashlib.sha256(b"chain-server-cli-test:" + name.encode()).digest()
         p = tmp / f"{name}.key"
         p.write_text(seed.hex())
@@ -73,6 +74,18 @@ def _run_story(where: list[str], keys: dict, tmp: Path) -> list[tuple[int, str]]
     cli("escrow", "close", channel2, "--cooperative", "0.5", "--payee-signature", sig,
         "--voucher-key-file", keys["voucher2"][0], key="payer")
     cli("escrow", "status", channel2)
+    # a provider's stake: deposit, operator key, unbonding, withdrawal after the period
+    from wrappers import stake as S
+
+    cli("stake", "status", key="provider")
+    cli("stake", "deposit", "20", key="provider")
+    cli("stake", "set-operator", f"{S.public_key_int(S.derive_operator_key('server-cli')):064x}", key="provider")
+    cli("stake", "unbond", "5", key="provider")
+    cli("stake", "unbond", "1000", key="provider")                                       # refused
+    cli("stake", "withdraw", key="provider")                                             # refused: not unlocked
+    cli("registry", "advance-time", str(7 * 86400))
+    cli("stake", "withdraw", key="provider")
+    cli("stake", "status", key="provider")
     cli("wallet", "fund", "3", key="stranger")
     cli("wallet", "show", key="stranger")
     cli("registry", "show")
@@ -85,7 +98,7 @@ def test_escrow_lifecycle_same_on_the_server_as_in_process(chain_server, tmp_pat
     (tmp_path / "b").mkdir()
     embedded = _run_story(["--state-file", str(tmp_path / "a" / "chain.json")], keys, tmp_path / "a")
     served = _run_story(["--network", chain_server.url], keys, tmp_path / "b")
-    assert [c for c, _ in embedded].count(0) == len(embedded) - 3  # the three refusals
+    assert [c for c, _ in embedded].count(0) == len(embedded) - 5  # the five refusals
     for i, (e, s) in enumerate(zip(embedded, served)):
         assert e == s, f"command {i} differs:\nembedded:\n{e[1]}\nserver:\n{s[1]}"
     assert len(embedded) == len(served)

@@ -1,0 +1,100 @@
+"""node.chain, the async chain access services use: keys, wallets, sending, async readers, the
+faucet and the clock, the same on the embedded chain and on the chain server; no click."""
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from node.chain import CocoonError, keys_from_words, load_keys, new_mnemonic, open_network, write_mnemonic
+from wrappers import registry as R
+
+TON = 10**9
+
+
+def test_importing_the_chain_layer_loads_no_click():
+    code = ("import sys, node.chain, node.chain.server, wrappers.chain.http; "
+            "assert 'click' not in sys.modules, 'click was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_keys(tmp_path, monkeypatch):
+    words = new_mnemonic()
+    f = tmp_path / "k" / "me.words"
+    write_mnemonic(f, words)
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o600
+    with pytest.raises(CocoonError, match="already exists"):
+        write_mnemonic(f, new_mnemonic())
+    assert load_keys(str(f)).public == keys_from_words(" ".join(words), "x").public
+    monkeypatch.setenv("COCOON_MNEMONIC", " ".join(words))
+    assert load_keys().public == keys_from_words(" ".join(words), "x").public
+    seed = tmp_path / "seed"
+    seed.write_text("11" * 32)
+    assert load_keys(key_file=str(seed)).private[:32] == b"\x11" * 32
+    seed.write_text("11" * 31)
+    with pytest.raises(CocoonError, match="32-byte"):
+        load_keys(key_file=str(seed))
+    (tmp_path / "bad.words").write_text(" ".join(words[:23] + ["zoo"]))
+    with pytest.raises(CocoonError) as e:
+        load_keys(str(tmp_path / "bad.words"))
+    assert "not a valid 24-word" in str(e.value) and words[0] not in str(e.value)
+    monkeypatch.delenv("COCOON_MNEMONIC")
+    with pytest.raises(CocoonError, match="no key"):
+        load_keys()
+    with pytest.raises(CocoonError, match="unknown network"):
+        asyncio.run(open_network("devnet"))
+
+
+async def _story(name: str, state_file=None) -> dict:
+    """Deploy a registry from a fresh v4r2 wallet, read it through the async reader, move time."""
+    net = await open_network(name, state_file)
+    try:
+        progress = []
+        from node.chain import keys_from_seed
+
+        w = await net.wallet(keys_from_seed(b"\x07" * 32))
+        v5 = await net.wallet(keys_from_seed(b"\x08" * 32), "v5r1")
+        params = R.NetworkParams(staking=R.Staking(treasury=w.address), governance_delay=60)
+        si = R.state_init(R.registry_code("tolk"), R.initial_data(w.address, params))
+        addr = R.address_of(si)
+        txs = await net.send(w, addr, TON, None, state_init=si, bounce=False,
+                             on_progress=lambda waited, timeout: progress.append(waited))
+        rd = net.reader(R.RegistryReader, addr)
+        t0 = await net.now()
+        await net.fund(v5.address, 3 * TON)
+        t1 = await net.advance(3600)
+        bad = None
+        try:
+            await net.get_method(w.address, "no_such_getter", [])
+        except CocoonError as e:
+            bad = str(e)
+        return {"wallet": w.address.to_str(), "v5": v5.address.to_str(), "registry": addr.to_str(),
+                "status": await net.status(addr), "deploy": [(t.account.to_str(), t.success, t.deploy) for t in txs],
+                "owner": (await rd.owner())[0].to_str(), "version": await rd.version(), "params": await rd.params(),
+                "allowed": await rd.is_allowed("worker_image", 5), "balance": await net.balance(addr),
+                "v5_balance": await net.balance(v5.address), "time": t1 - t0, "bad_getter": bad is not None}
+    finally:
+        await net.close(save=False)
+
+
+def test_same_story_on_the_embedded_chain_and_the_server(chain_server, tmp_path):
+    embedded = asyncio.run(_story("embedded", tmp_path / "chain.json"))
+    served = asyncio.run(_story(chain_server.url))
+    assert embedded == served
+    assert served["status"] == "active" and served["deploy"][-1][1:] == (True, True)
+    assert served["owner"] == served["wallet"] and served["time"] == 3600 and served["bad_getter"]
+
+
+def test_dev_only_operations_are_refused_elsewhere():
+    from node.chain.network import Network
+
+    net = Network("testnet", provider=None)
+    with pytest.raises(CocoonError, match="only on the embedded and local chains"):
+        asyncio.run(net.fund(None, 1))
+    with pytest.raises(CocoonError, match="only on the embedded and local chains"):
+        asyncio.run(net.advance(1))
