@@ -122,8 +122,8 @@ class ChainService:
         """Apply an external message (its BoC); returns once it is durable. Refused if it is not an
         external inbound message or the account does not accept it (nothing happens on chain then,
         as on a real network)."""
-        self._parse(boc)
-        txs = self._input(Entry(0, "msg", boc))
+        trace = bytes.fromhex(self._parse(boc).get_hash())
+        txs = self._input(Entry(0, "msg", boc), trace)
         await self._durable()
         return txs
 
@@ -158,20 +158,20 @@ class ChainService:
         await self._durable()
         return self.chain.now
 
-    def _input(self, e: Entry) -> list[TxRecord]:
+    def _input(self, e: Entry, trace: Optional[bytes] = None) -> list[TxRecord]:
         e.seq = self.seq + 1
-        txs = self._apply(e)  # raises Refused before anything changed
+        txs = self._apply(e, trace)  # raises Refused before anything changed
         self._pending.append(e)
         return txs
 
-    def _apply(self, e: Entry) -> list[TxRecord]:
+    def _apply(self, e: Entry, trace: Optional[bytes] = None) -> list[TxRecord]:
         chain = self.chain
         snap = chain.snapshot()  # cheap (the accounts dict); a refused input leaves no trace
         try:
             if e.kind == "msg":
                 # the emulator's own cell straight from the BoC: no pytoniq parse on the hot path
                 txs = chain.send(_Boc(e.data))
-                trace = bytes.fromhex(self._parse(e.data).get_hash())
+                trace = trace or bytes.fromhex(self._parse(e.data).get_hash())
             elif e.kind == "fund":
                 txs = chain.mint(Address(e.data.decode()), e.amount)
                 trace = None
