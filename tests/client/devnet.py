@@ -59,6 +59,7 @@ class DevNet:
     registry: Optional[Address] = None
     proxy_owner: Optional[Address] = None
     worker_owner: Optional[Address] = None
+    ghost_owner: Optional[Address] = None
     clients_port: int = 0
     workers_port: int = 0
     keys: dict = field(default_factory=dict)
@@ -77,7 +78,7 @@ class DevNet:
 
         self.root.mkdir(parents=True, exist_ok=True)
         DevRoot.generate().save(self.root / "devroot")
-        for name in ("owner", "proxy", "proxy-operator", "worker", "worker-operator"):
+        for name in ("owner", "proxy", "proxy-operator", "worker", "worker-operator", "ghost", "ghost-operator"):
             self.keys[name] = write_seed(self.root / f"{name}.seed", name)
         (self.root / "proxy-image.json").write_text(json.dumps({"name": "proxy-image"}))
         (self.root / "worker-image.json").write_text(json.dumps({"name": "worker-image"}))
@@ -123,15 +124,21 @@ class DevNet:
             await net.send(owner, self.registry, R.DEPLOY_VALUE, None, state_init=si, bounce=False)
             from node.chain.keys import keys_from_seed as k
 
-            for role, who, op in ((R.ROLE_PROXY, "proxy", "proxy-operator"), (R.ROLE_WORKER, "worker", "worker-operator")):
+            parties = ((R.ROLE_PROXY, "ghost", "ghost-operator"), (R.ROLE_PROXY, "proxy", "proxy-operator"),
+                       (R.ROLE_WORKER, "worker", "worker-operator"))
+            for role, who, op in parties:
                 w = await net.wallet(k(seed(who)))
                 st = S.stake_state_init(codes.stake, self.registry, w.address, role)
                 addr = R.address_of(st)
-                amount = 60 * TON if role == R.ROLE_PROXY else 20 * TON
+                # the ghost proxy has the larger stake, so `auto` tries it first; nothing listens there
+                amount = {"ghost": 80 * TON, "proxy": 60 * TON}.get(who, 20 * TON)
                 await net.send(w, addr, amount + S.DEPOSIT_FEE, S.deposit(), state_init=st)
                 op_pub = S.public_key_int(S.key_from_seed(seed(op)))
                 await net.send(w, addr, S.OP_VALUE, S.set_operator(op_pub))
-                if role == R.ROLE_PROXY:
+                if who == "ghost":
+                    self.ghost_owner = w.address
+                    await net.send(w, addr, S.OP_VALUE, S.register_proxy(f"127.0.0.1:{free_port()} 127.0.0.1:{free_port()}"))
+                elif role == R.ROLE_PROXY:
                     self.proxy_owner = w.address
                     endpoint = f"127.0.0.1:{self.clients_port} 127.0.0.1:{self.workers_port}"
                     await net.send(w, addr, S.OP_VALUE, S.register_proxy(endpoint))
@@ -225,6 +232,10 @@ class Gateway:
                                      headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            return r.read().decode()
 
     def cli(self, *args: str) -> "subprocess.CompletedProcess":
         import subprocess

@@ -49,6 +49,9 @@ def test_chat_pays_exactly_the_verified_receipt(net):
     assert co["verification"]["ok"], co["verification"]
     assert co["usage"]["completion_tokens"] == r.usage.completion_tokens
     st = g.status()
+    # `auto` tried the proxy with the larger stake first; nothing answers there, so it took the next
+    assert st["proxy"]["owner"] == raw(net.proxy_owner)
+    assert 'cocoon_client_proxy_failures_total{reason="unreachable"} 1.0' in g.metrics()
     assert st["spent"] == co["cost"] == co["verification"]["paid"] > 0
     assert st["receipts_verified"] == 1 and st["receipts_failed"] == 0
     assert st["deposited"] >= st["spent"]
@@ -170,7 +173,8 @@ def test_restart_mid_session_resumes_with_the_right_totals(net):
     g.restart(kill=True)
     stream.close()
     g.wait_for_model()
-    r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    # the worker may still be ending the interrupted job (429 with Retry-After): the SDK's retries wait
+    r = g.client(timeout=120, max_retries=5).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     co = cocoon_of(r)
     assert co["verification"]["ok"]
     after = g.status()
@@ -259,3 +263,32 @@ def _repo():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2]
+
+
+def test_zzz_a_proxy_removed_from_the_registry_is_dropped_at_the_next_refresh(net):
+    """After the slashed worker: the registry owner removes the proxy; the gateway (refreshing every
+    second) stops using it and says why, instead of paying a proxy the registry no longer stands for."""
+    g = net.gateway("removed", wait_models=False)
+    c = g.client(timeout=60, max_retries=0)
+    assert g.status()["proxy"]["owner"] == raw(net.proxy_owner)
+    asyncio.run(_remove_proxy(net))
+    time.sleep(3)
+    with pytest.raises(openai.APIStatusError) as e:
+        c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)
+    assert e.value.status_code == 503
+    assert "proxy" in e.value.message
+    assert g.status()["requests"] == 0
+
+
+async def _remove_proxy(net) -> None:
+    from node.chain import keys_from_seed, open_network
+    from wrappers import registry as R
+
+    chain = await open_network(net.chain_url)
+    try:
+        owner = await chain.wallet(keys_from_seed(seed("owner")))
+        owner_hash = int.from_bytes(net.proxy_owner.hash_part, "big")
+        await chain.send(owner, net.registry, 50_000_000, R.remove_proxy(owner_hash))
+        assert await chain.reader(R.RegistryReader, net.registry).proxy(net.proxy_owner) is None
+    finally:
+        await chain.close()
