@@ -180,6 +180,26 @@ def result_stack_to_json(stack: list) -> list:
     return out
 
 
+class StackCell(Cell):
+    """A cell from a stack where toncenter does not tell a cell from a slice (it writes both as
+    ``"cell"``): a :class:`Cell` that also reads like a :class:`Slice` (``load_address``...), so
+    readers written for pytoniq's lite client work on either. The chain server sends ``"slice"``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        s = self.__dict__.get("_as_slice")
+        if s is None:
+            s = self.__dict__["_as_slice"] = self.begin_parse()
+        return getattr(s, name)
+
+
+def _stack_cell(b64text: str, what: str) -> Cell:
+    c = Cell.one_from_boc(unb64(b64text, what))
+    c.__class__ = StackCell
+    return c
+
+
 def _from_entry(e: dict) -> Any:
     t = e.get("@type")
     if t in ("tvm.stackEntryNumber",):
@@ -189,7 +209,7 @@ def _from_entry(e: dict) -> Any:
     if t == "tvm.stackEntryCell":
         return _from_entry(e["cell"])
     if t == "tvm.cell":
-        return Cell.one_from_boc(unb64(e["bytes"], "a cell"))
+        return _stack_cell(e["bytes"], "a cell")
     if t == "tvm.stackEntrySlice":
         return _from_entry(e["slice"])
     if t == "tvm.slice":
@@ -210,7 +230,7 @@ def result_stack_from_json(entries: list) -> list:
         if kind == "num":
             out.append(_int_from(value))
         elif kind == "cell":
-            out.append(Cell.one_from_boc(unb64(value["bytes"], "a cell")))
+            out.append(_stack_cell(value["bytes"], "a cell"))
         elif kind == "slice":
             out.append(Cell.one_from_boc(unb64(value["bytes"], "a slice")).begin_parse())
         elif kind == "builder":
