@@ -229,10 +229,9 @@ def serve(settings: Settings, print_fn=print) -> None:
     """Run until SIGINT/SIGTERM; the state is checkpointed on the way out."""
     app = init(settings)
 
-    async def announce(app: web.Application):
+    def announce(_aiohttp_banner: str) -> None:  # called once the port is bound
         svc = app[SERVICE]
         print_fn(f"chain server on http://{settings.host}:{settings.port} (toncenter v2 at /api/v2/, dev at /dev/); "
                  f"state in {settings.state}; block {svc.block}, time {svc.chain.now}")
 
-    app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None, handle_signals=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=announce, access_log=None, handle_signals=True)

@@ -84,8 +84,18 @@ class ChainStore:
     """One writer connection (used by one thread at a time) and one reader connection."""
 
     def __init__(self, folder: Path):
+        import fcntl
+
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # one server per state folder: a second one would apply messages the first never sees
+        self._lock = open(self.folder / "chain.lock", "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise StoreError(f"{self.folder} is in use by another chain server; stop it first or choose "
+                             "another --state folder") from None
         self.path = self.folder / "chain.sqlite"
         self.db = _connect(self.path)
         self.db.executescript(SCHEMA)
@@ -167,3 +177,4 @@ class ChainStore:
     def close(self) -> None:
         self.read.close()
         self.db.close()
+        self._lock.close()

@@ -190,3 +190,21 @@ def test_dev_time_moves_forward_only_within_bounds(chain_server):
     status, body = s.request("/dev/advance", {"seconds": 3600})
     assert status == 200 and body["result"]["now"] == t0 + 3600
     assert s.request("/dev/now")[1]["result"]["now"] == t0 + 3600
+
+
+def test_one_server_per_state_folder_and_metrics(chain_server):
+    from tests.procs import COCOON, free_port
+
+    r = subprocess.run([COCOON, "chain", "serve", "--state", str(chain_server.state), "--port", str(free_port())],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "in use by another chain server" in r.stderr and "Traceback" not in r.stderr
+    chain_server.fund(Address((0, b"\3" * 32)).to_str(), TON)
+    assert chain_server.block() == 2
+    import urllib.request
+
+    with urllib.request.urlopen(chain_server.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    assert "cocoon_chain_block 2.0" in text and "cocoon_chain_faucet_payments" not in text
+    assert 'cocoon_chain_api_calls_total{method="getMasterchainInfo"}' in text
+    assert any(line.startswith("cocoon_chain_minted_nanoton 1") and float(line.split()[1]) == TON
+               for line in text.splitlines())
