@@ -508,7 +508,7 @@ class ProxyCore:
             return "the receipt's request hash is not the hash of the body sent"
         if r.usage != rf.usage or r.coefficient != rf.coefficient or r.coefficient != link.coefficient:
             return "the receipt's usage or coefficient differs from what the worker reported"
-        if raw(r.worker_stake) != raw(self.chain.stake_address(link.owner_address, S.ROLE_WORKER)):
+        if raw(r.worker_stake) != link.stake:
             return "the receipt names another stake"
         if content is not None and r.response_hash != response_hash(content[0], content[1]):
             return "the receipt's response hash does not match the answer"

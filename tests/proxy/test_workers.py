@@ -206,6 +206,42 @@ def test_unbonded_worker_is_dropped_at_the_next_refresh(net, proxy):
     assert proxy.health()["workers"] == n - 1
 
 
+def test_a_failed_worker_is_retried_elsewhere_before_any_byte(net):
+    """A worker killed while it computes a non-streaming answer: no byte reached the client, so the
+    proxy sends the job to the other worker; the client gets one answer, billed once."""
+    pr = start_proxy(net, "proxy-retry")
+    ws = {lbl: start_worker(net, lbl, pr, *ONE_AT_A_TIME) for lbl in ("worker-r1", "worker-r2")}
+    c = PaidClient(pr, net.open_channel(net.party("client-retry"), pr.party, 5 * TON))
+    result: dict = {}
+
+    def ask():
+        result["answer"], result["cocoon"] = c.chat("Write a long story about the sea.", max_tokens=32,
+                                                    request_id="retry-1", settle=False)
+
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+
+    def serving() -> str:
+        con = sqlite3.connect(f"file:{pr.state / 'proxy.sqlite'}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT worker FROM jobs WHERE request_id='retry-1' AND status='running'").fetchone()
+            return row[0] if row else ""
+        finally:
+            con.close()
+
+    wait_for(lambda: serving() != "", 30, "the job to start")
+    first = serving()
+    victim = next(p for lbl, p in ws.items() if raw(net.party(lbl)) == first)
+    net.procs.kill9(victim)
+    t.join(120)
+    assert "cocoon" in result, "the client got no answer"
+    assert job_worker(pr, result["cocoon"]["job_id"]) != first
+    info = c.http.get(f"{pr.base}/v1/cocoon/channel", params={"channel": c.channel.raw}).json()
+    assert info["settled"] == result["cocoon"]["cost"] and info["reserved"] == 0
+    assert 'cocoon_proxy_routing_decisions_total{outcome="retried"} 1.0' in pr.metrics()
+    c.close()
+
+
 def test_revoked_image_drops_every_worker(net, proxy):
     start_worker(net, "worker-r", proxy, *ONE_AT_A_TIME)
     net.revoke("worker_image", image_of(WORKER_IMAGE))
