@@ -143,7 +143,7 @@ async def start(w: Worker) -> list:
 
     def connector():
         c = RaTlsConnector(_current[0], verifier)
-        connectors.append(c)
+        connectors[:] = [c]         # renewal rotates the connector in use; closed ones are dropped
         return c
 
     _current = [ident]

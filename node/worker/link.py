@@ -155,11 +155,9 @@ class Link:
                 self.ws = ws
                 try:
                     return await self._session(ws)
-                finally:
-                    self.ws = None
+                finally:          # jobs still running finish on their own: their sends fail, they stop
+                    self.ws = None    # generating, and their receipts are stored for the next link
                     self.metrics.connected.set(0)
-                    for t in list(self._jobs):
-                        pass  # jobs finish on their own: their sends fail and they stop generating
 
     async def _check_proxy(self, claims, expected_owner: Optional[Address]) -> None:
         if claims.role != "proxy" or not claims.operator:
