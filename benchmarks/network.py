@@ -40,6 +40,10 @@ MESSAGES = [{"role": "user", "content": PROMPT}]
 SHORT = [{"role": "user", "content": "Say hi."}]
 
 
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if not xs:
@@ -119,6 +123,7 @@ def main() -> int:
             e2e = E2E(d.state.base_url)
             e2e.stream(SHORT, 4), direct.stream(SHORT, 4)  # warm both
             # 1. tokens per second, long generations, taking turns
+            note(f"tokens/s: {args.runs} generations of up to {args.max_tokens} tokens each way")
             tps_e, tps_d = [], []
             for _ in range(args.runs):
                 _, t, n = direct.stream(MESSAGES, args.max_tokens)
@@ -128,7 +133,10 @@ def main() -> int:
                 costs.append(c)
             # 2. and 3. paired short requests: TTFT (streamed) and whole latency (one token)
             ttft_add, lat_add = [], []
-            for _ in range(args.pairs):
+            note(f"TTFT and latency: {args.pairs} pairs")
+            for i in range(args.pairs):
+                if i and i % 10 == 0:
+                    note(f"  {i} of {args.pairs} pairs")
                 f_d, _, _ = direct.stream(SHORT, 4)
                 f_e, _, _, c = e2e.stream(SHORT, 4)
                 ttft_add.append((f_e - f_d) * 1000)
@@ -153,6 +161,7 @@ def main() -> int:
                         with lock:
                             errors.append(repr(e)[:200])
 
+            note(f"{args.concurrent} clients at once, {args.per_client} requests each")
             t0 = time.perf_counter()
             ts = [threading.Thread(target=client) for _ in range(args.concurrent)]
             for t in ts:
@@ -162,6 +171,7 @@ def main() -> int:
             rps = len(done) / (time.perf_counter() - t0)
             costs += done
             # 5. settlement: a real claim's fee, measured from the client's close
+            note("settlement: the client closes, the proxy claims")
             fee = claim_fee(d)
         finally:
             d.down(quiet=True)

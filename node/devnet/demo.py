@@ -54,6 +54,9 @@ def run(story: Story, directory: Path = DEMO_DIR, workers: int = 2, lang: str = 
     if old.state.procs:
         old.down(quiet=True)
     if directory.exists():
+        if any(directory.iterdir()) and not (directory / "devnet.json").exists():
+            raise DevnetError(f"{directory} is not empty and holds no devnet; the demo wipes its folder, "
+                              "so pass --dir with a new or a demo folder")
         shutil.rmtree(directory)  # a fresh chain every time: the story starts from nothing
     d = Devnet(directory, Reporter(story.line))
     story.section("1. The network comes up: the owner deploys and allows the images and the model; providers stake")
@@ -184,10 +187,26 @@ def _receipt(story: Story, d: Devnet, cocoon: dict) -> None:
 
 
 def _status(d: Devnet, *args: str) -> dict:
-    r = _run(d, [*args, "--json"])
-    if r.returncode != 0:
-        raise DevnetError(f"cocoon {' '.join(args)} failed: {r.stderr.strip()[-300:]}")
-    return json.loads(r.stdout)
+    """What `cocoon client status` / `cocoon worker status` show, read from the state folder in this
+    process (the services may be running: SQLite in WAL mode lets a reader in)."""
+    kind, folder = args[0], Path(args[-1])
+    if kind == "client":
+        from node.client.gateway import status_from_store
+        from node.client.store import Store
+
+        store = Store(folder / "client.sqlite")
+        try:
+            return status_from_store(store)
+        finally:
+            getattr(store, "close", lambda: None)()
+    from node.worker.store import Store as WorkerStore
+
+    ws = WorkerStore(folder / "worker.sqlite")
+    try:
+        t = ws.totals()
+        return dict(t, paid=sum(a for _, _, a in ws.vouchers()), claimed=ws.claimed())
+    finally:
+        ws.close()
 
 
 def _vouchers(story: Story, d: Devnet) -> None:

@@ -143,9 +143,8 @@ class Devnet:
                 raise DevnetError(f"the devnet in {self.dir} is partly running ({dead} stopped); "
                                   f"run `cocoon devnet down --dir {self.dir}` first")
             st.procs = []
-        if st.registry and (st.lang != lang or len(st.parties.get("workers", [])) not in (0, workers)):
-            if st.lang != lang:
-                raise DevnetError(f"{self.dir} holds a {st.lang} devnet; use another --dir for {lang}")
+        if st.registry and st.lang != lang:
+            raise DevnetError(f"{self.dir} holds a {st.lang} devnet; use another --dir for {lang}")
         t0 = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         st.lang = lang
