@@ -109,3 +109,20 @@ def test_retried_request_id_is_answered_from_the_record(net, served):
     after = c.http.get(f"{pp.base}/v1/cocoon/channel", params={"channel": c.channel.raw}).json()["settled"]
     assert after == settled            # billed once
     c.settle("same-id-1", k1)
+
+
+def test_completions_endpoint_streaming_and_not(net, served):
+    _pp, _w, c = served
+    for stream in (False, True):
+        body = {"model": "SmolLM2-135M-Instruct", "prompt": "The sky is", "max_tokens": 6}
+        hdrs = c.headers(c.settled + c.bound(body))
+        if stream:
+            chunks = list(c.openai.completions.create(**body, stream=True, extra_headers=hdrs))
+            text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+            cocoon = chunks[-1].model_extra["cocoon"]
+        else:
+            answer = c.openai.completions.create(**body, extra_headers=hdrs)
+            text, cocoon = answer.choices[0].text, answer.model_extra["cocoon"]
+        assert text and cocoon["usage"]["completion_tokens"] > 0
+        assert cocoon["settled_before"] == c.settled
+        c.settle(hdrs[H.REQUEST_ID], cocoon)
