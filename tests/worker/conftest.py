@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.worker.engines import warm_up
 from node.worker.settings import default_model
-
-warm_up(default_model())    # before tonpy loads (node.worker.engines.warm_up says why)
 from tests.procs import COCOON, Procs, free_port, http_ready
 
 from . import world as W

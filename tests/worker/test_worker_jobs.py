@@ -67,19 +67,42 @@ def test_streaming_completion(served):
     check_receipt(served, jid, body, out.receipt, text)
 
 
-@pytest.fixture(scope="module")
-def llm(model_path):
-    from llama_cpp import Llama
+REFERENCE = """
+import json, sys
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+model, messages, max_tokens = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+llm = llama_cpp.Llama(model_path=model, n_ctx=2048, n_threads=1, verbose=False)
+eos, bos = llm.token_eos(), llm.token_bos()
+fmt = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], llm._model.token_get_text(eos),
+                          llm._model.token_get_text(bos))
+prompt = llm.tokenize(fmt(messages=messages).prompt.encode(), add_bos=False, special=True)
+toks = []
+for t in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, min_p=0.0):
+    if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t) or len(toks) == max_tokens:
+        break
+    toks.append(t)
+print(json.dumps({"prompt_tokens": len(prompt), "completion_tokens": len(toks),
+                  "text": llm.detokenize(toks).decode()}))
+"""
 
-    return Llama(model_path=model_path, n_ctx=2048, n_threads=1, verbose=False)
+
+def reference(model_path: str, messages: list, max_tokens: int) -> dict:
+    """The model's own counts and greedy text, computed by llama-cpp-python in a clean process (one
+    that has not loaded tonpy: see node.worker.engines.warm_up)."""
+    import subprocess
+
+    from tests.procs import PYTHON
+
+    r = subprocess.run([PYTHON, "-c", REFERENCE, model_path, json.dumps(messages), str(max_tokens)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def test_usage_is_the_model_tokenizers_count(served, llm):
+def test_usage_is_the_model_tokenizers_count(served, model_path):
     """Prompt tokens are the chat template's rendering tokenized by the model; completion tokens are
     exactly the tokens a greedy run of the same model produces for the same prompt."""
-    import llama_cpp
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
     messages = [{"role": "system", "content": "You answer briefly."},
                 {"role": "user", "content": "Name three colours."}]
     body = json.dumps({"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": 16,
@@ -87,19 +110,11 @@ def test_usage_is_the_model_tokenizers_count(served, llm):
     jid = served.peer.submit("chat", body)
     out = served.peer.collect(jid)
     ans = out.result.body
-    eos, bos = llm.token_eos(), llm.token_bos()
-    fmt = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], llm._model.token_get_text(eos),
-                              llm._model.token_get_text(bos))
-    prompt = llm.tokenize(fmt(messages=messages).prompt.encode(), add_bos=False, special=True)
-    assert ans["usage"]["prompt_tokens"] == len(prompt)
-    toks = []
-    for t in llm.generate(prompt, top_k=1, temp=0.0, repeat_penalty=1.0, min_p=0.0):
-        if llama_cpp.llama_vocab_is_eog(llm._model.vocab, t) or len(toks) == 16:
-            break
-        toks.append(t)
-    assert ans["usage"]["completion_tokens"] == len(toks)
-    assert ans["choices"][0]["message"]["content"] == llm.detokenize(toks).decode()
-    assert ans["choices"][0]["finish_reason"] == ("length" if len(toks) == 16 else "stop")
+    ref = reference(model_path, messages, 16)
+    assert ans["usage"]["prompt_tokens"] == ref["prompt_tokens"]
+    assert ans["usage"]["completion_tokens"] == ref["completion_tokens"]
+    assert ans["choices"][0]["message"]["content"] == ref["text"]
+    assert ans["choices"][0]["finish_reason"] == ("length" if ref["completion_tokens"] == 16 else "stop")
     check_receipt(served, jid, body, out.receipt, ans["choices"][0]["message"]["content"])
 
 
