@@ -41,7 +41,7 @@ def devnet() -> None:
 @click.option("--budget", default="50", show_default=True, metavar="TON", help="The client gateway's budget.")
 @click.option("--refresh", type=click.FloatRange(0.2, 60), default=2.0, show_default=True,
               help="Seconds between the services' registry reads (revocations act at the next one).")
-@click.option("--threads", type=click.IntRange(1, 64), help="CPU threads per worker [default: all cores].")
+@click.option("--threads", type=click.IntRange(1, 64), help="CPU threads per worker [default: the cores shared among the workers].")
 @click.option("--epoch", type=click.FloatRange(1, 86400), default=10.0, show_default=True,
               help="Seconds between the proxy's reputation reports (sent only for workers that served jobs).")
 @guarded

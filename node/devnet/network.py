@@ -146,6 +146,8 @@ class Devnet:
         if st.registry and st.lang != lang:
             raise DevnetError(f"{self.dir} holds a {st.lang} devnet; use another --dir for {lang}")
         t0 = time.monotonic()
+        if threads is None:  # llama.cpp's threads spin: more of them than cores slows every worker down
+            threads = max(1, (os.cpu_count() or 2) // workers)
         self.dir.mkdir(parents=True, exist_ok=True)
         st.lang = lang
         st.started_at = time.time()
@@ -397,7 +399,7 @@ class Devnet:
             "client", "run", "--registry", st.registry, "--network", st.chain_url,
             "--mnemonic-file", party["mnemonic"], "--port", str(port),
             "--state", str(self.dir / name), "--allow-simulated", str(self.trust), "--budget", budget,
-            "--refresh", str(refresh), "--stake-ttl", "2"]
+            "--refresh", str(refresh)]
         rec = spawn(name, "client", argv, self.logs_dir / f"{name}.log", self.dir, url=url,
                     metrics=f"http://127.0.0.1:{port}/metrics", state_dir=str(self.dir / name),
                     address=party.get("address", ""))
