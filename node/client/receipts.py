@@ -181,6 +181,7 @@ class ReceiptVerifier:
         self.economics, self.max_coefficient, self.stake_lookup = economics, max_coefficient, stake_lookup
         self.cert_ttl = cert_ttl
         self._certs: dict = {}
+        self._stakes: dict = {}
 
     async def verify(self, ev: Evidence, cap: Optional[int] = None) -> ReceiptVerdict:
         """Every check of one answer; ``cap`` is the request's maximum cost (a proxy bills at most
@@ -268,10 +269,10 @@ class ReceiptVerifier:
         if self.cert_ttl <= 0 or self.workers.snapshots is None:
             return await self.workers.verify_certificate(der)
         try:
-            version = self.workers.snapshots.current()
+            snapshot = self.workers.snapshots.current()
         except Exception:
             return await self.workers.verify_certificate(der)
-        key = (hashlib.sha256(der).digest(), id(version), hash(version))
+        key = (hashlib.sha256(der).digest(), snapshot)
         now = time.monotonic()
         hit = self._certs.get(key)
         if hit is not None and now - hit[0] < self.cert_ttl:
@@ -291,7 +292,10 @@ class ReceiptVerifier:
             return Check("stake", False, f"the claims' operator {v.worker_owner!r} is not an address")
         if self.stake_code is None:
             return Check("stake", False, "the registry has no stake code")
-        expected = S.stake_address(self.stake_code, self.registry, owner, S.ROLE_WORKER)
+        k = (owner.to_str(is_user_friendly=False), self.stake_code.hash, self.registry.to_str(is_user_friendly=False))
+        expected = self._stakes.get(k)
+        if expected is None:   # deriving the address hashes the whole stake code: once per worker
+            expected = self._stakes[k] = S.stake_address(self.stake_code, self.registry, owner, S.ROLE_WORKER)
         if r.worker_stake != expected:
             return Check("stake", False, "the receipt names another stake than the worker owner's")
         if self.stake_lookup is None:
