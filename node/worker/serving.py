@@ -208,6 +208,8 @@ class Server:
         else:
             completion = delivered_tokens
             prompt_n = len(prompt) if started else 0
+            if not req.stream:          # an answer that never went out delivered nothing
+                completion, content = 0, ""
         usage = Usage(prompt_n, completion)
 
         outcome = "ok"

@@ -236,3 +236,16 @@ def test_a_job_past_its_timeout_ends_with_an_error_event(served):
     text, _ = P.delivered("chat", out.chunks[:-1])
     r = check_receipt(served, jid, body, out.receipt, text)
     assert r.usage.completion_tokens < 400
+
+
+def test_cancel_of_an_answer_not_yet_sent_bills_no_completion(served):
+    import time
+
+    body = chat_body(content="Write a long story about a castle.", max_tokens=300, temperature=0.7)
+    jid = served.peer.submit("chat", body)
+    time.sleep(1.5)
+    served.peer.send(F.Cancel(jid))
+    out = served.peer.collect(jid, timeout=30)
+    assert out.result is None
+    r = check_receipt(served, jid, body, out.receipt, "")
+    assert r.usage.completion_tokens == 0 and r.usage.prompt_tokens > 0
