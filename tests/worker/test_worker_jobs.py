@@ -249,3 +249,13 @@ def test_cancel_of_an_answer_not_yet_sent_bills_no_completion(served):
     assert out.result is None
     r = check_receipt(served, jid, body, out.receipt, "")
     assert r.usage.completion_tokens == 0 and r.usage.prompt_tokens > 0
+
+
+def test_many_jobs_at_once_on_one_link(served):
+    bodies = [chat_body(content=f"Say the number {i}.", max_tokens=6) for i in range(3)]
+    ids = [served.peer.submit("chat", b) for b in bodies]
+    outs = [served.peer.collect(j) for j in ids]
+    for jid, body, out in zip(ids, bodies, outs):
+        assert out.result.status == 200 and out.receipt.job_id == jid
+        check_receipt(served, jid, body, out.receipt, out.result.body["choices"][0]["message"]["content"])
+    assert any(l.queued > 0 for l in served.peer.loads), "one slot: the others waited in the queue"
