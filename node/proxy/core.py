@@ -51,6 +51,15 @@ RECEIPT_WAIT = 30.0        # seconds to wait for a receipt after the answer (or 
 CHANNEL_TTL = 15.0         # seconds a client channel's chain state is trusted before re-reading
 
 
+CLIENT_ERRORS = frozenset({400, 404, 413, 415, 422})   # a worker's answer that is the request's fault
+
+
+def worker_side(status: int) -> bool:
+    """A worker's error that is not the client's: its queue is full (429), the proxy owes it too much
+    (402), or it failed (5xx). Such a job goes to another worker, or the client gets 429/503."""
+    return status >= 400 and status not in CLIENT_ERRORS
+
+
 class StartupError(Exception):
     """A start-up check failed; the text says which and what to do."""
 
@@ -441,17 +450,25 @@ class ProxyCore:
                 outcome = await self._collect(link, job_id, q)
                 if outcome.kind == "receipt":
                     self.metrics.upstream.labels(ENDPOINT_PATHS[endpoint], "false").observe(time.perf_counter() - t_sent)
-            if outcome.kind == "lost" or (outcome.kind == "error" and outcome.result.status >= 500):
+            if outcome.kind == "lost" or (outcome.kind == "error" and worker_side(outcome.result.status)):
                 self._worker_failed(link, job_id, outcome)
                 nxt = self._next(req.model, max_coef, tried, job_id)
                 if nxt is not None:
                     link = nxt
                     continue
                 await self.ledger.release(job_id, worker=link.owner, outcome="failed")
-                raise OE.unavailable("the workers serving this model failed; nothing was billed, retry later")
+                raise self._no_worker(outcome.result.status if outcome.kind == "error" else 503, req.model, max_coef)
             link.close_job(job_id)
+            if outcome.kind == "timeout":   # nothing delivered: not billed, and the id stays free for a retry
+                await self.ledger.release(job_id, worker=link.owner, outcome="timed_out")
+                raise OE.timeout(f"the worker did not answer within {self.s.job_timeout:.0f} s; nothing was billed")
             return await self._finish_json(endpoint, channel, request_id, job_id, settled_before, max_cost, link,
                                            outcome, request_hash, t0)
+
+    def _no_worker(self, status: int, model: str, max_coef: int) -> OE.APIError:
+        if status == 429:
+            return OE.overloaded(routing.retry_after(self.pool.loads(), model, max_coef))
+        return OE.unavailable("the workers serving this model failed; nothing was billed, retry later")
 
     def _next(self, model, max_coef, tried, job_id) -> Optional[WorkerLink]:
         try:
@@ -467,26 +484,27 @@ class ProxyCore:
             link.load.up = False
 
     async def _collect(self, link: WorkerLink, job_id: str, q: asyncio.Queue) -> Outcome:
-        """Wait for a non-streaming job's result, then its receipt."""
+        """Wait for a non-streaming job's result, then its receipt. A job past its timeout is
+        cancelled (504, nothing delivered, nothing billed); a result with no receipt after it is the
+        worker's failure (502), so the job may go to another worker."""
         deadline = time.monotonic() + self.s.job_timeout
         result: Optional[F.Result] = None
         while True:
-            left = deadline - time.monotonic() if result is None else RECEIPT_WAIT
             try:
-                item = await asyncio.wait_for(q.get(), max(left, 0.01))
+                item = await asyncio.wait_for(q.get(), max(deadline - time.monotonic(), 0.01))
             except asyncio.TimeoutError:
                 if result is None:
                     await link.send(F.Cancel(job_id))
-                    result = F.Result(job_id, 504, OE.timeout().to_dict())
-                    deadline = time.monotonic()
-                    continue
-                return Outcome("timeout" if result.status == 504 else "error", None, result)
+                    return Outcome("timeout", None, F.Result(job_id, 504, OE.timeout().to_dict()))
+                err = OE.APIError(502, "the worker sent no receipt for its answer", code="no_receipt")
+                return Outcome("error", None, F.Result(job_id, 502, err.to_dict()))
             if item is LINK_LOST:
                 return Outcome("lost")
             if isinstance(item, F.Result):
                 result = item
                 if item.status >= 400:
                     return Outcome("error", None, item)
+                deadline = time.monotonic() + RECEIPT_WAIT
             elif isinstance(item, F.ReceiptFrame):
                 if result is None:
                     return Outcome("lost")
@@ -549,9 +567,8 @@ class ProxyCore:
         if outcome.kind in ("error", "timeout") or outcome.receipt is None:
             res = outcome.result
             body = json.dumps(res.body).encode()
-            kind = "timed_out" if outcome.kind == "timeout" else "failed"
-            await self.ledger.answer_unbilled(job_id, worker=link.owner, outcome=kind if res.status >= 500 else
-                                              "succeeded", http_status=res.status, response=body)
+            await self.ledger.answer_unbilled(job_id, worker=link.owner, outcome="failed" if res.status >= 500 else
+                                              "client_error", http_status=res.status, response=body)
             self.metrics.latency.labels(path, "false").observe(time.perf_counter() - t0)
             return web.Response(status=res.status, body=body, content_type="application/json")
         rf, res = outcome.receipt, outcome.result
@@ -605,8 +622,8 @@ class ProxyCore:
                     deadline = time.monotonic() + RECEIPT_WAIT
                     continue
                 item = LINK_LOST
-            if item is LINK_LOST or (isinstance(item, F.Result) and item.status >= 500 and resp is None):
-                self._worker_failed(link, job_id, Outcome("lost"))
+            if item is LINK_LOST or (isinstance(item, F.Result) and worker_side(item.status) and resp is None):
+                self._worker_failed(link, job_id, Outcome("lost" if item is LINK_LOST else "error"))
                 if resp is None:   # no byte reached the client: another worker may serve it
                     nxt = self._next(req.model, max_coef, tried, job_id)
                     if nxt is not None:
@@ -620,7 +637,7 @@ class ProxyCore:
                             continue
                         self._worker_failed(link, job_id, Outcome("lost"))
                     await self.ledger.release(job_id, worker=link.owner, outcome="failed")
-                    raise OE.unavailable("the workers serving this model failed; nothing was billed, retry later")
+                    raise self._no_worker(item.status if isinstance(item, F.Result) else 503, req.model, max_coef)
                 err = OE.APIError(502, "the worker serving this stream failed; you are billed only for what you "
                                   "received", code="worker_failed")
                 await write(sse.error_event(err))
@@ -633,7 +650,7 @@ class ProxyCore:
                 if resp is None:
                     link.close_job(job_id)
                     body_b = json.dumps(item.body).encode()
-                    await self.ledger.answer_unbilled(job_id, worker=link.owner, outcome="succeeded",
+                    await self.ledger.answer_unbilled(job_id, worker=link.owner, outcome="client_error",
                                                       http_status=item.status, response=body_b)
                     return web.Response(status=item.status, body=body_b, content_type="application/json")
                 await write(sse.error_event(OE.APIError.from_dict(item.status, item.body)))
