@@ -142,6 +142,14 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
 
     logging.basicConfig(level=getattr(logging, log_level.upper()), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from pytoniq_core import Address
+
+    for what, value in (("--registry", registry), ("--owner", owner)):
+        if value is not None:
+            try:
+                Address(value)
+            except Exception:
+                raise UserError(f"{what}: {value!r} is not a TON address") from None
     op = load_keys(key_file=operator_key_file)
     if not mnemonic_file and not key_file:
         import os

@@ -39,8 +39,9 @@ class ClientChannel:
 
     @property
     def limit(self) -> int:
-        """The most the channel can ever pay out in total: claimed + what it holds."""
-        return self.state.claimed + self.state.held
+        """The most the channel can pay out in total: claimed + what it holds, less a withdrawal the
+        payer asked for (it leaves when its notice ends)."""
+        return self.state.claimed + max(self.state.held - self.state.pending_withdrawal, 0)
 
 
 class ChainView:
