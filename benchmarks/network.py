@@ -110,8 +110,10 @@ def main() -> int:
     ap.add_argument("--concurrent", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
+                    help="llama.cpp threads, the same for the worker and the engine called directly")
     args = ap.parse_args()
-    threads = os.cpu_count() or 2
+    threads = args.threads
     costs: list[int] = []
     with tempfile.TemporaryDirectory(prefix="cocoon-bench-") as tmp:
         # the engine is loaded before anything imports tonpy: both are C++ libraries, and llama.cpp's
