@@ -17,8 +17,7 @@ from .chainctx import MAX_TON, UserError, parse_address, parse_hex256, parse_ton
 UINT16, UINT32 = 2**16 - 1, 2**32 - 1
 # TON keeps times as 32-bit unix seconds and contracts add delays to them: the embedded chain's clock
 # stays below 2100-01-01 so that "now + a delay" still fits, and moves at most ten years per step.
-CLOCK_LIMIT = 4_102_444_800
-MAX_ADVANCE = 10 * 365 * 86400
+from node.chain.network import MAX_ADVANCE, MAX_NOW as CLOCK_LIMIT  # noqa: E402  (the chain server's bounds too)
 # The registry keeps a proxy's endpoint in one cell (wrappers.registry.endpoint_cell).
 MAX_ENDPOINT_BYTES = 127
 

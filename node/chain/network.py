@@ -26,6 +26,10 @@ LOCAL_URL = "http://127.0.0.1:8081"
 # a fresh mnemonic can act at once. Never on a real network.
 DEV_FUNDING = 10_000 * 10**9
 WALLET_VERSIONS = ("v4r2", "v5r1")
+# Time steps on development chains: at most ten years at once, and never past 2100, so that a
+# contract's now + delay stays within the 32 bits TON keeps times in.
+MAX_ADVANCE = 10 * 365 * 86400
+MAX_NOW = 4_102_444_800  # 2100-01-01 00:00:00 UTC
 
 Progress = Callable[[float, float], None]  # (seconds waited, timeout)
 
@@ -131,6 +135,9 @@ class Network:
         if seconds < 0:
             raise CocoonError("time only moves forward")
         if self.chain is not None:
+            if seconds > MAX_ADVANCE or self.chain.now + seconds > MAX_NOW:
+                raise CocoonError(f"at most {MAX_ADVANCE} s (ten years) a step, and never past {MAX_NOW}: "
+                                  "contracts add delays to the time and must stay within 32 bits")
             return self.chain.advance(seconds)
         return await self.provider.dev_advance(seconds)
 

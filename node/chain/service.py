@@ -26,13 +26,11 @@ from wrappers.chain.emulated import ChainError, EmbeddedChain, addr_key
 from wrappers.chain.fastparse import message_head
 from wrappers.chain.records import TxRecord
 
+from .network import MAX_ADVANCE, MAX_NOW
 from .store import ChainStore, Checkpoint, Entry, TxRow
 
 log = logging.getLogger("cocoon.chain")
 
-# Time steps: at most ten years at once, and never so far that a contract's now + delay leaves uint32.
-MAX_ADVANCE = 10 * 366 * 86400
-MAX_NOW = 2**32 - 1 - 20 * 366 * 86400
 MAX_FUND = 10**9 * 10**9  # one billion TON per faucet payment
 
 
