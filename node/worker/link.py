@@ -205,7 +205,10 @@ class Link:
         self.tracker = VoucherTracker(want, self._proxy_key)
         stored = self.store.voucher(self.channel)
         if stored is not None:
-            self.tracker.accept(stored)
+            try:
+                self.tracker.accept(stored)
+            except ValueError as e:     # e.g. the proxy rotated its operator key since
+                log.warning("the stored voucher no longer verifies: %s", e)
         if first.voucher is not None:
             try:
                 self.accept_voucher(first.voucher)
