@@ -13,7 +13,8 @@ from pytoniq_core.tlb.account import StateInit
 
 from wrappers.chain import toncenter as T
 from wrappers.chain.emulated import addr_key
-from wrappers.chain.getmethod import GetMethodError
+from wrappers.chain.cells import to_tonpy
+from wrappers.chain.getmethod import GetMethodError, run_get_method
 
 from .service import ChainService, Refused
 
@@ -59,6 +60,7 @@ class Methods:
     def __init__(self, svc: ChainService):
         self.svc = svc
         self._cache: dict[str, tuple] = {}
+        self._config_t = None
         self.table: dict[str, Callable[[dict], Awaitable[Any]]] = {
             "getAddressInformation": self.getAddressInformation,
             "getExtendedAddressInformation": self.getExtendedAddressInformation,
@@ -229,13 +231,21 @@ class Methods:
                 raise ApiError(400, "stack must be a JSON list of [type, value] pairs") from None
         args = T.request_stack_from_json(stack)
         acc = self._account(a)
-        base = {"@type": "smc.runResult", "gas_used": 0, **{"block_id": T.block_id(self.svc.block)},
+        base = {"@type": "smc.runResult", "block_id": T.block_id(self.svc.block),
                 "last_transaction_id": T.tx_id(acc["lt"], acc["hash"])}
+        if acc["status"] != "active":  # no code to run: what tonlib answers for an account without one
+            return {**base, "gas_used": 0, "stack": [], "exit_code": -256}
+        if "tvm" not in acc:  # the emulator's cells, once per account state
+            acc["tvm"] = (to_tonpy(acc["code"]), to_tonpy(acc["data"]))
+        if self._config_t is None:
+            self._config_t = to_tonpy(self.svc.chain.config)
+        gas: list = []
         try:
-            result = self.svc.chain.get_method(a, method, args)
+            result = run_get_method(acc["tvm"][0], acc["tvm"][1], a, method, args, balance=acc["balance"],
+                                    now=self.svc.chain.now, config=self._config_t, gas=gas)
         except GetMethodError as e:
-            return {**base, "stack": [], "exit_code": e.exit_code}
-        return {**base, "stack": T.result_stack_to_json(result), "exit_code": 0}
+            return {**base, "gas_used": gas[0] if gas else 0, "stack": [], "exit_code": e.exit_code}
+        return {**base, "gas_used": gas[0], "stack": T.result_stack_to_json(result), "exit_code": 0}
 
     # ------------------------------------------------------------------ sending
     async def sendBoc(self, p: dict) -> dict:

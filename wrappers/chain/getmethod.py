@@ -56,9 +56,10 @@ def from_tvm(v: Any) -> Any:
 
 
 def run_get_method(code: Cell | TCell, data: Cell | TCell, address: Address, method: str | int, stack: list, *,
-                   balance: int, now: int, config: Cell | TCell) -> list:
+                   balance: int, now: int, config: Cell | TCell, gas: list | None = None) -> list:
     """Run ``method`` and return the result stack, bottom first (as pytoniq's clients do).
-    Cells may be given in the emulator's own form (tonpy) to save conversions."""
+    Cells may be given in the emulator's own form (tonpy) to save conversions. If ``gas`` is a
+    list, the gas the method used is appended to it (also when it fails)."""
     code_t = code if isinstance(code, TCell) else to_tonpy(code)
     data_t = data if isinstance(data, TCell) else to_tonpy(data)
     config_t = config if isinstance(config, TCell) else to_tonpy(config)
@@ -69,6 +70,8 @@ def run_get_method(code: Cell | TCell, data: Cell | TCell, address: Address, met
     mid = method if isinstance(method, int) else method_name_to_id(method)
     tvm.set_stack([to_tvm(x) for x in stack] + [mid])
     result = tvm.run(unpack_stack=False, allow_non_success=True)
+    if gas is not None:
+        gas.append(int(tvm.gas_used))
     if tvm.exit_code not in (0, 1):
         raise GetMethodError(address, method, tvm.exit_code)
     values = result.unpack_rec()
