@@ -240,6 +240,39 @@ class StopMatcher:
 
 
 # ---------------------------------------------------------------------------- in-process llama.cpp
+class _Slot:
+    """One model instance and the thread that runs its generations, one at a time."""
+
+    def __init__(self, llm):
+        import queue
+
+        self.llm = llm
+        self._work: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="llama-slot", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn, finished) -> None:
+        self._work.put((fn, finished))
+
+    def stop(self) -> None:
+        self._work.put(None)
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            fn, finished = item
+            try:
+                fn()
+            finally:
+                try:
+                    finished()
+                except RuntimeError:        # the event loop is gone (shutting down)
+                    pass
+
+
 class LlamaEngine:
     """A GGUF served in this process; ``parallel`` model instances generate at once."""
 
@@ -267,13 +300,15 @@ class LlamaEngine:
         for _ in range(self.parallel):
             models.append(await asyncio.to_thread(self._load))
         for m in models:
-            self._free.put_nowait(m)
+            self._free.put_nowait(_Slot(m))
         self.tokenizer = Tokenizer(models[0])
 
     async def close(self) -> None:
         while self._free is not None and not self._free.empty():
-            m = self._free.get_nowait()
-            m.close() if hasattr(m, "close") else None
+            slot = self._free.get_nowait()
+            slot.stop()
+            if hasattr(slot.llm, "close"):
+                slot.llm.close()
 
     @property
     def context_length(self) -> int:
@@ -296,11 +331,14 @@ class LlamaEngine:
                       self.n_ctx - len(prompt))
         loop = asyncio.get_running_loop()
         out: asyncio.Queue = asyncio.Queue()
-        llm = await self._free.get()
+        slot = await self._free.get()
         put = lambda item: loop.call_soon_threadsafe(out.put_nowait, item)
-        th = threading.Thread(target=self._generate, args=(llm, req, prompt, max_new, cancel, put),
-                              name="llama-generate", daemon=True)
-        th.start()
+        free = self._free
+
+        def finished() -> None:             # in the slot's thread: the model is free again
+            loop.call_soon_threadsafe(free.put_nowait, slot)
+
+        slot.submit(lambda: self._generate(slot.llm, req, prompt, max_new, cancel, put), finished)
         try:
             while True:
                 item = await out.get()
@@ -310,9 +348,7 @@ class LlamaEngine:
                 if isinstance(item, Done):
                     return
         finally:
-            cancel.set()                        # a consumer that stops early stops the thread
-            await asyncio.to_thread(th.join)
-            self._free.put_nowait(llm)
+            cancel.set()                        # a consumer that stops early stops the generation
 
     def _generate(self, llm, req: Request, prompt: list[int], max_new: int, cancel: threading.Event, put) -> None:
         try:
