@@ -6,7 +6,8 @@ from typing import Optional
 
 import click
 
-from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, parse_address, parse_ton
+from .chainctx import (ChainContext, NetworkType, UserError, guarded, load_keys, network_options, parse_address,
+                       parse_ton)
 
 
 def _friendly(address, network: str) -> str:
@@ -24,7 +25,7 @@ def wallet() -> None:
               show_default=True, help="Where to write the 24 words (created with mode 0600, never overwritten).")
 @click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True,
               help="Wallet contract version the address is for.")
-@click.option("--network", default="embedded", show_default=True, envvar="COCOON_NETWORK",
+@click.option("--network", type=NetworkType(), default="embedded", show_default=True, envvar="COCOON_NETWORK",
               help="Network the address is shown for (testnet addresses carry the test flag; v5r1 signs for it).")
 @guarded
 def new(out: Path, wallet_version: str, network: str) -> None:
@@ -79,6 +80,8 @@ def fund(amount, to: Optional[str], network, state_file, mnemonic_file, key_file
     from node.chain import open_wallet
     from wrappers.chain.records import fmt_ton
 
+    if network in ("testnet", "mainnet"):
+        raise UserError(f"the faucet exists only on the embedded and local chains, not on {network}")
     nano = parse_ton(amount)
     dest = parse_address(to, "--to") if to else None
     keys = None if dest is not None else load_keys(mnemonic_file, key_file)

@@ -22,6 +22,8 @@
 * Keys: :func:`load_keys` (key file, mnemonic file, ``COCOON_MNEMONIC``), :func:`keys_from_words`,
   :func:`new_mnemonic`, :func:`write_mnemonic` (mode 0600).
 * Every expected failure is a :class:`CocoonError` whose text is a one-line message for the user.
+* The chain server (`cocoon chain serve`) is :mod:`node.chain.server` (router), :mod:`.api`
+  (toncenter methods), :mod:`.service` (applying inputs, group commit) and :mod:`.store` (SQLite).
 """
 from .errors import CocoonError
 from .keys import MNEMONIC_ENV, Keys, keys_from_seed, keys_from_words, load_keys, new_mnemonic, write_mnemonic

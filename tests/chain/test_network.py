@@ -98,3 +98,34 @@ def test_dev_only_operations_are_refused_elsewhere():
         asyncio.run(net.fund(None, 1))
     with pytest.raises(CocoonError, match="only on the embedded and local chains"):
         asyncio.run(net.advance(1))
+
+
+def test_wallet_commands(tmp_path):
+    from click.testing import CliRunner
+
+    from node.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "keys" / "me.words"
+    r = runner.invoke(main, ["wallet", "new", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    words = out.read_text().split()
+    assert len(words) == 24 and stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    address = r.output.strip()
+    assert len(r.output.strip().splitlines()) == 1 and not any(w in r.output.split() for w in words)
+    assert address.startswith("UQ")  # non-bounceable, as wallets show their own address
+    r = runner.invoke(main, ["wallet", "new", "--out", str(out)])
+    assert r.exit_code == 1 and "already exists" in r.output and out.read_text().split() == words
+    r = runner.invoke(main, ["wallet", "new", "--out", str(tmp_path / "t.words"), "--network", "testnet"])
+    assert r.exit_code == 0 and r.output.startswith("0Q")  # the test flag
+    state = str(tmp_path / "chain.json")
+    r = runner.invoke(main, ["wallet", "fund", "2.5", "--mnemonic-file", str(out), "--state-file", state])
+    assert r.exit_code == 0 and "with 2.5 TON; balance 2.5 TON" in r.output, r.output
+    r = runner.invoke(main, ["wallet", "show", "--mnemonic-file", str(out), "--state-file", state])
+    assert f"address   {address}" in r.output and "balance   2.5 TON" in r.output and "state     uninit" in r.output
+    r = runner.invoke(main, ["wallet", "show", "--mnemonic-file", str(out), "--state-file", state, "--wallet", "v5r1"])
+    assert "state     nonexist" in r.output and address not in r.output
+    r = runner.invoke(main, ["wallet", "fund", "1", "--mnemonic-file", str(out), "--network", "mainnet"])
+    assert r.exit_code == 1 and "only on the embedded and local chains" in r.output
+    r = runner.invoke(main, ["wallet", "fund", "1", "--mnemonic-file", str(out), "--network", "devnet"])
+    assert r.exit_code == 2 and "unknown network" in r.output
