@@ -121,7 +121,10 @@ def main() -> int:
         direct = Direct(threads)
         d = Devnet(Path(tmp) / "devnet", Reporter(lambda s: print(s, file=sys.stderr), tty=False))
         try:
-            d.up(workers=1, ports="free", budget="1000", refresh=2.0, threads=threads, epoch=3600)
+            # the services' background work at their own defaults: registry reads every 30 s,
+            # settlement passes every 10 s, claim checks every 60 s
+            d.up(workers=1, ports="free", budget="1000", refresh=30.0, threads=threads, epoch=3600,
+                 settle_every=10.0, claim_interval=60.0)
             e2e = E2E(d.state.base_url)
             e2e.stream(SHORT, 4), direct.stream(SHORT, 4)  # warm both
             # 1. tokens per second, long generations, taking turns
@@ -230,7 +233,7 @@ def claim_fee(d: Devnet) -> int:
     subprocess.run(cocoon_argv() + ["client", "close", "--state", str(d.dir / "client"), "--mnemonic-file",
                                     st.parties["client"]["mnemonic"], "--network", st.chain_url],
                    check=True, capture_output=True, timeout=120)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         r = subprocess.run(cocoon_argv() + ["proxy", "status", "--json", "--state", str(d.dir / "proxy")],
                            capture_output=True, text=True, timeout=60)

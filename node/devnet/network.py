@@ -85,6 +85,7 @@ class Devnet:
         self.dir = Path(directory).resolve()
         self.say = reporter or Reporter()
         self.state = DevnetState.load(self.dir) or DevnetState(dir=str(self.dir))
+        self._intervals = (1.0, 2.0)   # the proxy's settlement passes, the workers' claim checks (seconds)
 
     # ------------------------------------------------------------------------------ paths and keys
     @property
@@ -131,7 +132,8 @@ class Devnet:
 
     # ------------------------------------------------------------------------------ up
     def up(self, workers: int = 2, lang: str = "tolk", ports: str = "default", refresh: float = 2.0,
-           budget: str = "50", threads: Optional[int] = None, epoch: float = 10.0) -> DevnetState:
+           budget: str = "50", threads: Optional[int] = None, epoch: float = 10.0, settle_every: float = 1.0,
+           claim_interval: float = 2.0) -> DevnetState:
         st = self.state
         if st.procs:
             alive = st.running()
@@ -160,6 +162,7 @@ class Devnet:
             st.save()
             asyncio.run(self._chain_setup(workers))
             st.save()
+            self._intervals = (settle_every, claim_interval)
             self._start_services(workers, refresh, budget, threads, epoch)
         except BaseException:
             st.save()
@@ -332,7 +335,8 @@ class Devnet:
                     "--clients", f"127.0.0.1:{st.ports['clients']}", "--workers", f"127.0.0.1:{st.ports['workers']}",
                     "--metrics", f"127.0.0.1:{st.ports['proxy_metrics']}", "--tee", "simulated",
                     "--dev-root", str(self.dev_root), "--measurements", str(self.dir / "images" / f"{PROXY_IMAGE}.json"),
-                    "--state", str(self.dir / "proxy"), "--refresh", str(refresh), "--settle-every", "1",
+                    "--state", str(self.dir / "proxy"), "--refresh", str(refresh),
+                    "--settle-every", str(self._intervals[0]),
                     "--epoch", str(epoch)]
         rec = spawn("proxy", "proxy", argv, self.logs_dir / "proxy.log", self.dir,
                     url=f"https://127.0.0.1:{st.ports['clients']}", metrics=f"{pm}/metrics",
@@ -362,7 +366,8 @@ class Devnet:
             "--model", str(model_path()), "--model-name", st.model_name, "--parallel", "1", "--queue", "8",
             "--tee", "simulated", "--dev-root", str(self.dev_root), "--image", worker_image(i),
             "--proxy", st.parties["proxy"]["address"], "--state-dir", str(self.dir / label),
-            "--metrics-port", str(port), "--registry-refresh", str(refresh), "--claim-interval", "2",
+            "--metrics-port", str(port), "--registry-refresh", str(refresh),
+            "--claim-interval", str(self._intervals[1]),
             "--claim-fee-share", str(WORKER_CLAIM_FEE_SHARE)]
         if threads:
             argv += ["--threads", str(threads)]
