@@ -129,3 +129,23 @@ def test_wallet_commands(tmp_path):
     assert r.exit_code == 1 and "only on the embedded and local chains" in r.output
     r = runner.invoke(main, ["wallet", "fund", "1", "--mnemonic-file", str(out), "--network", "devnet"])
     assert r.exit_code == 2 and "unknown network" in r.output
+
+
+@pytest.mark.parametrize("where", ["embedded", "server"])
+def test_sends_work_when_the_chain_clock_runs_ahead_of_the_wall_clock(where, chain_server, tmp_path):
+    import time
+
+    from node.chain import keys_from_seed
+
+    async def run():
+        net = await open_network(chain_server.url if where == "server" else "embedded", tmp_path / "c.json")
+        try:
+            w4 = await net.wallet(keys_from_seed(b"\x31" * 32))
+            w5 = await net.wallet(keys_from_seed(b"\x32" * 32), "v5r1")
+            while await net.now() < time.time() + 400 * 86400:  # time travel past the wall clock
+                await net.advance(300 * 86400)
+            return [(await net.send(w, w4.address, TON, bounce=False))[0].success for w in (w4, w5)]
+        finally:
+            await net.close(save=False)
+
+    assert asyncio.run(run()) == [True, True]
