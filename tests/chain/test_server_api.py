@@ -115,6 +115,17 @@ def test_methods_in_toncenter_shapes(chain_server):
     fee = s.rpc("estimateFee", address=a, body=base64.b64encode(body.to_boc()).decode(), ignore_chksig=True)
     assert fee["@type"] == "query.fees" and fee["source_fees"]["gas_fee"] > 0
     assert s.rpc("getWalletInformation", address=a)["seqno"] == 2
+    # sendBocReturnHash: the message's hash and its normalized hash; /dev/trace finds what it caused
+    from tests.chain.server import SignedWallet
+
+    sw = SignedWallet(77)
+    s.fund(sw.address.to_str(), TON)
+    boc = sw.external(0)
+    r = s.rpc("sendBocReturnHash", boc=base64.b64encode(boc).decode())
+    assert r["@type"] == "raw.extMessageInfo" and base64.b64decode(r["hash"]) == Cell.one_from_boc(boc).hash
+    assert len(base64.b64decode(r["hash_norm"])) == 32
+    status, tr = s.request(f"/dev/trace?hash={base64.b64decode(r['hash']).hex()}")
+    assert status == 200 and [t["account"] for t in tr["result"]["transactions"]] == [sw.address.to_str()]
     cfg = s.rpc("getConfigParam", config_id=8)
     assert Cell.one_from_boc(base64.b64decode(cfg["config"]["bytes"])).begin_parse().load_uint(8) == 0xC4
     # the HTTP provider reads the same thing pytoniq's wallets read
