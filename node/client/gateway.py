@@ -56,6 +56,7 @@ from .settings import Settings
 from .store import ChannelRow, Store
 
 log = logging.getLogger(__name__)
+RESUME_WAIT = 60.0   # seconds a restarted gateway waits for jobs it started before to end at the proxy
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Gateway:
         self.wallet_address: Optional[Address] = None
         self._tasks: set[asyncio.Task] = set()
         self.receipts: Optional[ReceiptVerifier] = None
+        self._marks: list[tuple[str, str]] = []   # settles the proxy answered, not yet written
 
     # ------------------------------------------------------------------ start and refresh
     async def start(self) -> None:
@@ -169,6 +171,7 @@ class Gateway:
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
+        self.store.flush_marks(self._marks)
         await self._drop_proxy()
         if self.snapshots is not None:
             await self.snapshots.stop()
@@ -289,12 +292,19 @@ class Gateway:
         for request_id, final in self.store.settling(ch.row.address):
             ok = await self._post_settle(conn, ch, request_id, final, quiet=True)
             self.store.mark_request(request_id, {True: "settled", False: "superseded", None: "settling"}[ok])
-        try:
-            async with conn.http.get("/v1/cocoon/channel", params={"channel": ch.row.address}) as r:
-                body = await r.json(content_type=None) if r.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-            log.warning("cannot read the channel from the proxy: %s", e)
-            return
+        # nothing of this process is in flight yet: a reservation the proxy reports is a job from before
+        # a restart that is still ending; its cost lands in the proxy's total when it ends, so wait for it
+        deadline = time.monotonic() + RESUME_WAIT
+        while True:
+            try:
+                async with conn.http.get("/v1/cocoon/channel", params={"channel": ch.row.address}) as r:
+                    body = await r.json(content_type=None) if r.status == 200 else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+                log.warning("cannot read the channel from the proxy: %s", e)
+                return
+            if not (isinstance(body, dict) and body.get("reserved")) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
         ch.resumed = True
         if not isinstance(body, dict) or not body.get("voucher"):
             return
@@ -397,7 +407,7 @@ class Gateway:
             authorized = ch.settled + reserved + max_cost
             await self._fund(ch, authorized)
             voucher = ch.voucher(authorized)
-            self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized)
+            self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized, self._marks)
             ch.inflight[request_id] = max_cost
             headers = {H.CHANNEL: ch.row.address, H.VOUCHER: voucher, H.REQUEST_ID: request_id,
                        H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
@@ -455,7 +465,7 @@ class Gateway:
                 new_settled = ch.settled + cost
                 final = new_settled + others
                 self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final,
-                                          receipt=receipt)
+                                          receipt=receipt, marks=self._marks)
                 ch.inflight.pop(job.request_id, None)
                 ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
                 # the settle goes out after the answer. A newer authorization may reach the proxy first;
@@ -497,7 +507,8 @@ class Gateway:
     async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int) -> None:
         async with ch.settle_lock:
             acked = await self._post_settle(conn, ch, request_id, final, quiet=True)
-            self.store.mark_request(request_id, {True: "settled", False: "superseded", None: "settling"}[acked])
+            if acked is not None:   # written with the next request's books: a lost mark only re-sends a settle
+                self._marks.append((request_id, "settled" if acked else "superseded"))
 
     async def release(self, job: "_Job") -> None:
         """A request that ended without an answer to pay: nothing is owed; the held authorization is

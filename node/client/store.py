@@ -153,10 +153,18 @@ class Store:
         return int(row[0])
 
     # ------------------------------------------------------------------ requests
-    def authorize(self, request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int) -> None:
-        """Record a request's authorization (the voucher's amount) before the voucher is sent."""
+    def _marks(self, marks: Optional[list]) -> None:
+        while marks:
+            request_id, state = marks.pop()
+            self.db.execute("UPDATE requests SET state=? WHERE request_id=?", (state, request_id))
+
+    def authorize(self, request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int,
+                  marks: Optional[list] = None) -> None:
+        """Record a request's authorization (the voucher's amount) before the voucher is sent. ``marks``
+        are (request id, state) changes that need no commit of their own (a settle the proxy took)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            self._marks(marks)
             self.db.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at) "
                             "VALUES(?, ?, ?, ?, 'authorized', ?)",
                             (request_id, channel, settled_before, max_cost, time.time()))
@@ -172,12 +180,14 @@ class Store:
                                     "ORDER BY created_at", (channel,)))
 
     def finish_request(self, request_id: str, state: str, cost: int, channel: str, settled: int,
-                       final: Optional[int] = None, disputed: int = 0, receipt: Optional[dict] = None) -> None:
+                       final: Optional[int] = None, disputed: int = 0, receipt: Optional[dict] = None,
+                       marks: Optional[list] = None) -> None:
         """After the answer, in one transaction: the request's state and cost, the channel's settled
         total (what this gateway agreed to pay), any disputed amount and the receipt (the
         keyword arguments of :meth:`add_receipt`)."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            self._marks(marks)
             if receipt is not None:
                 self.add_receipt(**receipt)
             self.db.execute("UPDATE requests SET state=?, cost=?, final=? WHERE request_id=?",
@@ -187,6 +197,12 @@ class Store:
 
     def mark_request(self, request_id: str, state: str) -> None:
         self.db.execute("UPDATE requests SET state=? WHERE request_id=?", (state, request_id))
+
+    def flush_marks(self, marks: list) -> None:
+        if marks:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._marks(marks)
 
     def request_counts(self) -> dict[str, int]:
         return {s: n for s, n in self.db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state")}
