@@ -1,0 +1,71 @@
+"""The gateway's small pieces: payment keys, the state store, and `cocoon client` input refused before
+anything starts."""
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from node.chain import keys_from_seed
+from node.cli import main
+from node.client.chain import payment_key
+from node.client.store import Store
+from wrappers import escrow as E
+
+
+def test_payment_keys_are_derived_per_wallet_and_channel():
+    a, b = keys_from_seed(b"\1" * 32), keys_from_seed(b"\2" * 32)
+    pub = lambda k: E.public_key_int(k)
+    assert pub(payment_key(a, 0)) == pub(payment_key(a, 0))          # nothing to keep but the counter
+    keys = {pub(payment_key(a, i)) for i in range(50)} | {pub(payment_key(b, i)) for i in range(50)}
+    assert len(keys) == 100
+    assert pub(payment_key(a, 0)) != int.from_bytes(a.public, "big")  # never the wallet key itself
+
+
+def test_store_books_survive_reopening(tmp_path):
+    s = Store(tmp_path / "c.sqlite")
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
+    s.add_channel(0, "0:" + "a" * 64, "0:" + "b" * 64, "c" * 64, "https://p:1")
+    s.authorize("r1", "0:" + "a" * 64, 0, 500, 500)
+    marks = [("r0", "settled")]
+    s.finish_request("r1", "settling", 120, "0:" + "a" * 64, 120, 120, marks=marks,
+                     receipt=dict(request_id="r1", channel="0:" + "a" * 64, proxy_owner="0:" + "b" * 64,
+                                  endpoint="chat", model="m", job_id="f" * 64, ok=True, paid=120, prompt_tokens=3,
+                                  completion_tokens=4, record={"x": 1}, verdict={"ok": True}))
+    assert marks == []
+    s.close()
+    s = Store(tmp_path / "c.sqlite")
+    ch = s.live_channel()
+    assert (ch.settled, ch.signed_max) == (120, 500) and s.spent_total() == 120
+    assert s.settling(ch.address) == [("r1", 120)]
+    assert s.receipt("1").paid == 120 and s.receipt("r1").ok and s.receipt("ffffffff").job_id == "f" * 64
+    assert s.receipt_stats()["completion_tokens"] == 4
+    assert s.next_counter() == 1
+
+
+def test_run_refuses_bad_input_before_starting(tmp_path):
+    r = CliRunner()
+    base = ["client", "run", "--registry", "0:" + "1" * 64, "--state", str(tmp_path)]
+    out = r.invoke(main, base + ["--proxy-endpoint", "127.0.0.1:1"])
+    assert out.exit_code != 0 and "named --proxy" in out.output
+    out = r.invoke(main, base + ["--proxy", "not-an-address"])
+    assert out.exit_code != 0 and "--proxy must be auto" in out.output
+    out = r.invoke(main, base + ["--budget", "-1"])
+    assert out.exit_code != 0
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('registry = "0:' + "1" * 64 + '"\nbudgte = "2"\n')
+    out = r.invoke(main, ["client", "run", "--config", str(cfg)])
+    assert out.exit_code != 0 and "unknown setting 'budgte'" in out.output
+
+
+def test_status_and_receipts_need_a_state_folder(tmp_path):
+    r = CliRunner()
+    out = r.invoke(main, ["client", "status", "--state", str(tmp_path / "none")])
+    assert out.exit_code == 1 and "no gateway state" in out.output
+    out = r.invoke(main, ["receipt", "verify", "42", "--state", str(tmp_path / "none")])
+    assert out.exit_code == 1
+    f = tmp_path / "two.json"
+    f.write_text(json.dumps([{}, {}]))
+    out = r.invoke(main, ["receipt", "verify", str(f)])
+    assert out.exit_code == 1 and "holds 2 receipts" in out.output
