@@ -345,10 +345,14 @@ class ProxyCore:
         except ValueError as e:
             raise OE.bad_request(str(e), "max_tokens") from None
         ch = await self.client_channel(channel)
+        if amount is None:
+            raise self._payment_required(f"a paid request carries {H.VOUCHER}: the settled total plus this request's "
+                                         "maximum cost, signed by the channel's payer key", channel, max_cost,
+                                         "payment_required")
         voucher = Voucher(Address(channel), amount, sig)
         if not voucher.verify(ch.payer_key):
-            raise OE.APIError(402, f"the {H.VOUCHER} is not signed by the channel's payer key", code="bad_voucher",
-                              extra={"cocoon": {"required": amount, "settled": 0}})
+            raise self._payment_required(f"the {H.VOUCHER} is not signed by the channel's payer key", channel,
+                                         max_cost, "bad_voucher")
         tried: set[str] = set()
         try:
             link = self._route(req.model, max_coef, tried)
@@ -363,21 +367,21 @@ class ProxyCore:
             if ch.state.state != E.State.OPEN:
                 ch = await self.client_channel(channel, refresh=True)
                 if ch.state.state != E.State.OPEN:
-                    raise OE.payment_required(f"the channel is {ch.state.state_name}, not open",
-                                              amount, self.ledger.channel(channel).settled
-                                              if self.ledger.channel(channel) else 0)
+                    raise self._payment_required(f"the channel is {ch.state.state_name}, not open: open a new one",
+                                                 channel, max_cost, "channel_closed")
+            admit = dict(channel=channel, payer_key=hex(ch.payer_key), voucher_amount=amount, voucher_sig=sig,
+                         request_id=request_id, job_id=job_id, max_cost=max_cost, model=req.model,
+                         endpoint=endpoint, stream=req.stream, worker=link.owner)
             try:
-                adm = await self.ledger.admit(channel=channel, payer_key=hex(ch.payer_key), voucher_amount=amount,
-                                              voucher_sig=sig, request_id=request_id, job_id=job_id,
-                                              max_cost=max_cost, model=req.model, endpoint=endpoint,
-                                              stream=req.stream, worker=link.owner, limit=ch.limit)
+                adm = await self.ledger.admit(**admit, limit=ch.limit)
             except PaymentRequired as p:
-                if "top up" in str(p):  # the deposit may have grown since it was read
-                    ch = await self.client_channel(channel, refresh=True)
-                    if ch.limit >= p.required:
-                        raise OE.APIError(409, "the channel was topped up; send the request again",
-                                          code="retry") from None
-                raise OE.payment_required(str(p), p.required, p.settled) from None
+                fresh = await self.client_channel(channel, refresh=True) if p.required > ch.limit else ch
+                if fresh.limit <= ch.limit:   # not a deposit the proxy had not seen yet
+                    raise OE.payment_required(str(p), p.required, p.settled) from None
+                try:
+                    adm = await self.ledger.admit(**admit, limit=fresh.limit)
+                except PaymentRequired as p2:
+                    raise OE.payment_required(str(p2), p2.required, p2.settled) from None
         except BaseException:
             link.close_job(job_id)
             raise
@@ -393,6 +397,15 @@ class ProxyCore:
             self.metrics.in_flight.dec()
             ev.set()
             self.waiters.pop((channel, request_id), None)
+
+    def _payment_required(self, message: str, channel: str, max_cost: int, code: str) -> OE.APIError:
+        """A 402 naming what the channel must authorize for this request: settled + in flight + its
+        maximum cost."""
+        row = self.ledger.channel(channel)
+        owed = (row.settled if row else 0) + self.ledger.reserved(channel)
+        err = OE.payment_required(message, owed + max_cost, owed)
+        err.code = code
+        return err
 
     def _route(self, model: str, max_coef: int, tried: set[str]) -> WorkerLink:
         loads = self.pool.loads()
@@ -756,17 +769,16 @@ def _channel(value) -> str:
         raise OE.bad_request(f"{value!r} is not a channel address", "channel") from None
 
 
-def _paid_headers(request: web.Request) -> tuple[str, int, bytes, str, int]:
+def _paid_headers(request: web.Request) -> tuple[str, Optional[int], Optional[bytes], str, int]:
+    """The Cocoon headers (400 for a malformed one); the voucher is None when there is none."""
     channel = _channel(request.headers.get(H.CHANNEL, ""))
     v = request.headers.get(H.VOUCHER)
-    if not v:
-        raise OE.APIError(402, f"a paid request carries {H.VOUCHER}: the settled total plus this request's maximum "
-                          "cost, signed by the channel's payer key", code="payment_required",
-                          extra={"cocoon": {"required": 0, "settled": 0}})
-    try:
-        amount, sig = H.parse_voucher(v)
-    except ValueError as e:
-        raise OE.bad_request(str(e), "voucher") from None
+    amount, sig = None, None
+    if v:
+        try:
+            amount, sig = H.parse_voucher(v)
+        except ValueError as e:
+            raise OE.bad_request(str(e), "voucher") from None
     rid = request.headers.get(H.REQUEST_ID, "")
     if not H.valid_request_id(rid):
         raise OE.bad_request(f"{H.REQUEST_ID} is required: 1-64 characters [A-Za-z0-9_-]", "request_id")

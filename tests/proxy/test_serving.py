@@ -93,6 +93,11 @@ def test_admission_errors_are_4xx(net, served):
     r = c.post("/v1/chat/completions", body, {**ok, H.VOUCHER: H.format_voucher(v.amount, v.signature)})
     assert r.status_code == 200, r.text
     c.settle(ok[H.REQUEST_ID], r.json()["cocoon"])
+    # 402 without any voucher names the same amount to authorize
+    nov = {k: v for k, v in c.headers(0).items() if k != H.VOUCHER}
+    r = c.post("/v1/chat/completions", body, nov)
+    assert r.status_code == 402 and r.json()["error"]["cocoon"]["settled"] == c.settled
+    assert r.json()["error"]["cocoon"]["required"] > c.settled
     # 402: a voucher signed by another key
     forged = Voucher.sign(b"\x07" * 32, c.channel.address, 10 * TON)
     r = c.post("/v1/chat/completions", body, {**c.headers(0), H.VOUCHER: H.format_voucher(forged.amount, forged.signature)})
