@@ -66,18 +66,19 @@ def test_unbound_operator_key_is_refused_at_start(tmp_path, model_path):
         s.close()
 
 
-def test_revoked_image_is_dropped_at_the_next_refresh(tmp_path, model_path):
+@pytest.mark.parametrize("kind", ["worker_image", "model"])
+def test_revoked_image_or_model_is_dropped_at_the_next_refresh(tmp_path, model_path, kind):
     s = Served(_mk(tmp_path / "w"), model_path)
     try:
         s.start_worker()
         s.peer.wait_connected(60)
-        s.world.revoke("worker_image", s.world.worker_image)
+        s.world.revoke(kind, s.world.worker_image if kind == "worker_image" else s.world.model_hash)
         code = s.peer.closes.get(timeout=30)
         assert code == F.CLOSE_REVOKED
         time.sleep(3)
         assert not s.peer.connected() and s.peer.hellos.empty(), "a revoked worker does not dial again"
         h = health(s)
-        assert h["state"].startswith("revoked") and "image" in h["state"]
+        assert h["state"].startswith("revoked") and ("image" if kind == "worker_image" else "model") in h["state"]
     finally:
         s.close()
 
