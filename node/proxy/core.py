@@ -265,7 +265,9 @@ class ProxyCore:
         return channel, paid if voucher else 0, voucher
 
     def sign_pay(self, channel: str, amount: int) -> bytes:
-        return E.sign_statement(self.operator, E.TAG_VOUCHER, Address(channel), amount)
+        """The operator key's voucher for a worker's cumulative pay (called inside the ledger's
+        transaction that stores it, so it is stored before it is sent)."""
+        return Voucher.sign(self.operator, Address(channel), amount).signature
 
     async def top_up_workers(self) -> None:
         """Keep each worker channel's deposit ahead of the pay signed on it."""

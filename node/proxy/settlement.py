@@ -53,7 +53,7 @@ async def settlement_pass(core) -> None:
             cached.state, cached.read_at = ch, time.monotonic()
         if ch.claimed > row.claimed:
             await ledger.set_claimed(row.channel, ch.claimed)
-        exposure += max(row.voucher_amount - ch.claimed, 0)
+        exposure += E.exposure(row.voucher_amount, ch).unclaimed
         closing = ch.state == E.State.CLOSING or bool(ch.pending_withdrawal)
         if closing:   # the payer is leaving: claim all it authorized, before the notice ends
             if row.voucher_sig and E.claimable(row.voucher_amount, ch) > s.claim.claim_fee:
