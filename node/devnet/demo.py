@@ -42,6 +42,11 @@ class Story:
         self.echo("  " + text)
 
 
+def _start(d: Devnet, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cocoon_argv() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(d.dir))
+
+
 def _run(d: Devnet, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(cocoon_argv() + args, capture_output=True, text=True, timeout=timeout, cwd=str(d.dir))
 
@@ -165,8 +170,12 @@ def _question(story: Story, d: Devnet, question: str, max_tokens: int) -> dict:
                f"cost {money.ton(cocoon['cost'])} TON; job {cocoon['job_id'][:16]}…")
     cert = d.dir / "answer-worker.der"
     cert.write_bytes(base64.b64decode(cocoon["worker_cert"]))
+    # the worker's certificate and the receipt are checked at once: two auditors' commands, in parallel
+    receipt = _start(d, ["receipt", "verify", cocoon["job_id"], "--state", str(d.dir / "client"), "--network",
+                         st.chain_url, "--allow-simulated", str(d.trust)])
     r = _run(d, ["attest", "verify", str(cert), "--role", "worker", "--allow-simulated", str(d.trust),
                  "--registry-snapshot", str(d.dir / "registry-snapshot.json"), "--json"])
+    cocoon["_receipt_check"] = receipt
     story.line(f"the answering worker's certificate (in the answer): `cocoon attest verify` "
                f"{'PASSED' if r.returncode == 0 else 'FAILED'}: its key signed the receipt below")
     story.facts.update(answer="".join(text), usage=usage, cost=cocoon["cost"], job_id=cocoon["job_id"],
@@ -175,10 +184,10 @@ def _question(story: Story, d: Devnet, question: str, max_tokens: int) -> dict:
 
 
 def _receipt(story: Story, d: Devnet, cocoon: dict) -> None:
-    st = d.state
     story.section("4. The receipt, checked as an auditor would: `cocoon receipt verify`")
-    r = _run(d, ["receipt", "verify", cocoon["job_id"], "--state", str(d.dir / "client"), "--network", st.chain_url,
-                 "--allow-simulated", str(d.trust)])
+    proc = cocoon.pop("_receipt_check")
+    out, err = proc.communicate(timeout=120)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     for ln in (r.stdout or r.stderr).strip().splitlines()[:14]:
         story.line(ln)
     story.facts["receipt_ok"] = r.returncode == 0
