@@ -417,8 +417,10 @@ class Differential(RuleBasedStateMachine):
     @rule(ch=live_channel, amount=st.sampled_from(("next", "stale", "beyond", "zero")),
           payer_sig=st.sampled_from(("payer", "payer", "payer", "other")),
           payee_sig=st.sampled_from(("payee", "payee", "payee", 0, 1)),
-          on=st.sampled_from(("same", "same", "same", "other", "voucher")), by=wallet, bad=low)
-    def coop_close(self, ch, amount, payer_sig, payee_sig, on, by, bad):
+          on=st.sampled_from(("same", "same", "same", "other", "voucher")), by=wallet, bad=low,
+          tail=st.sampled_from(((0, False), (0, False), (1, False), (9, False), (0, True), (255, True))))
+    def coop_close(self, ch, amount, payer_sig, payee_sig, on, by, bad, tail):
+        # tail: bits and a reference after the payee's signature, which escrow.tlb says are ignored
         ch = self._ch(ch)
         x = self._amount(ch, amount)
         pk = CHANNELS[ch][2]
@@ -431,7 +433,8 @@ class Differential(RuleBasedStateMachine):
             addr = w.escrows[target].address
             a = w.named(E.sign_statement(PAYER_KEYS[pk if payer_sig == "payer" else 1 - pk], tag, addr, x), "payer")
             b = w.named(E.sign_statement(OPERATOR_KEYS[payee_index], tag, addr, x), "payee")
-            return w.to_escrow(by, ch, E.coop_close_body(x, a, b), E.COOP_CLOSE_FEE + (-1 if bad else 50_000_000))
+            body = E.coop_close_body(x, a, b, payee_tail_bits=tail[0], payee_tail_ref=tail[1])
+            return w.to_escrow(by, ch, body, E.COOP_CLOSE_FEE + (-1 if bad else 50_000_000))
         self.both(act)
 
     # ---------------------------------------------------------------------------------- reputation

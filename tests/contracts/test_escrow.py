@@ -648,6 +648,18 @@ def test_cooperative_close_with_one_bad_signature(env: Env, bad):
     assert env.ch.state == State.OPEN
 
 
+@pytest.mark.parametrize("tail_bits,tail_ref", [(1, False), (7, False), (0, True), (200, True)])
+def test_cooperative_close_ignores_data_after_the_payee_signature(env: Env, tail_bits, tail_ref):
+    # escrow.tlb: bits or references after the last field are ignored, in the signature cell too
+    ps = E.sign_coop_close(env.payer_key, env.esc.address, 5 * TON)
+    qs = E.sign_coop_close(env.payee_key, env.esc.address, 5 * TON)
+    body = E.coop_close_body(5 * TON, ps, qs, payee_tail_bits=tail_bits, payee_tail_ref=tail_ref)
+    txs = env.esc.send(env.stranger, body, E.COOP_CLOSE_FEE + E.MARGIN)
+    env.ok(txs)
+    assert [p.amount for p, _ in payments(txs, env, to=env.payee)] == [5 * TON]
+    assert env.ch.state == State.CLOSED
+
+
 def test_cooperative_close_during_a_notice(env: Env):
     env.ok(env.esc.request_close(env.payer))
     env.ok(_coop(env, 6 * TON))
