@@ -150,6 +150,11 @@ class NetworkParams:
             out.append("max_proxies must be positive")
         if self.governance_delay > 365 * 86400:
             out.append("the governance delay must be at most one year")
+        if e.close_delay > 365 * 86400:
+            out.append("the close delay must be at most one year")
+        if s.unbonding_period <= 0 or s.unbonding_period < 2 * self.governance_delay:
+            out.append("the unbonding period must be positive and at least twice the governance delay, "
+                       "so that a provider cannot withdraw before a governance slash executes")
         return out
 
 

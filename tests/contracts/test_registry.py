@@ -297,6 +297,11 @@ def test_parameter_change(env: Env):
     dict(economics=dict(price_per_token=5, worker_fee_per_token=6)),
     dict(max_proxies=0),
     dict(governance_delay=365 * 86400 + 1),
+    dict(economics=dict(close_delay=0xFFFFFFFF)),          # now + close_delay would overflow uint32
+    dict(economics=dict(close_delay=365 * 86400 + 1)),
+    dict(staking=dict(unbonding_period=0)),
+    dict(staking=dict(unbonding_period=2 * DELAY - 1)),     # a provider could escape a governance slash
+    dict(governance_delay=4 * 86400),                       # the same, by raising the delay instead
 ])
 def test_bad_params_refused(env: Env, bad):
     from dataclasses import replace
@@ -311,6 +316,19 @@ def test_bad_params_refused(env: Env, bad):
     with Unchanged(env):
         txs = env.send(env.owner, R.propose(R.action_set_params(p)))
     env.expect_error(txs, Err.BAD_PARAMS)
+
+
+def test_unbonding_period_bounds_at_their_edges(env: Env):
+    """The unbonding period must be at least twice the governance delay, and close_delay at most a
+    year: exactly at the edge is accepted."""
+    from dataclasses import replace
+    p = replace(env.params, staking=replace(env.params.staking, unbonding_period=2 * DELAY),
+                economics=replace(env.params.economics, close_delay=365 * 86400))
+    assert not p.problems()
+    pid = _propose(env, R.action_set_params(p))
+    env.chain.advance(DELAY)
+    assert env.on_registry(env.send(env.owner, R.execute_proposal(pid)))[0].success
+    assert env.read.params() == p
 
 
 def test_child_code_change(env: Env):

@@ -275,7 +275,8 @@ def test_identity_is_checked_on_the_first_operation(env: Env, owner, role, code)
 
 def test_refresh_picks_up_new_params_and_deactivates(env: Env):
     from dataclasses import replace
-    new = replace(env.params, staking=replace(env.params.staking, min_worker_stake=WORKER_STAKE + 1, unbonding_period=60))
+    new = replace(env.params, staking=replace(env.params.staking, min_worker_stake=WORKER_STAKE + 1,
+                                                              unbonding_period=2 * DELAY))
     pid = env.propose_and_wait(R.action_set_params(new))
     env.reg.send(env.stranger, R.execute_proposal(pid))
     assert env.worker.read.is_active()  # parameters are not pushed: the stake still has the old ones
@@ -294,7 +295,7 @@ def test_refresh_picks_up_new_params_and_deactivates(env: Env):
     assert back and S.REFRESH_VALUE - S.QUERY_VALUE - 10_000_000 < back[0].value < S.REFRESH_VALUE - S.QUERY_VALUE
     # and the new unbonding period applies to the next request
     env.worker.send(env.provider, S.unbond(TON))
-    assert env.worker.read.unbonding().requests[0].unlock_at == env.chain.now + 60
+    assert env.worker.read.unbonding().requests[0].unlock_at == env.chain.now + 2 * DELAY
 
 
 def test_params_response_only_from_the_registry(env: Env):
