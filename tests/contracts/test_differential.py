@@ -202,10 +202,22 @@ class Differential(RuleBasedStateMachine):
         self.both(lambda w: w.to_registry(a, R.propose(R.action_upgrade_code(w.registry_codes[which])), 50_000_000))
 
     @rule(a=gov_actor, victim=st.sampled_from(STAKE_OWNERS), r=st.sampled_from((1, 1, 2, 2, 3)),
-          amount=st.sampled_from((0, TON, 15 * TON, 2**120 - 1)), evidence=st.integers(1, 2))
-    def propose_slash(self, a, victim, r, amount, evidence):
+          amount=st.sampled_from((0, TON, 15 * TON, 2**120 - 1)), evidence=st.integers(1, 2),
+          code=st.sampled_from(("current", "current", "stake", "unknown")))
+    def propose_slash(self, a, victim, r, amount, evidence, code):
+        """code: 0 (the registry stores its current stake code's hash), the stake code's hash named
+        explicitly (also after it was replaced or removed), or a hash the registry never used (210)."""
+        def act(w):
+            h = {"current": 0, "stake": w.codes.stake.hash, "unknown": 0xBEEF}[code]
+            return w.to_registry(a, R.propose(R.action_slash_stake(w.w[victim].address, r, amount, evidence,
+                                                                   code_hash=h)), 50_000_000)
+        self.both(act)
+
+    @rule(a=gov_actor, victim=st.sampled_from(STAKE_OWNERS))
+    def propose_readmit(self, a, victim):
+        """Readmit a proxy (206 unless the owner removed it)."""
         self.both(lambda w: w.to_registry(
-            a, R.propose(R.action_slash_stake(w.w[victim].address, r, amount, evidence)), 50_000_000))
+            a, R.propose(R.action_readmit_proxy(w.w[victim].address.hash_part)), 50_000_000))
 
     def _pid(self, back: int) -> int:
         return max(0, self.w0.reg_read.proposals()[1] - 1 - back)

@@ -488,6 +488,33 @@ def test_unregister_and_remove(env: Env):
     env.expect_error(env.send(env.owner, R.remove_proxy(key)), Err.PROXY_UNKNOWN)
 
 
+def test_a_removed_proxy_comes_back_only_through_governance(env: Env):
+    """remove_proxy holds: the removed proxy's stake re-registering is refused (214) at once and until
+    a readmit_proxy proposal executes after the delay; unregistering oneself does not bar anyone."""
+    _register(env)
+    key = int.from_bytes(env.proxy_owner.address.hash_part, "big")
+    assert env.on_registry(env.send(env.owner, R.remove_proxy(key)))[0].success
+    with Unchanged(env):
+        txs = _register(env)
+    env.expect_error(txs, Err.PROXY_REMOVED)
+    assert env.read.proxy(key) is None
+    # readmission is a proposal: only for a removed proxy (206), only by the owner, only after the delay
+    other = int.from_bytes(env.stranger.address.hash_part, "big")
+    with Unchanged(env):
+        txs = env.send(env.owner, R.propose(R.action_readmit_proxy(other)))
+    env.expect_error(txs, Err.PROXY_UNKNOWN)
+    env.expect_error(env.send(env.stranger, R.propose(R.action_readmit_proxy(key))), Err.NOT_OWNER)
+    pid = _propose(env, R.action_readmit_proxy(key))
+    env.chain.advance(DELAY - 1)
+    env.expect_error(env.send(env.stranger, R.execute_proposal(pid)), Err.PROPOSAL_NOT_READY)
+    with Unchanged(env):
+        txs = _register(env)
+    env.expect_error(txs, Err.PROXY_REMOVED)
+    env.chain.advance(1)
+    assert env.on_registry(env.send(env.stranger, R.execute_proposal(pid)))[0].success
+    assert env.on_registry(_register(env))[0].success and env.read.proxy(key).active
+
+
 # ------------------------------------------------------------------------------------ queries and slashing
 def test_query_params(env: Env):
     txs = env.send(env.stranger, R.query_params(query_id=7))

@@ -165,6 +165,8 @@ class World:
                            self.registry_codes["own"].hash: "code:registry", self.registry_codes["other"].hash:
                            "code:registry of the other language"}
         self.code_names_hex = {h.hex(): n for h, n in self.code_names.items()}
+        for h, n in self.code_names.items():   # code hashes inside cells (a slash names its stake code,
+            self.name_int(int.from_bytes(h, "big"), n)   # the registry keys earlier stake codes by hash)
         self._data_cache: dict[str, tuple[Any, Any]] = {}
         self._accounts: dict[str, tuple] = {}
         self._config_t = _t(c.config)
