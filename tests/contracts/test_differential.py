@@ -506,8 +506,8 @@ class Differential(RuleBasedStateMachine):
 
     # At most a few days at a time, so an example spans months at most: storage fees then stay inside
     # every contract's reserve. Beyond that outcomes depend on each build's storage cost (its code size):
-    # after about a year idle, a stake owner's operation with exactly OP_VALUE refills the reserve and
-    # can no longer pay its best-effort stake_status, which one build still sends and the other drops.
+    # after about a year idle, a stake owner's operation with exactly OP_VALUE is refused for its storage
+    # deficit (102), and the moment that starts depends on each build's storage cost.
     @rule(seconds=st.sampled_from((1, 60, 301, 1000, 3600, 86400, P.REPORT_WINDOW + 1)))
     def wait(self, seconds):
         for w in self.worlds:

@@ -580,6 +580,36 @@ def test_register_proxy_refusals(env: Env):
 
 
 # ================================================================================================
+# Storage fees: after idle years an owner's operation brings the deficit, and the registry stays true
+
+@pytest.mark.parametrize("years", [1, 2, 5])
+def test_after_idle_years_the_registry_never_lists_more_than_the_stake_holds(env: Env, years):
+    p = env.proxy
+    p.send(env.proxy_owner, S.register_proxy("10.0.0.1:8443"), TON)
+    assert env.reg.read.proxy(env.proxy_owner.address).active
+    env.chain.advance(years * 365 * 86400)
+    # the documented minimum alone cannot refill the reserve and pay the notification: refused
+    with Unchanged(env, p):
+        txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE)
+    env.expect_error(p, txs, Err.LOW_VALUE)
+    assert env.reg.read.proxy(env.proxy_owner.address).active     # nothing changed anywhere
+    deficit = S.storage_deficit(p.balance, p.read.state())
+    assert deficit > 0
+    with Unchanged(env, p):
+        txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE + deficit - 1)
+    env.expect_error(p, txs, Err.LOW_VALUE)
+    # with the deficit the unbonding happens, the registry hears of it and the reserve is whole again
+    txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE + deficit)
+    assert env.on(p, txs)[0].success
+    status = status_messages(env, txs, p)
+    assert len(status) == 1 and status[0].success
+    info, st = env.reg.read.proxy(env.proxy_owner.address), p.read.state()
+    assert not info.active and info.stake == st.active == 0
+    assert p.balance >= st.unbonding + S.MIN_RESERVE - S.RENT_ALLOWANCE
+    assert env.chain.money_leak() == 0
+
+
+# ================================================================================================
 # Bounced notifications: the registry refuses every message (its code upgraded to one that throws 103)
 
 # TVM code `THROW 103` (F2C4_ n): refuses whatever arrives, as a registry that no longer recognises
