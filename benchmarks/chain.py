@@ -101,6 +101,12 @@ def main() -> None:
     for o in ops:
         f, t = figures["gas"]["func"][o], figures["gas"]["tolk"][o]
         print(f"{o:22} {f['gas']:>9} {t['gas']:>9} {f['fees_nanoton'] / TON:>14.6f} {t['fees_nanoton'] / TON:>14.6f}")
+    per_op = {o: figures["gas"]["tolk"][o]["gas"] <= figures["gas"]["func"][o]["gas"] for o in ops}
+    figures["tolk_gas_not_above_func"] = all(per_op.values())
+    figures["tolk_gas_not_above_func_per_operation"] = per_op
+    print()
+    print(f"bar: Tolk gas <= FunC gas in every operation: {'yes' if all(per_op.values()) else 'NO'}"
+          + "".join(f"; {o} NO" for o, ok in per_op.items() if not ok))
     figures["bar_tx_per_second"] = 1000
     figures["meets_bar"] = min(figures["tx_per_second"].values()) >= 1000
     print(json.dumps(figures, sort_keys=True))

@@ -128,14 +128,17 @@ def main() -> None:
         print(f"{k + ' x10':28} {f['fees_nanoton'] / TON:>14.6f} {t['fees_nanoton'] / TON:>14.6f}"
               f" {f['fee_share']:>10.4%} {t['fee_share']:>10.4%}")
     claim_max = max(figures[lang][o]["path_fees_nanoton"] for lang in LANGS for o in ("claim_by_payee", "claim_by_relayer"))
-    tolk_not_dearer = all(figures["tolk"][o]["gas"] <= figures["func"][o]["gas"] for o in ops)
+    per_op = {o: figures["tolk"][o]["gas"] <= figures["func"][o]["gas"] for o in ops}
+    tolk_not_dearer = all(per_op.values())
     print()
     print(f"bar: a claim costs at most {claim_max / TON:.6f} TON in path fees (< 0.01: "
           f"{'yes' if claim_max < CLAIM_BAR else 'NO'}); Tolk gas <= FunC gas in every operation: "
-          f"{'yes' if tolk_not_dearer else 'NO'}")
+          f"{'yes' if tolk_not_dearer else 'NO'}" + "".join(f"; {o} NO" for o, ok in per_op.items() if not ok))
     print(json.dumps({"escrow": figures, "settlement": settle,
                       "bar": {"claim_path_fees_max_nanoton": claim_max, "claim_under_0_01_ton": claim_max < CLAIM_BAR,
-                              "tolk_gas_not_above_func": tolk_not_dearer}}, sort_keys=True))
+                              "tolk_gas_not_above_func": tolk_not_dearer},
+                      "tolk_gas_not_above_func": tolk_not_dearer,
+                      "tolk_gas_not_above_func_per_operation": per_op}, sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,13 @@ def main() -> None:
         for k, label in (("path_fees_nanoton", "path fees"), ("relayer_pays_nanoton", "relayer pays")):
             name = f"{o} {label}"
             print(f"{name:36} {figures['func'][o][k] / TON:>9.6f} {figures['tolk'][o][k] / TON:>9.6f}")
+    per_op = {o: figures["tolk"][o]["gas"] <= figures["func"][o]["gas"] for o in ops}
+    print()
+    print(f"bar: Tolk gas <= FunC gas in every operation: {'yes' if all(per_op.values()) else 'NO'}"
+          + "".join(f"; {o} NO" for o, ok in per_op.items() if not ok))
     print(json.dumps({"reputation": figures, "storage_reserve_nanoton": P.STORAGE_RESERVE,
+                      "tolk_gas_not_above_func": all(per_op.values()),
+                      "tolk_gas_not_above_func_per_operation": per_op,
                       "gas_allowance_nanoton": P.GAS_ALLOWANCE}, sort_keys=True))
 
 

@@ -86,7 +86,13 @@ def main() -> None:
         f, t = figures["func"][o], figures["tolk"][o]
         print(f"{o:20} {f['gas']:>9} {t['gas']:>9} {f['fees_nanoton'] / TON:>14.6f} {t['fees_nanoton'] / TON:>14.6f} "
               f"{f['tree_nanoton'] / TON:>14.6f} {t['tree_nanoton'] / TON:>14.6f}")
+    per_op = {o: figures["tolk"][o]["gas"] <= figures["func"][o]["gas"] for o in ops}
+    print()
+    print(f"bar: Tolk gas <= FunC gas in every operation: {'yes' if all(per_op.values()) else 'NO'}"
+          + "".join(f"; {o} NO" for o, ok in per_op.items() if not ok))
     print(json.dumps({"contract": "stake", "gas": figures,
+                      "tolk_gas_not_above_func": all(per_op.values()),
+                      "tolk_gas_not_above_func_per_operation": per_op,
                       "fees": "stake transaction total_fees + forward fees of the messages it sends",
                       "tree": "sum of total_fees + in_fwd_fee over every transaction of the operation"},
                      sort_keys=True))

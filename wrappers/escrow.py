@@ -212,9 +212,16 @@ def finish_body(query_id: int = 0) -> Cell:
     return _head("finish", query_id).end_cell()
 
 
-def coop_close_body(amount: int, payer_signature: bytes, payee_signature: bytes, query_id: int = 0) -> Cell:
+def coop_close_body(amount: int, payer_signature: bytes, payee_signature: bytes, query_id: int = 0,
+                    payee_tail_bits: int = 0, payee_tail_ref: bool = False) -> Cell:
+    """payee_tail_bits / payee_tail_ref: data after the payee's signature, which the schema ignores."""
+    sig = begin_cell().store_bytes(payee_signature)
+    if payee_tail_bits:
+        sig = sig.store_uint(0, payee_tail_bits)
+    if payee_tail_ref:
+        sig = sig.store_ref(begin_cell().end_cell())
     return (_head("coop_close", query_id).store_coins(amount).store_bytes(payer_signature)
-            .store_ref(begin_cell().store_bytes(payee_signature).end_cell()).end_cell())
+            .store_ref(sig.end_cell()).end_cell())
 
 
 @dataclass(frozen=True)

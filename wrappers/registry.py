@@ -26,7 +26,7 @@ OP = dict(
 )
 REPORT_TAG = 0x52455054  # "REPT": the signature domain of reputation reports
 ACTION = dict(add_worker_image=1, add_proxy_image=2, add_model=3, set_params=4, set_child_codes=5,
-              upgrade_code=6, slash_stake=7)
+              upgrade_code=6, slash_stake=7, readmit_proxy=8)
 
 
 class Err:
@@ -51,6 +51,8 @@ class Err:
     BAD_ROLE = 211
     BAD_ACTION = 212
     BAD_SIGNATURE = 213
+    PROXY_REMOVED = 214
+    TOO_MANY_CODES = 215
 
 
 ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)}
@@ -150,6 +152,11 @@ class NetworkParams:
             out.append("max_proxies must be positive")
         if self.governance_delay > 365 * 86400:
             out.append("the governance delay must be at most one year")
+        if e.close_delay > 365 * 86400:
+            out.append("the close delay must be at most one year")
+        if s.unbonding_period <= 0 or s.unbonding_period < 2 * self.governance_delay:
+            out.append("the unbonding period must be positive and at least twice the governance delay, "
+                       "so that a provider cannot withdraw before a governance slash executes")
         return out
 
 
@@ -188,7 +195,8 @@ def initial_data(owner: Address, params: NetworkParams, codes: ChildCodes = Chil
     addition goes through a proposal."""
     trust = (begin_cell().store_dict(_hash_dict(worker_images)).store_dict(_hash_dict(proxy_images))
              .store_dict(_hash_dict(models)).end_cell())
-    book = begin_cell().store_dict(None).store_uint(0, 8).store_dict(None).store_uint(0, 16).end_cell()
+    book = (begin_cell().store_dict(None).store_uint(0, 8).store_dict(None).store_uint(0, 16)
+            .store_dict(None).store_dict(None).end_cell())     # removed proxies, earlier stake codes
     return (begin_cell().store_address(owner).store_address(None).store_uint(0, 32).store_uint(0, 32)
             .store_ref(trust).store_ref(params.to_cell()).store_ref(codes.to_cell()).store_ref(book).end_cell())
 
@@ -346,9 +354,16 @@ def action_upgrade_code(code: Cell) -> Cell:
     return begin_cell().store_uint(ACTION["upgrade_code"], 8).store_ref(code).end_cell()
 
 
-def action_slash_stake(owner: Address, role: int, amount: int, evidence: int | bytes) -> Cell:
+def action_slash_stake(owner: Address, role: int, amount: int, evidence: int | bytes,
+                       code_hash: int | bytes = 0) -> Cell:
+    """code_hash: the stake's code; 0 = the registry's current stake code, which it stores in the proposal."""
     return (begin_cell().store_uint(ACTION["slash_stake"], 8).store_address(owner).store_uint(role, 8)
-            .store_coins(amount).store_uint(_int(evidence), 256).end_cell())
+            .store_coins(amount).store_uint(_int(evidence), 256).store_uint(_int(code_hash), 256).end_cell())
+
+
+def action_readmit_proxy(owner_hash: int | bytes) -> Cell:
+    """Lets a proxy removed by the owner register again (a removal holds until this executes)."""
+    return begin_cell().store_uint(ACTION["readmit_proxy"], 8).store_uint(_int(owner_hash), 256).end_cell()
 
 
 def describe_action(c: Cell) -> str:
@@ -363,6 +378,8 @@ def describe_action(c: Cell) -> str:
     if tag == 7:
         owner, role, amount = s.load_address(), s.load_uint(8), s.load_coins()
         return f"{name} {owner.to_str()} role={role} amount={amount}"
+    if tag == 8:
+        return f"{name} {s.load_uint(256):064x}"
     return name
 
 

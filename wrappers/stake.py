@@ -51,6 +51,7 @@ INIT_VALUE = 80_000_000
 REFRESH_VALUE = 70_000_000
 REPORT_VALUE = 150_000_000
 MIN_RESERVE = 30_000_000
+RENT_ALLOWANCE = 10_000_000   # the part of a storage deficit that OP_VALUE (and a deposit's fee) covers
 QUERY_VALUE = 50_000_000
 STATUS_VALUE = 15_000_000
 STAKE_SLASHED_VALUE = 50_000_000
@@ -350,6 +351,13 @@ class StakeReader:
         not jailed) and bound to the key in the worker's attestation."""
         st = self.state()
         return st.is_active and st.operator_key == _key_int(operator_key)
+
+
+def storage_deficit(balance: int, state: "StakeState") -> int:
+    """What an owner's operation must attach on top of its minimum (102 otherwise): the storage fees
+    that took the reserve below active + unbonding + MIN_RESERVE, beyond RENT_ALLOWANCE. ``balance``
+    is the account's balance as last seen; rent due since then comes on top."""
+    return max(0, state.active + state.unbonding + MIN_RESERVE - RENT_ALLOWANCE - balance)
 
 
 def min_stake(staking: R.Staking, role: int) -> int:

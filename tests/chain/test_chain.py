@@ -143,6 +143,26 @@ def test_snapshot_and_restore(counter_code):
     assert c.get_method(addr, "sum") == [4]
 
 
+def test_restoring_an_older_then_a_newer_snapshot_restores_each_exactly(counter_code):
+    # restore an earlier snapshot, run something else, restore a later one: the later snapshot's
+    # transactions (and so the fees and the money invariant) come back, not the ones run in between
+    c = EmbeddedChain()
+    w = c.treasury("alice")
+    addr, _ = deploy_counter(c, w, counter_code)
+    early = c.snapshot()
+    w.send(addr, 10**8, body(1, 3))
+    late = c.snapshot()
+    late_txs, late_fees = list(c.transactions), c.fees_collected()
+    assert c.money_leak() == 0
+    c.restore(early)
+    w.send(addr, 5 * 10**8, body(1, 5))
+    w.send(addr, 10**8, body(1, 1))
+    c.restore(late)
+    assert c.transactions == late_txs and c.fees_collected() == late_fees
+    assert c.get_method(addr, "sum") == [3]
+    assert c.money_leak() == 0
+
+
 def test_external_message_not_accepted_changes_nothing():
     c = EmbeddedChain()
     w = c.treasury("alice")

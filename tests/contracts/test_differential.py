@@ -202,10 +202,22 @@ class Differential(RuleBasedStateMachine):
         self.both(lambda w: w.to_registry(a, R.propose(R.action_upgrade_code(w.registry_codes[which])), 50_000_000))
 
     @rule(a=gov_actor, victim=st.sampled_from(STAKE_OWNERS), r=st.sampled_from((1, 1, 2, 2, 3)),
-          amount=st.sampled_from((0, TON, 15 * TON, 2**120 - 1)), evidence=st.integers(1, 2))
-    def propose_slash(self, a, victim, r, amount, evidence):
+          amount=st.sampled_from((0, TON, 15 * TON, 2**120 - 1)), evidence=st.integers(1, 2),
+          code=st.sampled_from(("current", "current", "stake", "unknown")))
+    def propose_slash(self, a, victim, r, amount, evidence, code):
+        """code: 0 (the registry stores its current stake code's hash), the stake code's hash named
+        explicitly (also after it was replaced or removed), or a hash the registry never used (210)."""
+        def act(w):
+            h = {"current": 0, "stake": w.codes.stake.hash, "unknown": 0xBEEF}[code]
+            return w.to_registry(a, R.propose(R.action_slash_stake(w.w[victim].address, r, amount, evidence,
+                                                                   code_hash=h)), 50_000_000)
+        self.both(act)
+
+    @rule(a=gov_actor, victim=st.sampled_from(STAKE_OWNERS))
+    def propose_readmit(self, a, victim):
+        """Readmit a proxy (206 unless the owner removed it)."""
         self.both(lambda w: w.to_registry(
-            a, R.propose(R.action_slash_stake(w.w[victim].address, r, amount, evidence)), 50_000_000))
+            a, R.propose(R.action_readmit_proxy(w.w[victim].address.hash_part)), 50_000_000))
 
     def _pid(self, back: int) -> int:
         return max(0, self.w0.reg_read.proposals()[1] - 1 - back)
@@ -417,8 +429,10 @@ class Differential(RuleBasedStateMachine):
     @rule(ch=live_channel, amount=st.sampled_from(("next", "stale", "beyond", "zero")),
           payer_sig=st.sampled_from(("payer", "payer", "payer", "other")),
           payee_sig=st.sampled_from(("payee", "payee", "payee", 0, 1)),
-          on=st.sampled_from(("same", "same", "same", "other", "voucher")), by=wallet, bad=low)
-    def coop_close(self, ch, amount, payer_sig, payee_sig, on, by, bad):
+          on=st.sampled_from(("same", "same", "same", "other", "voucher")), by=wallet, bad=low,
+          tail=st.sampled_from(((0, False), (0, False), (1, False), (9, False), (0, True), (255, True))))
+    def coop_close(self, ch, amount, payer_sig, payee_sig, on, by, bad, tail):
+        # tail: bits and a reference after the payee's signature, which escrow.tlb says are ignored
         ch = self._ch(ch)
         x = self._amount(ch, amount)
         pk = CHANNELS[ch][2]
@@ -431,7 +445,8 @@ class Differential(RuleBasedStateMachine):
             addr = w.escrows[target].address
             a = w.named(E.sign_statement(PAYER_KEYS[pk if payer_sig == "payer" else 1 - pk], tag, addr, x), "payer")
             b = w.named(E.sign_statement(OPERATOR_KEYS[payee_index], tag, addr, x), "payee")
-            return w.to_escrow(by, ch, E.coop_close_body(x, a, b), E.COOP_CLOSE_FEE + (-1 if bad else 50_000_000))
+            body = E.coop_close_body(x, a, b, payee_tail_bits=tail[0], payee_tail_ref=tail[1])
+            return w.to_escrow(by, ch, body, E.COOP_CLOSE_FEE + (-1 if bad else 50_000_000))
         self.both(act)
 
     # ---------------------------------------------------------------------------------- reputation
@@ -491,8 +506,8 @@ class Differential(RuleBasedStateMachine):
 
     # At most a few days at a time, so an example spans months at most: storage fees then stay inside
     # every contract's reserve. Beyond that outcomes depend on each build's storage cost (its code size):
-    # after about a year idle, a stake owner's operation with exactly OP_VALUE refills the reserve and
-    # can no longer pay its best-effort stake_status, which one build still sends and the other drops.
+    # after about a year idle, a stake owner's operation with exactly OP_VALUE is refused for its storage
+    # deficit (102), and the moment that starts depends on each build's storage cost.
     @rule(seconds=st.sampled_from((1, 60, 301, 1000, 3600, 86400, P.REPORT_WINDOW + 1)))
     def wait(self, seconds):
         for w in self.worlds:

@@ -255,6 +255,23 @@ def test_params_response_only_from_the_registry(env: Env):
     env.expect_error(txs, Err.NOT_OPEN)
 
 
+@pytest.mark.parametrize("which", ["close", "withdraw"])
+def test_a_huge_close_delay_still_lets_the_channel_close(env: Env, which):
+    """A registry that did not bound close_delay (deployed with 2^32 - 1): the notice ends at the last
+    uint32 time instead of overflowing, and the request succeeds."""
+    env.chain.restore(env.fresh)
+    params = replace(env.params, economics=R.Economics(min_escrow_deposit=MIN_DEPOSIT, close_delay=0xFFFFFFFF))
+    reg, _ = R.EmbeddedRegistry.deploy(env.chain, env.stranger, env.lang, params, R.ChildCodes(escrow=env.code))
+    esc = env.channel(env.payer_key, registry=reg.address)
+    env.ok(esc.open(env.payer, DEPOSIT, E.public_key_int(env.payee_key)), esc)
+    if which == "close":
+        txs = esc.request_close(env.payer)
+    else:
+        txs = esc.request_withdraw(env.payer, TON)
+    env.ok(txs, esc)
+    assert esc.read.channel().close_at == 0xFFFFFFFF
+
+
 def test_params_are_kept_from_the_open(env: Env):
     """A channel keeps the close delay it was opened with; a later parameter change applies to
     channels opened afterwards."""
@@ -646,6 +663,18 @@ def test_cooperative_close_with_one_bad_signature(env: Env, bad):
         txs = env.esc.coop_close(env.stranger, amount, ps, qs)
     env.expect_error(txs, code)
     assert env.ch.state == State.OPEN
+
+
+@pytest.mark.parametrize("tail_bits,tail_ref", [(1, False), (7, False), (0, True), (200, True)])
+def test_cooperative_close_ignores_data_after_the_payee_signature(env: Env, tail_bits, tail_ref):
+    # escrow.tlb: bits or references after the last field are ignored, in the signature cell too
+    ps = E.sign_coop_close(env.payer_key, env.esc.address, 5 * TON)
+    qs = E.sign_coop_close(env.payee_key, env.esc.address, 5 * TON)
+    body = E.coop_close_body(5 * TON, ps, qs, payee_tail_bits=tail_bits, payee_tail_ref=tail_ref)
+    txs = env.esc.send(env.stranger, body, E.COOP_CLOSE_FEE + E.MARGIN)
+    env.ok(txs)
+    assert [p.amount for p, _ in payments(txs, env, to=env.payee)] == [5 * TON]
+    assert env.ch.state == State.CLOSED
 
 
 def test_cooperative_close_during_a_notice(env: Env):

@@ -297,6 +297,11 @@ def test_parameter_change(env: Env):
     dict(economics=dict(price_per_token=5, worker_fee_per_token=6)),
     dict(max_proxies=0),
     dict(governance_delay=365 * 86400 + 1),
+    dict(economics=dict(close_delay=0xFFFFFFFF)),          # now + close_delay would overflow uint32
+    dict(economics=dict(close_delay=365 * 86400 + 1)),
+    dict(staking=dict(unbonding_period=0)),
+    dict(staking=dict(unbonding_period=2 * DELAY - 1)),     # a provider could escape a governance slash
+    dict(governance_delay=4 * 86400),                       # the same, by raising the delay instead
 ])
 def test_bad_params_refused(env: Env, bad):
     from dataclasses import replace
@@ -311,6 +316,19 @@ def test_bad_params_refused(env: Env, bad):
     with Unchanged(env):
         txs = env.send(env.owner, R.propose(R.action_set_params(p)))
     env.expect_error(txs, Err.BAD_PARAMS)
+
+
+def test_unbonding_period_bounds_at_their_edges(env: Env):
+    """The unbonding period must be at least twice the governance delay, and close_delay at most a
+    year: exactly at the edge is accepted."""
+    from dataclasses import replace
+    p = replace(env.params, staking=replace(env.params.staking, unbonding_period=2 * DELAY),
+                economics=replace(env.params.economics, close_delay=365 * 86400))
+    assert not p.problems()
+    pid = _propose(env, R.action_set_params(p))
+    env.chain.advance(DELAY)
+    assert env.on_registry(env.send(env.owner, R.execute_proposal(pid)))[0].success
+    assert env.read.params() == p
 
 
 def test_child_code_change(env: Env):
@@ -468,6 +486,33 @@ def test_unregister_and_remove(env: Env):
     assert env.on_registry(env.send(env.owner, R.remove_proxy(key)))[0].success  # tighten now
     assert env.read.proxy(key) is None
     env.expect_error(env.send(env.owner, R.remove_proxy(key)), Err.PROXY_UNKNOWN)
+
+
+def test_a_removed_proxy_comes_back_only_through_governance(env: Env):
+    """remove_proxy holds: the removed proxy's stake re-registering is refused (214) at once and until
+    a readmit_proxy proposal executes after the delay; unregistering oneself does not bar anyone."""
+    _register(env)
+    key = int.from_bytes(env.proxy_owner.address.hash_part, "big")
+    assert env.on_registry(env.send(env.owner, R.remove_proxy(key)))[0].success
+    with Unchanged(env):
+        txs = _register(env)
+    env.expect_error(txs, Err.PROXY_REMOVED)
+    assert env.read.proxy(key) is None
+    # readmission is a proposal: only for a removed proxy (206), only by the owner, only after the delay
+    other = int.from_bytes(env.stranger.address.hash_part, "big")
+    with Unchanged(env):
+        txs = env.send(env.owner, R.propose(R.action_readmit_proxy(other)))
+    env.expect_error(txs, Err.PROXY_UNKNOWN)
+    env.expect_error(env.send(env.stranger, R.propose(R.action_readmit_proxy(key))), Err.NOT_OWNER)
+    pid = _propose(env, R.action_readmit_proxy(key))
+    env.chain.advance(DELAY - 1)
+    env.expect_error(env.send(env.stranger, R.execute_proposal(pid)), Err.PROPOSAL_NOT_READY)
+    with Unchanged(env):
+        txs = _register(env)
+    env.expect_error(txs, Err.PROXY_REMOVED)
+    env.chain.advance(1)
+    assert env.on_registry(env.send(env.stranger, R.execute_proposal(pid)))[0].success
+    assert env.on_registry(_register(env))[0].success and env.read.proxy(key).active
 
 
 # ------------------------------------------------------------------------------------ queries and slashing

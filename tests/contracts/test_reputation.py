@@ -305,6 +305,24 @@ def test_replayed_report(env: Env):
     env.expect_ok(env.submit(replace(rep, epoch=rep.epoch + 1)))
 
 
+def test_refused_report_returns_its_value_to_the_relayer(env: Env):
+    """A relayer attaching 5 TON to a report the record refuses (here a copy relayed first by someone
+    else turns it into a replay) gets the 5 TON back, minus the fees of the path."""
+    rep = env.report(epoch=env.chain.now - 100)
+    env.expect_ok(env.submit(rep, relayer=env.dao))           # a copy, relayed first
+    before, registry_before = env.relayer.balance, env.reg.balance
+    with Unchanged(env):
+        txs = env.submit(rep, value=5 * TON)
+    env.expect_error(txs, Err.REPLAYED_REPORT)
+    back = find_transactions(txs, from_=env.rep, to=env.relayer.address, op=P.OP_EXCESSES)
+    assert len(back) == 1 and back[0].value > 5 * TON - 50_000_000
+    fees = sum(t.total_fees + t.in_fwd_fee for t in txs if t.account != env.relayer.address)
+    assert before - env.relayer.balance < 50_000_000
+    assert env.reg.balance <= registry_before                 # the registry keeps nothing
+    assert not has_transaction(txs, to=env.reg.address, bounced=True)
+    assert fees < 50_000_000
+
+
 @pytest.mark.parametrize("offset,code", [
     (-P.REPORT_WINDOW, None), (-P.REPORT_WINDOW - 1, Err.STALE_REPORT),
     (P.MAX_FUTURE, None), (P.MAX_FUTURE + 1, Err.FUTURE_REPORT),

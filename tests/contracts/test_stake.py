@@ -77,6 +77,9 @@ class Env:
     def on(self, stake, txs):
         return [t for t in txs if t.account.hash_part == stake.address.hash_part]
 
+    def on_registry(self, txs):
+        return [t for t in txs if t.account.hash_part == self.reg.address.hash_part and not t.bounced]
+
     def expect_error(self, stake, txs, code: int):
         mine = [t for t in self.on(stake, txs) if not t.bounced]
         assert mine, "the message never reached the stake contract"
@@ -275,7 +278,8 @@ def test_identity_is_checked_on_the_first_operation(env: Env, owner, role, code)
 
 def test_refresh_picks_up_new_params_and_deactivates(env: Env):
     from dataclasses import replace
-    new = replace(env.params, staking=replace(env.params.staking, min_worker_stake=WORKER_STAKE + 1, unbonding_period=60))
+    new = replace(env.params, staking=replace(env.params.staking, min_worker_stake=WORKER_STAKE + 1,
+                                                              unbonding_period=2 * DELAY))
     pid = env.propose_and_wait(R.action_set_params(new))
     env.reg.send(env.stranger, R.execute_proposal(pid))
     assert env.worker.read.is_active()  # parameters are not pushed: the stake still has the old ones
@@ -294,7 +298,7 @@ def test_refresh_picks_up_new_params_and_deactivates(env: Env):
     assert back and S.REFRESH_VALUE - S.QUERY_VALUE - 10_000_000 < back[0].value < S.REFRESH_VALUE - S.QUERY_VALUE
     # and the new unbonding period applies to the next request
     env.worker.send(env.provider, S.unbond(TON))
-    assert env.worker.read.unbonding().requests[0].unlock_at == env.chain.now + 60
+    assert env.worker.read.unbonding().requests[0].unlock_at == env.chain.now + 2 * DELAY
 
 
 def test_params_response_only_from_the_registry(env: Env):
@@ -576,15 +580,131 @@ def test_register_proxy_refusals(env: Env):
 
 
 # ================================================================================================
-# Bounced notifications: the registry's stake code changed, so it no longer recognises this stake
+# Storage fees: after idle years an owner's operation brings the deficit, and the registry stays true
+
+@pytest.mark.parametrize("years", [1, 2, 5])
+def test_after_idle_years_the_registry_never_lists_more_than_the_stake_holds(env: Env, years):
+    p = env.proxy
+    p.send(env.proxy_owner, S.register_proxy("10.0.0.1:8443"), TON)
+    assert env.reg.read.proxy(env.proxy_owner.address).active
+    env.chain.advance(years * 365 * 86400)
+    # the documented minimum alone cannot refill the reserve and pay the notification: refused
+    with Unchanged(env, p):
+        txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE)
+    env.expect_error(p, txs, Err.LOW_VALUE)
+    assert env.reg.read.proxy(env.proxy_owner.address).active     # nothing changed anywhere
+    deficit = S.storage_deficit(p.balance, p.read.state())
+    assert deficit > 0
+    with Unchanged(env, p):
+        txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE + deficit - 1)
+    env.expect_error(p, txs, Err.LOW_VALUE)
+    # with the deficit the unbonding happens, the registry hears of it and the reserve is whole again
+    txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE), S.OP_VALUE + deficit)
+    assert env.on(p, txs)[0].success
+    status = status_messages(env, txs, p)
+    assert len(status) == 1 and status[0].success
+    info, st = env.reg.read.proxy(env.proxy_owner.address), p.read.state()
+    assert not info.active and info.stake == st.active == 0
+    assert p.balance >= st.unbonding + S.MIN_RESERVE - S.RENT_ALLOWANCE
+    assert env.chain.money_leak() == 0
+
+
+# ================================================================================================
+# Bounced notifications: the registry refuses every message (its code upgraded to one that throws 103)
+
+# TVM code `THROW 103` (F2C4_ n): refuses whatever arrives, as a registry that no longer recognises
+# the stake would
+REFUSING_CODE = begin_cell().store_uint((0b1111001011000 << 11) | Err.WRONG_SENDER, 24).end_cell()
+
 
 @pytest.fixture
 def orphaned(env: Env) -> Env:
-    other = begin_cell().store_uint(0xBEEF, 16).end_cell()
-    pid = env.propose_and_wait(R.action_set_child_codes(R.ChildCodes(other, None, None)))
+    pid = env.propose_and_wait(R.action_upgrade_code(REFUSING_CODE))
     env.reg.send(env.stranger, R.execute_proposal(pid))
-    assert env.reg.read.child_codes().stake.hash == other.hash
+    assert env.chain.state(env.reg.address)[1].hash == REFUSING_CODE.hash
     return env
+
+
+# ================================================================================================
+# A stake-code change orphans nobody: stakes of earlier codes keep reporting, registering, being slashed
+
+def _change_stake_code(env: Env) -> Cell:
+    """The registry's stake code becomes the other language's build (same messages and layout)."""
+    other = S.stake_code("tolk" if env.lang == "func" else "func")
+    pid = env.propose_and_wait(R.action_set_child_codes(R.ChildCodes(other, None, None)))
+    assert env.on_registry(env.reg.send(env.stranger, R.execute_proposal(pid)))[0].success
+    assert env.reg.read.child_codes().stake.hash == other.hash
+    return other
+
+
+def test_stake_of_an_earlier_code_keeps_reporting_and_registering(env: Env):
+    p = env.proxy
+    p.send(env.proxy_owner, S.register_proxy("10.0.0.1:8443"), TON)
+    assert env.reg.read.proxy(env.proxy_owner.address).active
+    _change_stake_code(env)
+    # the old stake unbonds everything: the registry hears of it and lists the proxy inactive
+    txs = p.send(env.proxy_owner, S.unbond(PROXY_STAKE))
+    status = status_messages(env, txs, p)
+    assert status and status[0].success and status[0].exit_code == 0
+    info = env.reg.read.proxy(env.proxy_owner.address)
+    assert not info.active and info.stake == 0
+    # ... deposits again and registers again through the old stake
+    p.send(env.proxy_owner, S.deposit(), PROXY_STAKE + S.DEPOSIT_FEE)
+    txs = p.send(env.proxy_owner, S.register_proxy("10.0.0.2:8443"), TON)
+    assert has_transaction(txs, to=env.reg.address, op=S.REGISTRY_OP["register_proxy"], success=True)
+    info = env.reg.read.proxy(env.proxy_owner.address)
+    assert info.active and info.endpoint == "10.0.0.2:8443"
+    # a wallet still cannot pose as a stake
+    txs = env.reg.send(env.stranger, R.stake_status(env.proxy_owner.address, ROLE_PROXY, True, 1, PROXY_STAKE))
+    assert env.on_registry(txs)[0].exit_code == R.Err.WRONG_SENDER
+
+
+@pytest.mark.parametrize("when", ["proposed_before_the_change", "naming_the_old_code_after_it"])
+def test_governance_slash_reaches_the_stake_it_names_across_a_code_change(env: Env, when):
+    w = env.worker
+    pid = env.reg.read.proposals()[1]
+    if when == "proposed_before_the_change":
+        env.reg.send(env.owner, R.propose(R.action_slash_stake(env.provider.address, ROLE_WORKER, 5 * TON, 0xE1)))
+        # the proposal stores the hash of the stake code current at proposal time
+        stored = env.reg.read.proposal(pid).action.begin_parse()
+        stored.skip_bits(8 + 267 + 8)
+        stored.load_coins()
+        stored.skip_bits(256)
+        assert stored.load_uint(256) == int.from_bytes(env.code.hash, "big")
+        _change_stake_code(env)
+        env.chain.advance(DELAY)
+    else:
+        _change_stake_code(env)
+        pid = env.propose_and_wait(R.action_slash_stake(env.provider.address, ROLE_WORKER, 5 * TON, 0xE1,
+                                                        code_hash=env.code.hash))
+    txs = env.reg.send(env.stranger, R.execute_proposal(pid), value=R.SLASH_EXEC_VALUE + TON)
+    mine = env.on(w, txs)
+    assert mine and mine[0].success, [t.describe() for t in txs]
+    assert w.read.state().active == WORKER_STAKE - 5 * TON
+    sl = find_transactions(txs, from_=w.address, to=env.reg.address, op=S.REGISTRY_OP["stake_slashed"])
+    assert sl and sl[0].success
+
+
+def test_slash_naming_an_unknown_code_is_refused(env: Env):
+    unknown = begin_cell().store_uint(0xBEEF, 16).end_cell()
+    pid = env.reg.read.proposals()[1]
+    txs = env.reg.send(env.owner, R.propose(R.action_slash_stake(env.provider.address, ROLE_WORKER, TON, 1,
+                                                                 code_hash=unknown.hash)))
+    assert env.on_registry(txs)[0].exit_code == R.Err.NO_CHILD_CODE
+    assert env.reg.read.proposal(pid) is None
+
+
+def test_at_most_eight_earlier_stake_codes(env: Env):
+    codes = [begin_cell().store_uint(0xC0DE00 + i, 24).end_cell() for i in range(9)]
+    for code in codes[:8]:
+        pid = env.propose_and_wait(R.action_set_child_codes(R.ChildCodes(code, None, None)))
+        assert env.on_registry(env.reg.send(env.stranger, R.execute_proposal(pid)))[0].success
+    # eight earlier codes are kept (the deployed one and seven of these): one more change is refused
+    txs = env.reg.send(env.owner, R.propose(R.action_set_child_codes(R.ChildCodes(codes[8], None, None))))
+    assert env.on_registry(txs)[0].exit_code == R.Err.TOO_MANY_CODES
+    # going back to a code already kept moves it out of the set: allowed
+    pid = env.propose_and_wait(R.action_set_child_codes(R.ChildCodes(env.code, None, None)))
+    assert env.on_registry(env.reg.send(env.stranger, R.execute_proposal(pid)))[0].success
 
 
 def test_bounced_status_changes_nothing(orphaned: Env):

@@ -74,6 +74,8 @@ class Snapshot:
     seq: int
     tx_count: int
     minted: int = 0
+    transactions: tuple = ()  # the records themselves: a count alone cannot tell two histories apart
+    fees_before: int = 0
 
 
 class EmbeddedChain:
@@ -105,13 +107,15 @@ class EmbeddedChain:
         return self.now
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(dict(self.accounts), self.now, self.lt, next(self._seq), len(self.transactions), self.minted)
+        return Snapshot(dict(self.accounts), self.now, self.lt, next(self._seq), len(self.transactions), self.minted,
+                        tuple(self.transactions), self.fees_before)
 
     def restore(self, snap: Snapshot) -> None:
         self.accounts = dict(snap.accounts)
         self.now, self.lt, self.minted = snap.now, snap.lt, snap.minted
         self._seq = itertools.count(snap.seq + 1)
-        del self.transactions[snap.tx_count:]
+        self.transactions = list(snap.transactions)
+        self.fees_before = snap.fees_before
         self._queue.clear()
         for t in self._treasuries.values():
             t.resync()

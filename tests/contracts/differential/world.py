@@ -63,7 +63,7 @@ def params(variant: int, treasury: Address, other: Address) -> R.NetworkParams:
     if variant == 1:
         top.update(governance_delay=0, max_proxies=1)
     elif variant == 2:
-        staking.update(min_worker_stake=30 * TON, min_proxy_stake=70 * TON, unbonding_period=0)
+        staking.update(min_worker_stake=30 * TON, min_proxy_stake=70 * TON, unbonding_period=200)  # 2 x delay
     elif variant == 3:
         staking.update(slash_bps=10_000, reporter_bps=10_000)
     elif variant == 4:
@@ -76,10 +76,14 @@ def params(variant: int, treasury: Address, other: Address) -> R.NetworkParams:
         staking.update(treasury=other, slash_bps=0, reporter_bps=0)
     elif variant == 8:
         staking.update(treasury=GHOST)
+    elif variant == 9:
+        staking.update(unbonding_period=199)                             # 209: below 2 x governance_delay
+    elif variant == 10:
+        economics.update(close_delay=0xFFFFFFFF)                         # 209: above one year
     return R.NetworkParams(staking=R.Staking(**staking), economics=R.Economics(**economics), **top)
 
 
-PARAM_VARIANTS = 9
+PARAM_VARIANTS = 11
 
 
 # ------------------------------------------------------------------------------------------ accounts
@@ -161,6 +165,8 @@ class World:
                            self.registry_codes["own"].hash: "code:registry", self.registry_codes["other"].hash:
                            "code:registry of the other language"}
         self.code_names_hex = {h.hex(): n for h, n in self.code_names.items()}
+        for h, n in self.code_names.items():   # code hashes inside cells (a slash names its stake code,
+            self.name_int(int.from_bytes(h, "big"), n)   # the registry keys earlier stake codes by hash)
         self._data_cache: dict[str, tuple[Any, Any]] = {}
         self._accounts: dict[str, tuple] = {}
         self._config_t = _t(c.config)
