@@ -20,12 +20,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from aiohttp import web
 
 from wrappers.chain import toncenter as T
-from wrappers.chain.emulated import addr_key
 
 from .api import ApiError, Methods
 from .service import ChainService, Refused

@@ -7,8 +7,6 @@ import asyncio
 import base64
 import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
