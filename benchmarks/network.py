@@ -44,6 +44,38 @@ def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+HISTOGRAMS = {"client": "cocoon_client_request_seconds", "proxy": "cocoon_proxy_request_seconds",
+              "proxy_worker": "cocoon_proxy_worker_seconds", "worker": "cocoon_worker_job_seconds"}
+
+
+def scrape(d: Devnet) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each service's request-time histogram, from its /metrics."""
+    import urllib.request
+
+    urls = {"client": d.state.proc("client").metrics, "proxy": d.state.proc("proxy").metrics,
+            "proxy_worker": d.state.proc("proxy").metrics, "worker": d.state.proc("worker-1").metrics}
+    out = {}
+    for k, url in urls.items():
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+        total = count = 0.0
+        for line in text.splitlines():
+            name = line.split("{")[0].split(" ")[0]
+            if name == HISTOGRAMS[k] + "_sum":
+                total += float(line.rsplit(" ", 1)[1])
+            elif name == HISTOGRAMS[k] + "_count":
+                count += float(line.rsplit(" ", 1)[1])
+        out[k] = (total, count)
+    return out
+
+
+def breakdown(a: dict, b: dict, engine: float) -> dict[str, float]:
+    """Mean milliseconds each hop adds per request: gateway, proxy, the link, the worker (over its engine)."""
+    mean = {k: (b[k][0] - a[k][0]) / max(1.0, b[k][1] - a[k][1]) for k in a}
+    return {"gateway": (mean["client"] - mean["proxy"]) * 1000, "proxy": (mean["proxy"] - mean["proxy_worker"]) * 1000,
+            "link": (mean["proxy_worker"] - mean["worker"]) * 1000, "worker": (mean["worker"] - engine) * 1000}
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if not xs:
@@ -137,19 +169,23 @@ def main() -> int:
                 tps_e.append(n / t)
                 costs.append(c)
             # 2. and 3. paired short requests: TTFT (streamed) and whole latency (one token)
-            ttft_add, lat_add = [], []
+            ttft_add, lat_add, engine_s = [], [], []
+            before = scrape(d)
             note(f"TTFT and latency: {args.pairs} pairs")
             for i in range(args.pairs):
                 if i and i % 10 == 0:
                     note(f"  {i} of {args.pairs} pairs")
-                f_d, _, _ = direct.stream(SHORT, 4)
+                f_d, t_d, _ = direct.stream(SHORT, 4)
+                engine_s.append(t_d)
                 f_e, _, _, c = e2e.stream(SHORT, 4)
                 ttft_add.append((f_e - f_d) * 1000)
                 costs.append(c)
                 _, l_d, _ = direct.stream(SHORT, 1)
+                engine_s.append(l_d)
                 l_e, c = e2e.once(SHORT, 1)
                 lat_add.append((l_e - l_d) * 1000)
                 costs.append(c)
+            hops = breakdown(before, scrape(d), statistics.mean(engine_s))
             del direct
             # 4. requests per second with 8 clients at once
             errors, done = [], []
@@ -197,6 +233,7 @@ def main() -> int:
          f"{statistics.median(tps_e) / statistics.median(tps_d):.1%}", ">= 90 %"),
         ("TTFT added p50", f"{pct(ttft_add, 50):.1f} ms", f"p99 {pct(ttft_add, 99):.1f} ms", "", "<= 25 ms"),
         ("latency added p50", f"{pct(lat_add, 50):.1f} ms", f"p99 {pct(lat_add, 99):.1f} ms", "", "<= 15 / 60 ms"),
+        ("  of it, mean per hop", " ".join(f"{k} {v:.1f}" for k, v in hops.items()), "ms", "", ""),
         (f"requests/s, {args.concurrent} clients", f"{rps:.2f}", f"{len(errors)} errors", "", "0 errors"),
         ("settlement fees", f"{share:.3%}", f"claim fee {money.ton(fee)} TON", f"of {money.ton(value)} TON settled",
          "<= 0.5 %"),
@@ -211,7 +248,7 @@ def main() -> int:
         "tokens_ratio": round(statistics.median(tps_e) / statistics.median(tps_d), 4),
         "ttft_added_ms_p50": round(pct(ttft_add, 50), 2), "ttft_added_ms_p99": round(pct(ttft_add, 99), 2),
         "latency_added_ms_p50": round(pct(lat_add, 50), 2), "latency_added_ms_p99": round(pct(lat_add, 99), 2),
-        "rps_8_clients": round(rps, 3), "errors": len(errors), "claim_fee_nanoton": fee, "value_nanoton": value,
+        "hops_mean_ms": {k: round(v, 2) for k, v in hops.items()}, "rps_8_clients": round(rps, 3), "errors": len(errors), "claim_fee_nanoton": fee, "value_nanoton": value,
         "settlement_fee_share": round(share, 6),
         "bars_met": {"tokens": statistics.median(tps_e) >= 0.9 * statistics.median(tps_d),
                      "ttft": pct(ttft_add, 50) <= 25, "latency": pct(lat_add, 50) <= 15 and pct(lat_add, 99) <= 60,
