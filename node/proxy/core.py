@@ -525,7 +525,25 @@ class ProxyCore:
                     return Outcome("lost")
                 return Outcome("receipt", item, result)
 
-    def _check_receipt(self, link: WorkerLink, job_id: str, rf: F.ReceiptFrame, request_hash: bytes,
+    async def late_receipt(self, link: WorkerLink, rf: F.ReceiptFrame) -> None:
+        """A receipt for a job the proxy aborted when it stopped: pay the worker for its work (the
+        client, never answered, pays nothing)."""
+        job = self.ledger.job(rf.job_id)
+        if job is None or job["status"] != "aborted" or job["worker"] != link.owner:
+            return
+        why = self._check_receipt(link, rf.job_id, rf, None, None)
+        if why is not None:
+            log.warning("worker %s re-sent a receipt that does not verify: %s", link.owner, why)
+            return
+        fee = charge(rf.usage, rf.coefficient, self.chain.economics).worker_fee
+        pay = await self.ledger.pay_late(rf.job_id, worker=link.owner, usage=usage_to_openai(rf.usage),
+                                         coefficient=rf.coefficient, worker_fee=fee,
+                                         receipt=base64.b64encode(rf.receipt).decode(), sign_pay=self.sign_pay)
+        if pay is not None:
+            self.metrics.worker_pay.inc(fee)
+            await link.send(pay_frame(pay.channel, pay.cumulative, pay.signature))
+
+    def _check_receipt(self, link: WorkerLink, job_id: str, rf: F.ReceiptFrame, request_hash: Optional[bytes],
                        content: Optional[tuple[str, list]]) -> Optional[str]:
         """None if the receipt is the worker's, for this job and these bytes; else why not."""
         try:
@@ -537,7 +555,7 @@ class ProxyCore:
             return f"the receipt does not parse: {e}"
         if r.job_id != int(job_id, 16):
             return "the receipt is for another job"
-        if r.request_hash != request_hash:
+        if request_hash is not None and r.request_hash != request_hash:
             return "the receipt's request hash is not the hash of the body sent"
         if r.usage != rf.usage or r.coefficient != rf.coefficient or r.coefficient != link.coefficient:
             return "the receipt's usage or coefficient differs from what the worker reported"

@@ -428,6 +428,30 @@ class Ledger:
 
         return await self.run(op)
 
+    async def pay_late(self, job_id: str, *, worker: str, usage: dict, coefficient: int, worker_fee: int,
+                       receipt: str, sign_pay: Callable[[str, int], bytes]) -> Optional[WorkerPay]:
+        """A receipt for a job the proxy aborted (it stopped while the job ran): the client was never
+        answered and is not billed, but the worker did the work and is paid its fee, once."""
+        t = time.time()
+
+        def op(c):
+            j = c.execute("SELECT status, worker FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if j is None or j["status"] != "aborted" or j["worker"] != worker:
+                return None
+            c.execute("UPDATE jobs SET status='done', outcome='failed', usage=?, coefficient=?, cost=0, worker_fee=?, "
+                      "receipt=?, finished_at=COALESCE(finished_at, ?) WHERE job_id=?",
+                      (json.dumps(usage), coefficient, worker_fee, receipt, t, job_id))
+            w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
+            if worker_fee <= 0 or w is None or not w["channel"]:
+                return None
+            total = w["paid"] + worker_fee
+            sig = sign_pay(w["channel"], total)
+            c.execute("UPDATE workers SET paid=?, pay_sig=? WHERE owner=?", (total, sig.hex(), worker))
+            c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
+                      (job_id, worker, worker_fee, total, sig.hex(), t))
+            return WorkerPay(worker, w["channel"], total, sig)
+        return await self.run(op)
+
     async def answer_unbilled(self, job_id: str, *, worker: Optional[str], outcome: str, http_status: int,
                               response: bytes, now: Optional[float] = None) -> None:
         """A job that ends without a receipt (the worker refused it before any token, or died): the

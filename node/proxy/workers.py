@@ -225,6 +225,8 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
             q = link.jobs.get(getattr(frame, "job_id", ""))
             if q is not None:
                 q.put_nowait(frame)
+            elif isinstance(frame, F.ReceiptFrame):   # re-sent after the proxy restarted mid-job
+                asyncio.ensure_future(core.late_receipt(link, frame))
     finally:
         link.lost()
         if core.pool.links.get(owner) is link:

@@ -184,7 +184,9 @@ def net(module_procs, tmp_path_factory):
 
 def test_kill_9_during_paid_requests(net):
     pp = start_proxy(net, "proxy-k", "--max-fee-share", "1", "--settle-grace", "1000000", "--claim-fee", "0.001")
-    start_worker(net, "worker-k", pp, "--parallel", "2")
+    # a receipt the worker sent just before a crash is lost with the proxy (the worker marked it sent):
+    # its work stays unpaid, so the worker extends a credit that covers a hundred such crashes
+    start_worker(net, "worker-k", pp, "--parallel", "2", "--credit", str(100 * TON))
     c = PaidClient(pp, net.open_channel(net.party("client-k"), pp.party, 200 * TON))
     client = Client(c)
     client.start()
