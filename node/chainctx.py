@@ -32,7 +32,7 @@ EMBEDDED_FUNDING = DEV_FUNDING
 
 __all__ = ["DEFAULT_STATE", "NETWORKS", "EMBEDDED_FUNDING", "UserError", "Keys", "load_keys", "keys_from_words",
            "network_global_id", "open_wallet", "ChainContext", "RemoteChain", "parse_ton", "parse_address",
-           "parse_hex256", "chain_now", "guarded", "network_options"]
+           "parse_hex256", "chain_now", "guarded", "network_options", "ProgressBar"]
 
 
 class UserError(click.ClickException):
@@ -54,7 +54,7 @@ def keys_from_words(words: str, where: str) -> Keys:
         raise UserError(str(e)) from None
 
 
-class _Progress:
+class ProgressBar:
     """A click progress bar on stderr, drawn from :mod:`node.chain`'s progress callbacks."""
 
     def __init__(self, label: str):
@@ -190,7 +190,7 @@ class ChainContext:
             where = "embedded chain" if self.net.chain is not None else "local chain"
             click.echo(f"({where}) funded {address.to_str()} with {amount // 10**9} TON from the faucet", err=True)
 
-        progress = _Progress("deploying the wallet")
+        progress = ProgressBar("deploying the wallet")
         try:
             return await self.net.wallet(keys, self.wallet_version, on_funded=funded, on_progress=progress)
         finally:
@@ -200,7 +200,7 @@ class ChainContext:
                    state_init: Optional[StateInit] = None, bounce: bool = True, timeout: float = 90.0):
         """Send one message from ``wallet`` and wait until the wallet's seqno moves (the message left).
         On the embedded chain and the chain server, returns the transactions it caused."""
-        progress = _Progress("waiting for the transaction")
+        progress = ProgressBar("waiting for the transaction")
         try:
             return await self.net.send(wallet, dest, value, body, state_init, bounce, on_progress=progress,
                                        timeout=timeout)
@@ -208,7 +208,7 @@ class ChainContext:
             progress.done()
 
     async def _wait_seqno(self, wallet, old: int, timeout: float = 90.0) -> None:
-        progress = _Progress("waiting for the transaction")
+        progress = ProgressBar("waiting for the transaction")
         try:
             await self.net.wait_seqno(wallet, old, timeout, progress)
         finally:

@@ -1,11 +1,41 @@
-"""``cocoon deploy CONFIG``: deploy the registry described by a TOML file (scripts/deploy/)."""
+"""``cocoon deploy CONFIG``: deploy the registry described by a TOML file, with :mod:`node.deploy`
+(examples and guide in scripts/deploy/)."""
 from __future__ import annotations
 
+import asyncio
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from .chainctx import DEFAULT_STATE, guarded
+from .chainctx import DEFAULT_STATE, ProgressBar, UserError, guarded
+from .deploy import Options, Report, VerificationFailed, load_config, run
+
+
+class ClickReport(Report):
+    """The run's account through click: lines on stdout, notes on stderr, progress bars on stderr."""
+
+    def echo(self, text: str) -> None:
+        click.echo(text)
+
+    def note(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    @contextmanager
+    def waiting(self, label: str):
+        bar = ProgressBar(label)
+        try:
+            yield bar
+        finally:
+            bar.done()
+
+
+class MismatchError(UserError):
+    """The registry differs from the file: exit status 3."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 HELP = """Deploy the registry, with its child codes, parameters and initial trust lists,
 to the network CONFIG names (embedded, testnet or mainnet), then verify it and write a record.
@@ -63,9 +93,10 @@ open proposals and the verification. Exit status: 0 verified, 1 error,
               help="Where deployment records go (default: record_dir in CONFIG, else ./deployments).")
 @guarded
 def deploy(config, dry_run, check, propose, new, state_file, record_dir):
-    from scripts.deploy.config import load_config
-    from scripts.deploy.deploy import Options, run
-
     cfg = load_config(config)
-    run(cfg, Options(dry_run=dry_run, check=check, propose=propose, new=new, state_file=state_file,
-                     record_dir=record_dir))
+    opts = Options(dry_run=dry_run, check=check, propose=propose, new=new, state_file=state_file,
+                   record_dir=record_dir)
+    try:
+        asyncio.run(run(cfg, opts, ClickReport()))
+    except VerificationFailed as e:
+        raise MismatchError(str(e), e.exit_code) from None

@@ -1,18 +1,3 @@
-"""Deployment of the registry (with its child codes, parameters and initial trust lists) to the
-embedded chain, testnet or mainnet, from one TOML file. See ``scripts/deploy/README.md``.
-
-Modules, in the order a run uses them:
-
-* :mod:`.config`  reads and checks the TOML file (:class:`~.config.DeployConfig`);
-* :mod:`.keys`    the owner's key and wallet address (never printing the words);
-* :mod:`.plan`    the committed artifacts, the expected registry (state init, address) and the
-  messages that deploy it or propose the fixes governance needs;
-* :mod:`.verify`  what the chain holds at an address, compared field by field with the expectation;
-* :mod:`.send`    one message from the owner's wallet, the wait for its effect, what it cost;
-* :mod:`.cost`    the cost of a plan: measured on a snapshot of the embedded chain, or estimated on
-  a fresh embedded chain with mainnet prices for testnet and mainnet;
-* :mod:`.record`  the JSON record of a deployment for the operator;
-* :mod:`.deploy`  the run itself: find what exists, send only what is missing, wait, verify, record.
-
-The command is ``cocoon deploy`` (:mod:`node.cli_deploy`), also ``python -m scripts.deploy``.
-"""
+"""The operator's entry point for deploying the registry: ``python -m scripts.deploy CONFIG`` from a
+checkout does what ``cocoon deploy CONFIG`` does. The library is :mod:`node.deploy`; the example
+files are in ``scripts/deploy/examples/`` and the guide in ``scripts/deploy/README.md``."""

@@ -1,4 +1,4 @@
-"""``python -m scripts.deploy CONFIG [options]``: the same command as ``cocoon deploy``."""
+"""``python -m scripts.deploy CONFIG [options]`` from a checkout: the same command as ``cocoon deploy``."""
 from node.cli_deploy import deploy
 
 if __name__ == "__main__":

@@ -441,23 +441,27 @@ def test_measuring_a_plan_leaves_the_embedded_chain_as_it_was(d):
     """The dry run's measurement runs the real messages on a snapshot and restores it, so the same
     process can go on with the chain untouched."""
     from nacl.bindings import crypto_sign_seed_keypair
-    from node.chainctx import Keys
-    from scripts.deploy import cost
-    from scripts.deploy.config import load_config
-    from scripts.deploy.deploy import DeployContext
-    from scripts.deploy.plan import deploy_message, expect, load_artifacts
+    from node.chain import Keys, open_network
+    from node.deploy import Report, cost
+    from node.deploy.config import load_config
+    from node.deploy.plan import deploy_message, expect, load_artifacts
 
     cfg = load_config(d.config())
     pub, priv = crypto_sign_seed_keypair(bytes.fromhex(d.key.read_text()))
     exp = expect(cfg, load_artifacts("tolk", cfg.children), d.owner)
-    with DeployContext("embedded", d.state, "v4r2", save=False) as ctx:
-        chain = ctx.chain
+
+    async def go():
+        net = await open_network("embedded", d.state)
+        chain = net.chain
         before = (dict(chain.accounts), chain.now, chain.lt, chain.minted, len(chain.transactions))
-        [sent] = cost.measure(ctx, Keys(pub, priv), [deploy_message(exp, cfg.deploy_value)], exp.address,
-                              "embedded")
+        [sent] = await cost.measure(net, Keys(pub, priv), "v4r2", [deploy_message(exp, cfg.deploy_value)],
+                                    exp.address, "embedded", Report())
         assert sent.ok and sent.fees > 0 and sent.registry_tx
         assert (dict(chain.accounts), chain.now, chain.lt, chain.minted, len(chain.transactions)) == before
         assert chain.state(exp.address)[0] == "nonexist" and chain.money_leak() == 0
+        await net.close(save=False)
+
+    asyncio.run(go())
     assert not d.state.exists()
 
 

@@ -36,10 +36,10 @@ KEPT = ("network", "registry", "registry_raw", "language", "owner", "owner_walle
 DEFAULT_DIR = Path("deployments")
 
 
-def default_dir(network: str, state_file: Path) -> Path:
+def default_dir(network: str, state_file: Optional[Path]) -> Path:
     """Records of the embedded chain live beside its state file (they describe that local chain);
     records of testnet and mainnet in ./deployments, for the operator to keep."""
-    return Path(state_file).parent / "deployments" if network == "embedded" else DEFAULT_DIR
+    return Path(state_file).parent / "deployments" if network == "embedded" and state_file else DEFAULT_DIR
 
 
 def now_iso() -> str:

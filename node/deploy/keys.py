@@ -8,12 +8,11 @@ sends from.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 
 from pytoniq_core import Address
 
-from node.chainctx import Keys, UserError, keys_from_words, load_keys, open_wallet
+from node.chain import CocoonError, Keys, keys_from_words, load_keys, open_wallet
 
 from .config import OwnerConfig
 
@@ -22,13 +21,13 @@ def owner_keys(owner: OwnerConfig) -> Keys:
     if owner.mnemonic_env:
         words = os.environ.get(owner.mnemonic_env)
         if not words:
-            raise UserError(f"the environment variable {owner.mnemonic_env} (named by [owner] mnemonic_env) "
+            raise CocoonError(f"the environment variable {owner.mnemonic_env} (named by [owner] mnemonic_env) "
                             "is not set; export the 24 words in it")
         return keys_from_words(words, f"${owner.mnemonic_env}")
     if owner.key_file is not None and not owner.key_file.is_file():
-        raise UserError(f"[owner] key_file {owner.key_file}: no such file")
+        raise CocoonError(f"[owner] key_file {owner.key_file}: no such file")
     if owner.mnemonic_file is not None and not owner.mnemonic_file.is_file():
-        raise UserError(f"[owner] mnemonic_file {owner.mnemonic_file}: no such file")
+        raise CocoonError(f"[owner] mnemonic_file {owner.mnemonic_file}: no such file")
     return load_keys(str(owner.mnemonic_file) if owner.mnemonic_file else None,
                      str(owner.key_file) if owner.key_file else None)
 
@@ -47,6 +46,6 @@ class OfflineProvider:
         raise RuntimeError("offline: nothing is sent")
 
 
-def wallet_address(keys: Keys, version: str, network: str) -> Address:
+async def wallet_address(keys: Keys, version: str, network: str) -> Address:
     """The address of the owner's wallet, computed offline."""
-    return asyncio.run(open_wallet(OfflineProvider(), keys, version, network)).address
+    return (await open_wallet(OfflineProvider(), keys, version, network)).address

@@ -6,24 +6,25 @@ exactly what a real run sends.
 
 On the embedded chain a message runs to completion before ``send`` returns, and the transactions it
 caused are at hand: their fees are summed exactly and the registry's transaction says whether it was
-accepted. On testnet and mainnet, ``ChainContext.send`` waits (with progress) until the wallet's
+accepted. On testnet and mainnet, ``Network.send`` waits (with progress) until the wallet's
 seqno moves; then this module waits, again with progress, until the registry shows the effect (the
 account active with the expected code, or the proposal open), and takes the transaction hashes from
 the accounts' last transactions. Fees there are what the wallet paid minus what the registry gained.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Awaitable, Callable, Optional
 
-import click
 from pytoniq_core import Address
 
-from node.chainctx import UserError
+from node.chain import CocoonError
 from wrappers import registry as R
 
 from .plan import Message, fmt_addr, fmt_ton
+from .report import Report
 from .verify import read_account
 
 WAIT_SECONDS = 120
@@ -60,48 +61,65 @@ class Sent:
         return d
 
 
-def wait_until(ctx, what: str, probe: Callable[[], bool], timeout: int = WAIT_SECONDS) -> None:
-    """Poll ``probe`` with a progress bar until it holds (at once on the embedded chain)."""
-    if probe():
+async def owner_wallet(net, keys, version: str, report: Report):
+    """The owner's wallet on ``net``, deployed (and, on a development chain, funded from the faucet)."""
+    def funded(address: Address, amount: int) -> None:
+        where = "embedded chain" if net.chain is not None else "local chain"
+        report.note(f"({where}) funded {address.to_str()} with {amount // 10**9} TON from the faucet")
+
+    with report.waiting("deploying the wallet") as progress:
+        return await net.wallet(keys, version, on_funded=funded, on_progress=progress)
+
+
+async def wait_until(net, report: Report, what: str, probe: Callable[[], Awaitable[bool]],
+                     timeout: int = WAIT_SECONDS) -> None:
+    """Poll ``probe`` with progress until it holds (at once on a development chain)."""
+    if await probe():
         return
-    if ctx.chain is not None:
-        raise UserError(f"{what} did not happen on the embedded chain")
+    if net.dev:
+        raise CocoonError(f"{what} did not happen on the {net.name} chain")
     start = time.monotonic()
-    with click.progressbar(length=timeout, label=f"waiting for {what}", file=click.get_text_stream("stderr")) as bar:
-        while time.monotonic() - start < timeout:
-            time.sleep(POLL_SECONDS)
-            bar.update(POLL_SECONDS)
+    with report.waiting(f"waiting for {what}") as progress:
+        while (waited := time.monotonic() - start) < timeout:
+            if progress:
+                progress(waited, timeout)
+            await asyncio.sleep(POLL_SECONDS)
             try:
-                if probe():
+                if await probe():
                     return
             except Exception:  # a lite server hiccup: try again until the deadline
                 pass
-    raise UserError(f"{what} was not seen within {timeout} s; look at the registry on an explorer, then run "
-                    "the same command again (it resumes: what exists is not sent twice)")
+    raise CocoonError(f"{what} was not seen within {timeout} s; look at the registry on an explorer, then run "
+                      "the same command again (it resumes: what exists is not sent twice)")
 
 
-def send_one(ctx, wallet, msg: Message, registry: Address, network: str) -> Sent:
-    """Send ``msg`` from ``wallet``, wait for its effect and report what it cost and did."""
-    ctx.call(wallet.update())
+async def send_one(net, wallet, msg: Message, registry: Address, network: str, report: Report) -> Sent:
+    """Send ``msg`` from ``wallet`` over ``net`` (a :class:`node.chain.Network`), wait for its effect
+    and report what it cost and did."""
+    await wallet.update()
     before = wallet.balance
-    reg_before = ctx.call(read_account(ctx.provider, registry))
+    reg_before = await read_account(net.provider, registry)
+    rd = net.reader(R.RegistryReader, registry)
     next_id = None
     if msg.kind == "propose":
-        next_id = R.RegistryReader(ctx.get_method, registry).proposals()[1]
-    txs = ctx.call(ctx.send(wallet, msg.dest, msg.value, msg.body, state_init=msg.state_init, bounce=msg.bounce))
+        next_id = (await rd.proposals())[1]
+    with report.waiting("waiting for the transaction") as progress:
+        txs = await net.send(wallet, msg.dest, msg.value, msg.body, state_init=msg.state_init, bounce=msg.bounce,
+                             on_progress=progress)
 
-    if ctx.chain is None:  # testnet / mainnet: wait for the effect to show
+    if not net.dev:  # testnet / mainnet: wait for the effect to show
         if msg.kind == "deploy":
-            wait_until(ctx, f"the registry at {fmt_addr(registry, network)} to become active",
-                       lambda: ctx.call(read_account(ctx.provider, registry)).active)
+            async def active() -> bool:
+                return (await read_account(net.provider, registry)).active
+            await wait_until(net, report, f"the registry at {fmt_addr(registry, network)} to become active", active)
         else:
-            rd = R.RegistryReader(ctx.get_method, registry)
-            wait_until(ctx, f"the proposal to open at {fmt_addr(registry, network)}",
-                       lambda: any(p.action.hash == msg.action.hash for p in rd.proposals()[0]))
+            async def opened() -> bool:
+                return any(p.action.hash == msg.action.hash for p in (await rd.proposals())[0])
+            await wait_until(net, report, f"the proposal to open at {fmt_addr(registry, network)}", opened)
 
-    ctx.call(wallet.update())
+    await wallet.update()
     debit = before - wallet.balance
-    reg_after = ctx.call(read_account(ctx.provider, registry))
+    reg_after = await read_account(net.provider, registry)
     gain = reg_after.balance - reg_before.balance
     sent = Sent(msg, ok=True, wallet_debit=debit, registry_gain=gain, fees=debit - gain, fees_exact=False)
 
@@ -121,13 +139,12 @@ def send_one(ctx, wallet, msg: Message, registry: Address, network: str) -> Sent
             sent.ok = False
             sent.error = "the message did not reach the registry: " + "; ".join(t.describe() for t in txs)
     else:
-        sent.wallet_tx = ctx.call(read_account(ctx.provider, wallet.address)).last_tx_hash
+        sent.wallet_tx = (await read_account(net.provider, wallet.address)).last_tx_hash
         sent.registry_tx = reg_after.last_tx_hash
     if msg.kind == "deploy" and sent.ok and not reg_after.active:
         sent.ok, sent.error = False, f"the registry is {reg_after.status} after the deploy message"
     if msg.kind == "propose" and sent.ok:
-        rd = R.RegistryReader(ctx.get_method, registry)
-        for p in rd.proposals()[0]:
+        for p in (await rd.proposals())[0]:
             if p.action.hash == msg.action.hash and (next_id is None or p.id >= next_id):
                 sent.proposal_id, sent.execute_after = p.id, p.execute_after
         if sent.proposal_id is None:

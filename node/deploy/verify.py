@@ -71,18 +71,18 @@ async def read_account(provider, address: Address) -> Observed:
     return obs
 
 
-def observe(ctx, address: Address) -> Observed:
-    """Everything the checks need, read from the chain the context is connected to."""
-    obs = ctx.call(read_account(ctx.provider, address))
+async def observe(net, address: Address) -> Observed:
+    """Everything the checks need, read from ``net`` (a :class:`node.chain.Network`)."""
+    obs = await read_account(net.provider, address)
     if not obs.active:
         return obs
-    rd = R.RegistryReader(ctx.get_method, address)
-    obs.owner = rd.owner()[0]
-    obs.params = rd.params()
-    codes = rd.child_codes()
+    rd = net.reader(R.RegistryReader, address)
+    obs.owner = (await rd.owner())[0]
+    obs.params = await rd.params()
+    codes = await rd.child_codes()
     obs.children = {n: (getattr(codes, n).hash.hex() if getattr(codes, n) is not None else None) for n in CHILDREN}
-    obs.trust = {k: set(v) for k, v in rd.trust().items()}
-    obs.proposals, obs.next_proposal = rd.proposals()
+    obs.trust = {k: set(v) for k, v in (await rd.trust()).items()}
+    obs.proposals, obs.next_proposal = await rd.proposals()
     return obs
 
 

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from pytoniq_core import Address
 
-from node.chainctx import NETWORKS, UserError
+from node.chain import NETWORKS, CocoonError
 from wrappers import registry as R
 
 LANGUAGES = ("func", "tolk")
@@ -48,7 +48,7 @@ PARAMS = {
 }
 
 
-class ConfigError(UserError):
+class ConfigError(CocoonError):
     """A deployment file that cannot be used; the message names the file and the key."""
 
 
@@ -107,7 +107,7 @@ def _toml(text: str):
         try:
             import tomli as tomllib  # type: ignore[no-redef]
         except ModuleNotFoundError:
-            raise UserError("reading a deployment file needs Python 3.11+ (tomllib) or "
+            raise CocoonError("reading a deployment file needs Python 3.11+ (tomllib) or "
                             "`pip install tomli`") from None
     return tomllib.loads(text)
 
@@ -123,7 +123,7 @@ def load_config(path: str | Path) -> DeployConfig:
         raise ConfigError(f"{path}: cannot read it ({e})") from None
     try:
         doc = _toml(text)
-    except UserError:
+    except CocoonError:
         raise
     except Exception as e:  # tomllib.TOMLDecodeError, with line and column
         raise ConfigError(f"{path}: not valid TOML: {e}") from None

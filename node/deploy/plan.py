@@ -19,7 +19,7 @@ from typing import Optional
 from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.account import StateInit
 
-from node.chainctx import UserError
+from node.chain import CocoonError
 from wrappers import registry as R
 from wrappers.build import BUILD, ROOT, Artifact, BuildError, load_artifact
 
@@ -44,9 +44,9 @@ def load_artifacts(language: str, children: tuple[str, ...]) -> Artifacts:
         try:
             a = load_artifact(name, language)
         except BuildError as e:
-            raise UserError(str(e)) from None
+            raise CocoonError(str(e)) from None
         if a.code.hash.hex() != a.code_hash:
-            raise UserError(f"contracts/build/{name}.{language}.json: its code does not hash to its code_hash; "
+            raise CocoonError(f"contracts/build/{name}.{language}.json: its code does not hash to its code_hash; "
                             "rebuild with `cocoon build` and check `cocoon build --check`")
         arts[name] = a
     return Artifacts(arts.pop("registry"), arts)
