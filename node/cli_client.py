@@ -263,7 +263,9 @@ async def _close(store, mnemonic_file, key_file, wallet_version, network, finish
                 click.echo(f"{c.address}: not on chain; forgotten")
                 store.update_channel(c.address, state="closed")
                 continue
-            if ch.state == E.State.OPEN and not finish:
+            if ch.state == E.State.OPEN and finish:
+                click.echo(f"{c.address}: still open; request the close first (`cocoon client close` without --finish)")
+            elif ch.state == E.State.OPEN:
                 click.echo(f"{c.address}: requesting the close (holds {_fmt(ch.held)}, claimed {_fmt(ch.claimed)})...")
                 await chain.request_close(addr)
                 ch = await chain.escrow(addr)

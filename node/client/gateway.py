@@ -14,8 +14,8 @@ Per request, on the channel to the chosen proxy:
    it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
    is not paid, is reported to the caller and its cost is recorded as disputed.
 
-Admissions on one channel are serialized by a lock, so every voucher covers settled + the maximum
-costs in flight. Settles go out after the answer, in order; one that reaches the proxy after a newer
+The books of one channel change under a lock, so every voucher covers settled + the maximum costs
+of all requests in flight; the requests themselves run concurrently. Settles go out after the answer, in order; one that reaches the proxy after a newer
 authorization is refused by the proxy (that authorization already covers it), which is harmless.
 """
 from __future__ import annotations
@@ -409,17 +409,19 @@ class Gateway:
             voucher = ch.voucher(authorized)
             self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized, self._marks)
             ch.inflight[request_id] = max_cost
-            headers = {H.CHANNEL: ch.row.address, H.VOUCHER: voucher, H.REQUEST_ID: request_id,
-                       H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
-            self.metrics.overhead.labels("authorize").observe(time.perf_counter() - t0)
-            try:
-                resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                ch.inflight.pop(request_id, None)
-                self.store.mark_request(request_id, "failed")
-                await self._proxy_failed(conn, e)
-                self.metrics.requests.labels(endpoint, "unavailable").inc()
-                raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
+        # The request goes out without the lock: the proxy keeps the highest voucher it was sent, and
+        # each one covers every request in flight, so admissions need no order among themselves.
+        headers = {H.CHANNEL: ch.row.address, H.VOUCHER: voucher, H.REQUEST_ID: request_id,
+                   H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
+        self.metrics.overhead.labels("authorize").observe(time.perf_counter() - t0)
+        try:
+            resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            ch.inflight.pop(request_id, None)
+            self.store.mark_request(request_id, "failed")
+            await self._proxy_failed(conn, e)
+            self.metrics.requests.labels(endpoint, "unavailable").inc()
+            raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
         job = _Job(self, conn, ch, request, endpoint, req, sent, request_id, max_cost, resp, t0)
         try:
             if resp.status != 200:

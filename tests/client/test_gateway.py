@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import openai
 import pytest
@@ -219,6 +220,30 @@ def test_a_tampered_answer_is_detected_and_not_paid(net, mode, failed, stream):
         c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
     assert e.value.status_code == 402 and "receipts failed" in e.value.message
     assert g.status()["spent"] == 0
+
+
+def test_close_returns_the_rest_after_the_notice(net):
+    """`cocoon client close` asks the escrow to close; the proxy may still claim what it is owed during
+    the notice; `close --finish` after it returns the rest to the wallet."""
+    g = net.gateway("closing", budget="0.5")
+    c = g.client(timeout=120, max_retries=0)
+    c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    net.procs.stop(g.proc)
+    key = str(net.root / "closing.seed")
+    early = g.cli("client", "close", "--key-file", key, "--finish")
+    assert early.returncode == 0 and "request the close first" in early.stdout
+    out = g.cli("client", "close", "--key-file", key)
+    assert out.returncode == 0 and "requesting the close" in out.stdout, out.stdout + out.stderr
+    st = json.loads(g.cli("client", "status", "--json").stdout)
+    assert st["channels"][0]["state"] == "closing"
+    too_soon = g.cli("client", "close", "--key-file", key, "--finish")
+    assert too_soon.returncode == 1 and "close delay ends in" in too_soon.stderr
+    urllib.request.urlopen(urllib.request.Request(f"{net.chain_url}/dev/advance", method="POST",
+                                                  data=json.dumps({"seconds": 200}).encode(),
+                                                  headers={"Content-Type": "application/json"}), timeout=30)
+    done = g.cli("client", "close", "--key-file", key, "--finish")
+    assert done.returncode == 0 and "closed" in done.stdout, done.stdout + done.stderr
+    assert json.loads(g.cli("client", "status", "--json").stdout)["channels"][0]["state"] == "closed"
 
 
 def test_zz_a_slashed_workers_receipt_is_detected_and_not_paid(net):
