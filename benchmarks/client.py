@@ -173,6 +173,24 @@ def gateway_steps(port: int) -> tuple[dict, dict]:
     return sums, counts
 
 
+def commit_ms(directory: Path, n: int = 50) -> float:
+    """p50 of one SQLite commit (WAL, synchronous=FULL) in ``directory``: the gateway makes one before
+    it forwards a request and one before it returns the answer (docs/PROTOCOL.md §6)."""
+    import sqlite3
+
+    db = sqlite3.connect(str(directory / "commit-probe.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (a)")
+    ts = []
+    for i in range(n):
+        t = time.perf_counter()
+        db.execute("INSERT INTO t VALUES (?)", (i,))
+        ts.append(time.perf_counter() - t)
+    db.close()
+    return 1000 * pct(ts, 50)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc)."""
     import os
@@ -223,6 +241,7 @@ def main() -> None:
             net = DevNet(procs, Path(d)).start()
             g = net.gateway("bench-gateway", budget="5", stake_ttl="10", extra=("--refresh", "30"))
             res, steps = asyncio.run(measure(net, g.port, args.requests, g.proc.pid))
+            steps["sqlite_commit_p50"] = commit_ms(g.state)
         finally:
             procs.stop_all()
     ms = {k: [1000 * x for x in v] for k, v in res.items()}
@@ -234,8 +253,9 @@ def main() -> None:
     for label, dp, gp, add, d90, g90 in rows:
         print(f"{label:<30} {dp:>9.2f}ms {gp:>10.2f}ms {add:>8.2f}ms {d90:>9.2f}ms {g90:>10.2f}ms")
     for k, v in sorted(steps.items()):
-        what = "CPU time of the gateway process per request" if k == "cpu_per_request" else \
-            "mean wall time, its own timing after warm-up"
+        what = {"cpu_per_request": "CPU time of the gateway process per request (user + system)",
+                "sqlite_commit_p50": "one durable commit on this disk; 1 before forwarding, 1 before answering"
+                }.get(k, "mean wall time, its own timing after warm-up")
         print(f"gateway {k:<17} {v:8.3f} ms  ({what})")
     import os
 
