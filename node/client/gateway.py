@@ -201,6 +201,8 @@ class Gateway:
                     models = await conn.fetch_models()
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, OSError) as e:
                     problems.append(f"{c.endpoint.clients_url}: {describe_failure(e)}")
+                    log.warning("proxy %s at %s passed over: %s", raw(c.owner), c.endpoint.clients_url,
+                                describe_failure(e))
                     self.metrics.proxy_failures.labels("attestation" if isinstance(e, RaTlsError) else "unreachable").inc()
                     await conn.close()
                     continue

@@ -60,6 +60,7 @@ class DevNet:
     proxy_owner: Optional[Address] = None
     worker_owner: Optional[Address] = None
     ghost_owner: Optional[Address] = None
+    ghost_port: int = 0
     clients_port: int = 0
     workers_port: int = 0
     keys: dict = field(default_factory=dict)
@@ -137,7 +138,8 @@ class DevNet:
                 await net.send(w, addr, S.OP_VALUE, S.set_operator(op_pub))
                 if who == "ghost":
                     self.ghost_owner = w.address
-                    await net.send(w, addr, S.OP_VALUE, S.register_proxy(f"127.0.0.1:{free_port()} 127.0.0.1:{free_port()}"))
+                    self.ghost_port = free_port()
+                    await net.send(w, addr, S.OP_VALUE, S.register_proxy(f"127.0.0.1:{self.ghost_port} 127.0.0.1:{free_port()}"))
                 elif role == R.ROLE_PROXY:
                     self.proxy_owner = w.address
                     endpoint = f"127.0.0.1:{self.clients_port} 127.0.0.1:{self.workers_port}"

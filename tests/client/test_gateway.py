@@ -79,6 +79,28 @@ def test_chat_pays_exactly_the_verified_receipt(net):
     assert bad.returncode == 1 and "response_hash" in bad.stdout
 
 
+def test_auto_passes_over_a_proxy_whose_attestation_fails(net):
+    """Something answers at the registered endpoint of the proxy with the larger stake, with that
+    proxy's key but an image the registry does not allow: `auto` refuses it and takes the next."""
+    (net.root / "evil-image.json").write_text(json.dumps({"name": "evil-image"}))
+    relay = net.procs.start("evil", [PYTHON, "-m", "tests.client.relay", "--listen", str(net.ghost_port),
+                                     "--upstream", f"127.0.0.1:{net.clients_port}",
+                                     "--dev-root", str(net.root / "devroot"),
+                                     "--measurements", str(net.root / "evil-image.json"),
+                                     "--operator-key-file", str(net.keys["ghost-operator"]),
+                                     "--owner", raw(net.ghost_owner), "--mode", "content"],
+                            ready=port_ready(net.ghost_port), timeout=60, cwd=_repo())
+    try:
+        g = net.gateway("attest")
+        assert g.status()["proxy"]["owner"] == raw(net.proxy_owner)
+        assert 'cocoon_client_proxy_failures_total{reason="attestation"} 1.0' in g.metrics()
+        assert "image_hash" in g.proc.output()
+        r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)
+        assert cocoon_of(r)["verification"]["ok"]
+    finally:
+        net.procs.stop(relay)
+
+
 def test_streaming_chat_with_usage_and_legacy_completions(net):
     g = net.gateway("stream")
     c = g.client(timeout=120, max_retries=0)
