@@ -23,8 +23,8 @@ from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.build import load_code
+from wrappers import TON
 
-TON = 10**9
 WORKER_IMAGE, PROXY_IMAGE = "worker-image", "proxy-image"
 
 ECONOMICS = R.Economics(price_per_token=1_000_000, worker_fee_per_token=800_000, prompt_mult=10_000, cached_mult=1_000,
