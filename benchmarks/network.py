@@ -142,8 +142,10 @@ def main() -> int:
     ap.add_argument("--concurrent", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                    help="llama.cpp threads, the same for the worker and the engine called directly")
+    ap.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                    help="llama.cpp threads, the same for the worker and the engine called directly (default: all "
+                         "cores but one, which the services use; llama.cpp's threads spin, so more than the free "
+                         "cores slows it down)")
     args = ap.parse_args()
     threads = args.threads
     costs: list[int] = []
