@@ -505,11 +505,15 @@ class Ledger:
 
     async def apply_caps(self, older_than: float) -> list[tuple[str, int]]:
         """A client that has not settled its last request since ``older_than`` is held to the cap
-        it signed: its settled total becomes the held voucher's amount. Returns (channel, added)."""
+        it signed: its settled total becomes the held voucher's amount. Returns (channel, added).
+
+        Only billed work that no exact total covers is capped (``exact_amount < settled``): an
+        authorization for a request that was never answered (released, or refused by every
+        worker) is never turned into a charge, so an honest client pays exactly what it used."""
         def op(c):
             out = []
             rows = c.execute("SELECT channel, voucher_amount, settled FROM channels WHERE voucher_amount>settled "
-                             "AND last_job_at>0 AND last_job_at<?", (older_than,)).fetchall()
+                             "AND exact_amount<settled AND last_job_at>0 AND last_job_at<?", (older_than,)).fetchall()
             for r in rows:
                 if _reserved(c, r["channel"]):
                     continue

@@ -102,6 +102,22 @@ def test_settle_floor_and_caps(ledger):
     run(go())
 
 
+def test_an_authorization_for_a_request_never_answered_is_never_capped(ledger):
+    async def go():
+        a = await admit(ledger, "r1", 100, 100)
+        await finish(ledger, a.job_id, 30)
+        await ledger.settle(CH, "r1", 30, SIG)
+        b = await admit(ledger, "r2", 130, 100)            # authorizes 30 + 100 ...
+        await ledger.release(b.job_id, outcome="no_worker")  # ... but no worker ever answered it
+        assert await ledger.apply_caps(older_than=1e12) == []
+        row = ledger.channel(CH)
+        assert (row.settled, row.capped, row.exact_amount) == (30, 0, 30)
+        c = await admit(ledger, "r3", 230, 100)            # billed and never settled: held to the cap
+        await finish(ledger, c.job_id, 10)
+        assert await ledger.apply_caps(older_than=1e12) == [(CH, 190)]
+    run(go())
+
+
 def test_recover_aborts_running_jobs_and_frees_their_ids(ledger):
     async def go():
         await admit(ledger, "r1", 100, 100)
