@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wrappers import registry as R  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 LANGS = ("func", "tolk")
 
 

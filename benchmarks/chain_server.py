@@ -29,8 +29,8 @@ import aiohttp  # noqa: E402
 from tests.chain.server import SignedWallet  # noqa: E402
 from tests.procs import COCOON, Procs, free_port, http_ready  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 BAR = 400
 
 

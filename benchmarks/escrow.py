@@ -26,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wrappers import keys as K  # noqa: E402
 from wrappers import escrow as E  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 LANGS = ("func", "tolk")
 CLAIM_BAR = 10_000_000  # 0.01 TON: a claim must cost less than this in total fees
 
@@ -55,10 +56,10 @@ class Bench:
 
     def channel(self, deposit: int):
         self.n += 1
-        key = E.signing_key(bytes([self.n]) * 32)
+        key = K.signing_key(bytes([self.n]) * 32)
         esc = E.EmbeddedEscrow(self.chain, self.code, self.reg.address, self.payer.address, self.payee.address,
-                               E.public_key_int(key))
-        txs = esc.open(self.payer, deposit, E.public_key_int(E.signing_key(b"\xee" * 32)))
+                               K.public_key_int(key))
+        txs = esc.open(self.payer, deposit, K.public_key_int(K.signing_key(b"\xee" * 32)))
         return esc, key, txs
 
     def mine(self, txs, esc) -> list:

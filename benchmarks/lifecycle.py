@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.lifecycle import job_usage, ready, run_story  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 LANGS = ("func", "tolk")
 NS = (1, 10, 100, 1000)
 

@@ -32,12 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from pytoniq_core import Address, begin_cell  # noqa: E402
 from pytoniq_core.tlb.account import StateInit  # noqa: E402
 
+from wrappers import keys as K  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers import reputation as P  # noqa: E402
 from wrappers.build import load_code  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 LANGS = ("func", "tolk")
 STAKE_CODE = begin_cell().store_uint(0x5741CE, 24).end_cell()  # only hashed: stake messages are forged
 STATS = P.ReportStats(succeeded=120, failed=3, timed_out=1, tokens=250_000, latency_ms=850)
@@ -61,7 +62,7 @@ class Bench:
             key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(name.encode()).digest())
             owner = c.treasury(name).address
             stake = R.child_address(STAKE_CODE, self.reg.address, R.stake_identity(owner, R.ROLE_PROXY))
-            body = R.register_proxy(owner, P.operator_public_key(key), 60 * TON, True, "p:1")
+            body = R.register_proxy(owner, K.public_key_int(key), 60 * TON, True, "p:1")
             c.minted += 50_000_000
             c.send(c.internal(stake, self.reg.address, 50_000_000, body))
             self.proxies[name] = (owner, key)

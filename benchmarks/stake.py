@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wrappers import keys as K  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers import stake as S  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers import TON  # noqa: E402
 
-TON = 10**9
 LANGS = ("func", "tolk")
 UNBOND = 7 * 86400
 DELAY = 3600
@@ -53,7 +54,7 @@ def measure(lang: str) -> dict:
 
     op("deposit_first", st.send(provider, S.deposit(), 20 * TON + S.DEPOSIT_FEE))
     op("deposit", st.send(provider, S.deposit(), 5 * TON + S.DEPOSIT_FEE))
-    op("set_operator", st.send(provider, S.set_operator(S.public_key_int(key))))
+    op("set_operator", st.send(provider, S.set_operator(K.public_key_int(key))))
     op("unbond", st.send(provider, S.unbond(4 * TON)))
     chain.advance(UNBOND)
     op("withdraw", st.send(provider, S.withdraw()))

@@ -14,9 +14,11 @@ from typing import Callable, Optional
 import click
 from pytoniq_core import Address, Cell
 
+from wrappers import keys as K
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
+from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
 from .cli_parse import not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton
@@ -122,8 +124,9 @@ def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.
         raise UserError(not_sent(ctx, f"the escrow {addr.to_str()}"))
     t = mine[0]
     if not t.success:
-        advice = ADVICE.get(t.exit_code, "")
-        raise UserError(f"the escrow refused: error {E.describe_error(t.exit_code)}" + (f": {advice}" if advice else "")
+        advice = ADVICE.get(t.exit_code)
+        raise UserError("the escrow refused: error " + (f"{E.describe_error(t.exit_code)}: {advice}" if advice
+                                                         else explain_error(t.exit_code, E.ERROR_NAMES))
                         + "; nothing changed and the value came back minus fees")
     click.echo(f"ok: {what} (gas {t.gas_used}, fees {fmt_ton(t.total_fees)} TON)")
 
@@ -202,7 +205,7 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
     nano = _ton(amount)
     payee_addr = _address(payee, "the payee")
     keys = load_keys(mnemonic_file, key_file)
-    payer_key = E.public_key_int(_seed(voucher_key_file, keys))
+    payer_key = K.public_key_int(_seed(voucher_key_file, keys))
     with ChainContext(network, state_file, wallet_version) as ctx:
         reg = _registry_address(registry, state_file, network)
         rd = R.RegistryReader(ctx.get_method, reg)
@@ -350,7 +353,7 @@ def voucher(network, state_file, mnemonic_file, key_file, wallet_version, vouche
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
         payer_key, _ = rd.keys()
-        if payer_key != E.public_key_int(seed):
+        if payer_key != K.public_key_int(seed):
             raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was "
                             "opened with")
         ch = rd.channel()
@@ -453,7 +456,7 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
         payer_key, payee_key = rd.keys()
-        if payer_key != E.public_key_int(seed):
+        if payer_key != K.public_key_int(seed):
             raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was opened with")
         if not E.verify_statement(payee_key, E.TAG_COOP_CLOSE, addr, nano, qsig):
             raise UserError(f"the payee's signature is not valid for a close at {fmt_ton(nano)} TON on this channel")
@@ -485,7 +488,7 @@ def sign_close(network, state_file, mnemonic_file, key_file, wallet_version, sig
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
         _, payee_key = rd.keys()
-        if payee_key != E.public_key_int(seed):
+        if payee_key != K.public_key_int(seed):
             raise UserError("this key is not the channel's payee key; pass --signing-key-file with the key the "
                             "channel names (see `cocoon escrow status`)")
         ch = rd.channel()

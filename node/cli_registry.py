@@ -15,6 +15,7 @@ from pytoniq_core import Address
 from wrappers import registry as R
 from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
+from wrappers.errors import explain_error
 
 from .chainctx import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
                        network_options, open_wallet)
@@ -54,7 +55,7 @@ def _check_result(ctx: ChainContext, txs, registry: Address, what: str) -> None:
     if t.success:
         click.echo(f"ok: {what} (gas {t.gas_used}, fees {fmt_ton(t.total_fees)} TON)")
     else:
-        raise UserError(f"the registry refused: error {R.describe_error(t.exit_code)}; nothing changed "
+        raise UserError(f"the registry refused: error {explain_error(t.exit_code, R.ERROR_NAMES)}; nothing changed "
                         "and the attached value came back minus fees")
 
 

@@ -19,9 +19,11 @@ from dataclasses import asdict
 import click
 from pytoniq_core import Address
 
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
+from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
 from .cli_parse import TonAmount, not_sent, parse_address as _address
@@ -247,7 +249,7 @@ def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, 
     if not info.active:
         raise UserError(f"the proxy {proxy.to_str()} is inactive (stake too low or jailed; the registry would "
                         "answer 207): no report of it is accepted until its stake is active again")
-    if info.operator_key != P.operator_public_key(operator_key):
+    if info.operator_key != K.public_key_int(operator_key):
         raise UserError("that operator key is not the proxy's registered key (the registry would answer 213); "
                         "use the key the proxy's stake contract bound")
     rd = R.RegistryReader(ctx.get_method, reg)
@@ -275,11 +277,11 @@ def _explain(ctx: ChainContext, txs, reg: Address, record: Address) -> None:
     if not on_reg:
         raise UserError(not_sent(ctx, f"the registry {reg.to_str()}"))
     if on_reg and not on_reg[0].success:
-        raise UserError(f"the registry refused the report: error {P.describe_error(on_reg[0].exit_code)}; "
+        raise UserError(f"the registry refused the report: error {explain_error(on_reg[0].exit_code, P.ERROR_NAMES)}; "
                         "the attached value came back minus fees")
     on_rec = [t for t in txs if t.account.hash_part == record.hash_part and not t.bounced]
     if on_rec and not on_rec[0].success:
-        raise UserError(f"the worker's record refused the report: error {P.describe_error(on_rec[0].exit_code)}; "
+        raise UserError(f"the worker's record refused the report: error {explain_error(on_rec[0].exit_code, P.ERROR_NAMES)}; "
                         "the value it carried bounced to the registry")
     if not on_rec:
         raise UserError("the report never reached the worker's record; nothing was applied")

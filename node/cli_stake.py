@@ -17,6 +17,7 @@ from pytoniq_core import Address, Cell
 from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
+from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
 from .cli_parse import not_sent, parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton
@@ -103,9 +104,9 @@ def _target(ctx: ChainContext, network: str, state_file: Path, registry: Optiona
 
 def _refusal(t, address: Address) -> str:
     code = t.exit_code
-    advice = S.ERROR_ADVICE.get(code, "")
-    return (f"the stake contract {address.to_str()} refused: error {S.describe_error(code)}"
-            + (f": {advice}" if advice else "") + "; nothing changed and the value came back minus fees")
+    advice = S.ERROR_ADVICE.get(code)
+    return (f"the stake contract {address.to_str()} refused: error "
+            + (f"{S.describe_error(code)}: {advice}" if advice else explain_error(code, S.ERROR_NAMES)) + "; nothing changed and the value came back minus fees")
 
 
 def _result(ctx: ChainContext, txs, tgt: Target, what: str, before=None) -> None:

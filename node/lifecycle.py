@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 from pytoniq_core import Address
 
+from wrappers import keys as K
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
@@ -27,8 +28,8 @@ from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.records import TxRecord
 from wrappers.pricing import COEF_ONE, Usage, charge, max_cost
 from wrappers.receipts import Receipt, content_hash
+from wrappers import TON
 
-TON = 10**9
 DAY = 86400
 
 
@@ -185,7 +186,7 @@ class Network:
         p.stake = S.EmbeddedStake(self.chain, self.codes.stake, self.reg.address, p.wallet.address, role)
         self._name(p.stake.address, f"stake:{p.name}")
         self._run(p.stake.send(p.wallet, S.deposit(), amount + S.DEPOSIT_FEE), p.stake.address, f"{p.name} deposits")
-        self._run(p.stake.send(p.wallet, S.set_operator(S.public_key_int(p.key))), p.stake.address,
+        self._run(p.stake.send(p.wallet, S.set_operator(K.public_key_int(p.key))), p.stake.address,
                   f"{p.name} binds its operator key")
 
     def register_proxy(self, endpoint: str = "proxy.example:8443") -> None:
@@ -216,9 +217,9 @@ class Network:
     # ------------------------------------------------------------------------ escrows
     def open_channel(self, payer: Party, payee: Party, amount: int) -> Channel:
         esc = E.EmbeddedEscrow(self.chain, self.codes.escrow, self.reg.address, payer.wallet.address,
-                               payee.wallet.address, S.public_key_int(payer.key))
+                               payee.wallet.address, K.public_key_int(payer.key))
         self._name(esc.address, f"escrow:{payer.name}->{payee.name}")
-        self._run(esc.open(payer.wallet, amount, S.public_key_int(payee.key)), esc.address,
+        self._run(esc.open(payer.wallet, amount, K.public_key_int(payee.key)), esc.address,
                   f"{payer.name} opens a channel to {payee.name}")
         if esc.read.channel().state != E.State.OPEN:
             raise StepFailed(f"the channel {payer.name}->{payee.name} did not open")
@@ -257,7 +258,7 @@ class Network:
             return job
         receipt = Receipt(w.stake.address, job_id, content_hash(f"request {job_id}"),
                           content_hash(f"answer {job_id}"), usage, w.coefficient).sign(w.key)
-        if not receipt.verify(S.public_key_int(w.key)):
+        if not receipt.verify(K.public_key_int(w.key)):
             raise StepFailed("the worker's receipt does not verify")
         ch = charge(Receipt.from_statement(receipt.statement).usage, w.coefficient, e)
         if ch.client_cost > cap:

@@ -187,7 +187,7 @@ def test_proxy_endpoint_warnings_and_listing(cli, lang):
     assert "warning: the stake will hold 5 TON, below the registry's minimum of 10 TON for a worker" in out
     cli.run("stake", "deposit", "60", "--role", "proxy", key="proxy")
     op_seed = bytes.fromhex(Path(cli.keys["operator"]).read_text())
-    from wrappers.reputation import operator_public_key
+    from wrappers.keys import public_key_int as operator_public_key
     cli.run("stake", "set-operator", f"{operator_public_key(op_seed):064x}", "--role", "proxy", key="proxy")
     out = cli.run("stake", "register-proxy", "10.0.0.1:8443", key="proxy")
     assert "registered: proxy 10.0.0.1:8443 10.0.0.1:8443" in out

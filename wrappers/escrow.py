@@ -11,15 +11,17 @@ import json
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pytoniq_core import Address, Builder, Cell, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
+from . import TON
+from . import keys as K
 from . import registry as R
 from .build import load_code
-
-TON = 10**9
+from .errors import describe_error as _describe, names_for
+# the key helpers, here too under the names callers of this module know (defined in wrappers.keys)
+from .keys import KeyLike, public_key_int, signing_key
 
 # ---------------------------------------------------------------------------- opcodes, tags, errors
 OP = dict(
@@ -57,14 +59,11 @@ class Err(R.Err):
     PARAMS_UNAVAILABLE = 412     # open_refused reason
 
 
-ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int) and v >= 400}
-ERROR_NAMES.update({v: k.lower() for k, v in vars(R.Err).items() if isinstance(v, int) and v < 200})
+ERROR_NAMES = names_for("escrow")
 
 
 def describe_error(code: Optional[int]) -> str:
-    if code is None:
-        return "no exit code"
-    return f"{code} ({ERROR_NAMES.get(code, 'tvm')})"
+    return _describe(code, ERROR_NAMES)
 
 
 # Minimum attached values (escrow.tlb). Each operation also pays the storage deficit, which is 0
@@ -85,38 +84,6 @@ def open_value(amount: int) -> int:
     return amount + OPEN_FEE + STORAGE_RESERVE + MARGIN
 
 
-# ---------------------------------------------------------------------------- keys
-KeyLike = Union[Ed25519PrivateKey, bytes]
-
-
-def signing_key(key: KeyLike) -> Ed25519PrivateKey:
-    """An Ed25519 key from a key object, a 32-byte seed or pytoniq's 64-byte (seed + public) key."""
-    if isinstance(key, Ed25519PrivateKey):
-        return key
-    if len(key) == 64:
-        key = key[:32]
-    if len(key) != 32:
-        raise ValueError("an Ed25519 private key is a 32-byte seed")
-    return Ed25519PrivateKey.from_private_bytes(key)
-
-
-def public_key_int(key: Union[KeyLike, Ed25519PublicKey, int]) -> int:
-    """The public key as the contract stores it: a 256-bit unsigned integer."""
-    if isinstance(key, int):
-        return key
-    if isinstance(key, (bytes, Ed25519PrivateKey)):
-        key = signing_key(key).public_key()
-    return int.from_bytes(key.public_bytes_raw(), "big")
-
-
-def _public(key: Union[int, bytes, Ed25519PublicKey]) -> Ed25519PublicKey:
-    if isinstance(key, Ed25519PublicKey):
-        return key
-    if isinstance(key, int):
-        key = key.to_bytes(32, "big")
-    return Ed25519PublicKey.from_public_bytes(key)
-
-
 # ---------------------------------------------------------------------------- signed statements
 def statement_cell(tag: int, channel: Address, amount: int) -> Cell:
     """``tag:uint32 channel:MsgAddressInt amount:Coins``: the cell whose hash a signature covers."""
@@ -134,16 +101,12 @@ def coop_close_cell(channel: Address, amount: int) -> Cell:
 
 
 def sign_statement(key: KeyLike, tag: int, channel: Address, amount: int) -> bytes:
-    return signing_key(key).sign(statement_cell(tag, channel, amount).hash)
+    return K.sign(key, statement_cell(tag, channel, amount).hash)
 
 
 def verify_statement(public_key: Union[int, bytes, Ed25519PublicKey], tag: int, channel: Address, amount: int,
                      signature: bytes) -> bool:
-    try:
-        _public(public_key).verify(signature, statement_cell(tag, channel, amount).hash)
-        return True
-    except (InvalidSignature, ValueError):
-        return False
+    return K.verify(public_key, signature, statement_cell(tag, channel, amount).hash)
 
 
 @dataclass(frozen=True)

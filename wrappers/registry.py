@@ -12,7 +12,9 @@ from typing import Optional
 from pytoniq_core import Address, Builder, Cell, HashMap, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
+from . import TON
 from .build import load_code
+from .errors import describe_error as _describe, names_for
 
 # ---------------------------------------------------------------------------- opcodes and errors
 OP_EXCESSES = 0xD53276DB
@@ -30,7 +32,7 @@ ACTION = dict(add_worker_image=1, add_proxy_image=2, add_model=3, set_params=4, 
 
 
 class Err:
-    """Exit codes thrown by the contracts (common.tlb)."""
+    """Exit codes thrown by the contracts (common.tlb); names and meanings in :mod:`wrappers.errors`."""
     UNKNOWN_OP = 100
     NOT_OWNER = 101
     LOW_VALUE = 102
@@ -55,20 +57,17 @@ class Err:
     TOO_MANY_CODES = 215
 
 
-ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)}
+ERROR_NAMES = names_for("registry")
 ROLE_WORKER, ROLE_PROXY = 1, 2
 MIN_OP_VALUE = 10_000_000          # 0.01 TON: every registry operation
 REPORT_VALUE = 50_000_000          # 0.05 TON: relaying a reputation report
 SLASH_EXEC_VALUE = 150_000_000     # 0.15 TON: executing a slash_stake proposal
 SLASH_MESSAGE_VALUE = 100_000_000  # 0.1 TON of it goes with governance_slash to the stake contract
 MAX_OPEN_PROPOSALS = 16
-TON = 10**9
 
 
 def describe_error(code: Optional[int]) -> str:
-    if code is None:
-        return "no exit code"
-    return f"{code} ({ERROR_NAMES.get(code, 'tvm')})"
+    return _describe(code, ERROR_NAMES)
 
 
 # ---------------------------------------------------------------------------- parameters

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator, Optional
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Address, Cell, HashMap, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
+from . import TON
+from . import keys as K
 from . import registry as R
+from .errors import describe_error as _describe, names_for
 
 # ---------------------------------------------------------------------------- opcodes and errors
 # The messages are the registry's (registry.tlb, "Reputation path"); their opcodes live there.
@@ -36,17 +38,14 @@ class Err(R.Err):
     BAD_STATS = 506
 
 
-ERROR_NAMES = {getattr(Err, k): k.lower() for k in dir(Err) if k.isupper()}
+ERROR_NAMES = names_for("reputation")
 
 
 def describe_error(code: Optional[int]) -> str:
-    if code is None:
-        return "no exit code"
-    return f"{code} ({ERROR_NAMES.get(code, 'tvm')})"
+    return _describe(code, ERROR_NAMES)
 
 
 # ---------------------------------------------------------------------------- constants of the code
-TON = R.TON
 GAS_ALLOWANCE = 15_000_000       # every operation: gas and the excess message
 STORAGE_RESERVE = 10_000_000     # kept on the record's balance for storage fees
 SUBMIT_VALUE = R.REPORT_VALUE    # the registry's minimum for submit_report
@@ -135,16 +134,10 @@ class Report:
         return self.to_cell().hash
 
     def sign(self, key: Ed25519PrivateKey | bytes) -> bytes:
-        return _private(key).sign(self.signing_hash)
+        return K.sign(key, self.signing_hash)
 
     def verify(self, signature: bytes, public_key: bytes | int) -> bool:
-        if isinstance(public_key, int):
-            public_key = public_key.to_bytes(32, "big")
-        try:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, self.signing_hash)
-            return True
-        except InvalidSignature:
-            return False
+        return K.verify(public_key, signature, self.signing_hash)
 
 
 def owner_hash(owner: Address) -> int:
@@ -166,22 +159,6 @@ def build_report(registry: Address, proxy_owner: Address | int, worker_owner: Ad
             raise ValueError("; ".join(problems))
     proxy = proxy_owner if isinstance(proxy_owner, int) else owner_hash(proxy_owner)
     return Report(registry, proxy, worker_owner, epoch, stats)
-
-
-def operator_public_key(key: Ed25519PrivateKey | bytes) -> int:
-    """The operator key as the registry stores it (uint256)."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    raw = _private(key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return int.from_bytes(raw, "big")
-
-
-def _private(key: Ed25519PrivateKey | bytes) -> Ed25519PrivateKey:
-    if isinstance(key, Ed25519PrivateKey):
-        return key
-    if len(key) == 64:  # pytoniq's form: seed followed by the public key
-        key = key[:32]
-    return Ed25519PrivateKey.from_private_bytes(key)
 
 
 def _end(s) -> None:

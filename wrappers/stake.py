@@ -14,16 +14,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Optional
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Address, Builder, Cell, HashMap, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
+from . import TON
+from . import keys as K
 from . import registry as R
 from .build import load_code
-
-TON = 10**9
+from .errors import describe_error as _describe, names_for
+# the key helpers, here too under the names callers of this module know (defined in wrappers.keys)
+from .keys import public_key_int
+from .keys import signing_key as key_from_seed
 
 # ---------------------------------------------------------------------------- opcodes and errors
 OP = dict(
@@ -77,8 +79,7 @@ class Err(R.Err):
     EVIDENCE_USED = 313
 
 
-ERROR_NAMES = {v: k.lower() for k, v in vars(Err).items() if isinstance(v, int)} | {
-    v: k.lower() for k, v in vars(R.Err).items() if isinstance(v, int)}
+ERROR_NAMES = names_for("stake")
 
 # What a provider should do about each refusal; the CLI prints these.
 ERROR_ADVICE = {
@@ -102,9 +103,7 @@ ERROR_ADVICE = {
 
 
 def describe_error(code: Optional[int]) -> str:
-    if code is None:
-        return "no exit code"
-    return f"{code} ({ERROR_NAMES.get(code, 'tvm')})"
+    return _describe(code, ERROR_NAMES)
 
 
 # ---------------------------------------------------------------------------- address
@@ -122,25 +121,6 @@ def stake_code(lang: str) -> Cell:
 
 
 # ---------------------------------------------------------------------------- keys and statements
-def _key_int(key: int | bytes) -> int:
-    if isinstance(key, bytes):
-        if len(key) != 32:
-            raise ValueError("an Ed25519 public key is 32 bytes")
-        return int.from_bytes(key, "big")
-    if not 0 <= key < 2**256:
-        raise ValueError("an Ed25519 public key is a 256-bit unsigned integer")
-    return key
-
-
-def public_key_int(private: Ed25519PrivateKey) -> int:
-    """The operator key as the contract stores it (uint256 of the raw 32-byte public key)."""
-    return int.from_bytes(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw), "big")
-
-
-def key_from_seed(seed: bytes) -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.from_private_bytes(seed)
-
-
 @dataclass(frozen=True)
 class Statement:
     """stake_statement of stake.tlb: what an operator key says about (kind, context, seqno)."""
@@ -196,16 +176,11 @@ def payload_cell(data: bytes) -> Cell:
 
 def sign_statement(private: Ed25519PrivateKey, statement: Statement) -> SignedStatement:
     """Ed25519 over the representation hash of the statement cell (what CHKSIGNU checks)."""
-    return SignedStatement(statement, private.sign(statement.hash))
+    return SignedStatement(statement, K.sign(private, statement.hash))
 
 
 def verify_statement(public_key: int | bytes, statement: Statement, signature: bytes) -> bool:
-    raw = _key_int(public_key).to_bytes(32, "big")
-    try:
-        Ed25519PublicKey.from_public_bytes(raw).verify(signature, statement.hash)
-        return True
-    except (InvalidSignature, ValueError):
-        return False
+    return K.verify(public_key, signature, statement.hash)
 
 
 def is_equivocation(a: SignedStatement, b: SignedStatement, public_key: int | bytes) -> bool:
@@ -242,7 +217,7 @@ def withdraw(query_id: int = 0) -> Cell:
 
 
 def set_operator(key: int | bytes, query_id: int = 0) -> Cell:
-    return _head("set_operator", query_id).store_uint(_key_int(key), 256).end_cell()
+    return _head("set_operator", query_id).store_uint(K.key_int(key), 256).end_cell()
 
 
 def register_proxy(endpoint: str, query_id: int = 0) -> Cell:
@@ -350,7 +325,7 @@ class StakeReader:
         """What a proxy checks before routing to a worker: the stake is active (at least the minimum,
         not jailed) and bound to the key in the worker's attestation."""
         st = self.state()
-        return st.is_active and st.operator_key == _key_int(operator_key)
+        return st.is_active and st.operator_key == K.key_int(operator_key)
 
 
 def storage_deficit(balance: int, state: "StakeState") -> int:

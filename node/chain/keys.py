@@ -22,10 +22,11 @@ class Keys:
 
 
 def keys_from_seed(seed: bytes) -> Keys:
-    from nacl.bindings import crypto_sign_seed_keypair
+    """Wallet keys from a 32-byte Ed25519 seed (pytoniq's private key is the seed followed by the public key)."""
+    from wrappers.keys import signing_key
 
-    pub, priv = crypto_sign_seed_keypair(seed)
-    return Keys(pub, priv)
+    public = signing_key(seed).public_key().public_bytes_raw()
+    return Keys(public, bytes(seed) + public)
 
 
 def keys_from_words(words: str, where: str) -> Keys:

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from wrappers.pricing import COEF_ONE
-
-TON = 10**9
+from wrappers import TON
 
 
 @dataclass

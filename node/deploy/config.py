@@ -21,12 +21,12 @@ from pytoniq_core import Address
 
 from node.chain import NETWORKS, CocoonError
 from wrappers import registry as R
+from wrappers import TON as NANO  # nanoTON in one TON
 
 LANGUAGES = ("func", "tolk")
 CHILDREN = ("stake", "escrow", "reputation")
 WALLETS = ("v4r2", "v5r1")
 TRUST_KINDS = ("worker_images", "proxy_images", "models")
-NANO = 10**9
 MAX_COINS = 2**120 - 1  # VarUInteger 16
 
 # (key, kind, unit) for every NetworkParams field, by table. Kinds: ton (decimal TON -> nanoTON),

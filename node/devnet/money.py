@@ -17,8 +17,7 @@ from typing import Optional
 from pytoniq_core import Address
 
 from .state import DevnetState
-
-TON = 10**9
+from wrappers import TON
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pytoniq_core import Address
 
 from .procs import DevnetError, Reporter, cocoon_argv, exited, free_port, http_ok, spawn, tail
 from .state import DevnetState, ProcRecord
+from wrappers import TON
 
-TON = 10**9
 DEFAULT_DIR = Path(".cocoon/devnet")
 PROXY_STAKE = 60 * TON
 WORKER_STAKE = 20 * TON

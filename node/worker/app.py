@@ -23,8 +23,9 @@ from node.tee.quote import parse_quote
 from node.tee.ratls import Identity, PeerVerifier, RaTlsConnector, renew_forever
 from node.tee.registry_source import RegistrySnapshot, SnapshotSource
 from node.tee.verify import Policy
+from wrappers import keys as K
 from wrappers import escrow as E
-from wrappers.escrow import signing_key
+from wrappers.keys import signing_key
 
 from .chain import WorkerChain, WorkerError, model_hash
 from .engines import HttpEngine, LlamaEngine
@@ -118,7 +119,7 @@ async def start(w: Worker) -> list:
     why = _allowed(snap, w.image_hash, w.model_hash, w.simulated)
     if why:
         raise WorkerError(why)
-    op_key = E.public_key_int(key)
+    op_key = K.public_key_int(key)
     stake = await chain.check_stake(owner, op_key)
     params = await chain.params()
     economics = params.economics

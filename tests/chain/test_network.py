@@ -12,8 +12,7 @@ import pytest
 
 from node.chain import CocoonError, keys_from_words, load_keys, new_mnemonic, open_network, write_mnemonic
 from wrappers import registry as R
-
-TON = 10**9
+from wrappers import TON
 
 
 def test_importing_the_chain_layer_loads_no_click():

@@ -17,9 +17,9 @@ from pytoniq_core.crypto.keys import mnemonic_new
 
 from node.chain import keys_from_words, open_network, open_wallet
 from wrappers.chain.http import ToncenterProvider
+from wrappers import TON
 
 ROOT = Path(__file__).resolve().parents[2]
-TON = 10**9
 
 
 def _wallet_address(words: list[str]) -> Address:

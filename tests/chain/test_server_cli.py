@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from node.cli import main
 from wrappers import escrow as E
-
-TON = 10**9
+from wrappers import TON
 
 
 def _keys(tmp: Path) -> dict:

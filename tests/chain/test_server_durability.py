@@ -14,9 +14,9 @@ from pytoniq_core import Address, Cell
 
 from tests.chain.server import ChainServer, SignedWallet
 from tests.procs import PYTHON
+from wrappers import TON
 
 ROOT = Path(__file__).resolve().parents[2]
-TON = 10**9
 
 
 def _seqno(s: ChainServer, a: Address) -> int:

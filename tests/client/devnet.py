@@ -21,8 +21,8 @@ from typing import Optional
 from pytoniq_core import Address
 
 from tests.procs import COCOON, PYTHON, Procs, free_port, http_ready
+from wrappers import TON
 
-TON = 10**9
 GOVERNANCE_DELAY = 60
 ECONOMICS = dict(price_per_token=100_000, worker_fee_per_token=80_000, prompt_mult=10_000, cached_mult=1_000,
                  completion_mult=20_000, reasoning_mult=20_000, min_escrow_deposit=TON // 100, close_delay=120)

@@ -10,11 +10,13 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.transaction import MessageAny
 
+from wrappers import keys as K
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.records import find_transactions, has_transaction
-from wrappers.escrow import Err, State, TON
+from wrappers import TON
+from wrappers.escrow import Err, State
 
 DELAY = 3600                 # the registry's close delay
 MIN_DEPOSIT = 1 * TON        # the registry's minimum escrow deposit
@@ -23,7 +25,7 @@ GOV_DELAY = 600
 
 
 def key(n: int):
-    return E.signing_key(bytes([n]) * 32)
+    return K.signing_key(bytes([n]) * 32)
 
 
 class Env:
@@ -43,13 +45,13 @@ class Env:
         self.payer_key, self.payee_key, self.stranger_key = key(1), key(2), key(3)
         self.esc = self.channel(self.payer_key)
         self.fresh = c.snapshot()
-        self.open_txs = self.esc.open(self.payer, DEPOSIT, E.public_key_int(self.payee_key))
+        self.open_txs = self.esc.open(self.payer, DEPOSIT, K.public_key_int(self.payee_key))
         self.opened = c.snapshot()
 
     def channel(self, payer_key, payer=None, payee=None, registry=None) -> E.EmbeddedEscrow:
         return E.EmbeddedEscrow(self.chain, self.code, registry or self.reg.address,
                                 (payer or self.payer).address, (payee or self.payee).address,
-                                E.public_key_int(payer_key))
+                                K.public_key_int(payer_key))
 
     def voucher(self, amount: int, signer=None, esc: E.EmbeddedEscrow | None = None) -> E.Voucher:
         return E.Voucher.sign(signer or self.payer_key, (esc or self.esc).address, amount)
@@ -150,7 +152,7 @@ def test_open_reads_params_from_the_registry(env: Env):
     ch = env.ch
     assert (ch.state, ch.deposited, ch.claimed, ch.withdrawn, ch.owed, ch.pending) == (State.OPEN, DEPOSIT, 0, 0, 0, 0)
     assert env.esc.read.config() == (DELAY, MIN_DEPOSIT)
-    assert env.esc.read.keys() == (E.public_key_int(env.payer_key), E.public_key_int(env.payee_key))
+    assert env.esc.read.keys() == (K.public_key_int(env.payer_key), K.public_key_int(env.payee_key))
     assert env.esc.read.payee_key_is(env.payee_key) and not env.esc.read.payee_key_is(env.stranger_key)
     assert env.esc.read.parties() == (env.reg.address, env.payer.address, env.payee.address)
     # the registry's getter derives the same address
@@ -163,7 +165,7 @@ def test_open_reads_params_from_the_registry(env: Env):
 def test_open_below_the_minimum_is_refused_and_returned(env: Env):
     env.chain.restore(env.fresh)
     before = env.payer.balance
-    txs = env.esc.open(env.payer, MIN_DEPOSIT - 1, E.public_key_int(env.payee_key))
+    txs = env.esc.open(env.payer, MIN_DEPOSIT - 1, K.public_key_int(env.payee_key))
     refused = payments(txs, env, to=env.payer)
     assert len(refused) == 1
     p, value = refused[0]
@@ -178,7 +180,7 @@ def test_open_below_the_minimum_is_refused_and_returned(env: Env):
     env.expect_error(env.esc.top_up(env.stranger, TON), Err.NOT_OPEN)
     env.expect_error(env.esc.claim(env.payee, env.voucher(1)), Err.NOT_OPEN)
     # ...until a sufficient open
-    env.ok(env.esc.open(env.payer, MIN_DEPOSIT, E.public_key_int(env.payee_key)))
+    env.ok(env.esc.open(env.payer, MIN_DEPOSIT, K.public_key_int(env.payee_key)))
     assert env.ch.state == State.OPEN and env.ch.deposited == MIN_DEPOSIT
 
 
@@ -263,7 +265,7 @@ def test_a_huge_close_delay_still_lets_the_channel_close(env: Env, which):
     params = replace(env.params, economics=R.Economics(min_escrow_deposit=MIN_DEPOSIT, close_delay=0xFFFFFFFF))
     reg, _ = R.EmbeddedRegistry.deploy(env.chain, env.stranger, env.lang, params, R.ChildCodes(escrow=env.code))
     esc = env.channel(env.payer_key, registry=reg.address)
-    env.ok(esc.open(env.payer, DEPOSIT, E.public_key_int(env.payee_key)), esc)
+    env.ok(esc.open(env.payer, DEPOSIT, K.public_key_int(env.payee_key)), esc)
     if which == "close":
         txs = esc.request_close(env.payer)
     else:
@@ -367,7 +369,7 @@ def test_voucher_from_another_channel(env: Env):
     other = env.channel(env.payer_key, payee=env.stranger)
     env.ok(other.open(env.payer, 2 * TON, 0), other)
     foreign = env.voucher(TON, esc=other)
-    assert foreign.verify(E.public_key_int(env.payer_key))
+    assert foreign.verify(K.public_key_int(env.payer_key))
     with Unchanged(env, sender=env.payee):
         txs = env.esc.claim(env.payee, replace(foreign, channel=env.esc.address))
     env.expect_error(txs, Err.BAD_SIGNATURE)
@@ -449,7 +451,7 @@ def test_truncated_bodies_are_a_cell_underflow_in_every_state(env: Env, state):
     sig = bytes(64)
     params = (begin_cell().store_uint(R.OP["params_response"], 32).store_uint(0, 64).store_uint(1, 32)
               .store_ref(env.params.to_cell()).end_cell())
-    bodies = [E.open_body(TON, E.public_key_int(env.payee_key)), E.top_up_body(TON), E.claim_body(env.voucher(TON)),
+    bodies = [E.open_body(TON, K.public_key_int(env.payee_key)), E.top_up_body(TON), E.claim_body(env.voucher(TON)),
               E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
               E.coop_close_body(TON, sig, sig), params]
     for sender in (env.payer, env.stranger):
@@ -766,7 +768,7 @@ def test_getters_of_an_unopened_escrow(env: Env):
     env.payer.send(env.esc.address, E.STORAGE_RESERVE, None, state_init=env.esc.state_init, bounce=False)
     assert env.esc.read.channel() == E.Channel(State.NEW, 0, 0, 0, 0, 0, 0)
     assert env.esc.read.parties() == (env.reg.address, env.payer.address, env.payee.address)
-    assert env.esc.read.keys() == (E.public_key_int(env.payer_key), 0)
+    assert env.esc.read.keys() == (K.public_key_int(env.payer_key), 0)
     assert env.esc.read.config() == (0, 0)
 
 
@@ -774,7 +776,7 @@ def test_voucher_bookkeeping(env: Env):
     """The payer signs cumulative vouchers and the payee keeps the latest valid one; what the
     payee keeps is exactly what the contract pays."""
     signer = E.VoucherSigner(env.esc.address, env.payer_key)
-    tracker = E.VoucherTracker(env.esc.address, E.public_key_int(env.payer_key))
+    tracker = E.VoucherTracker(env.esc.address, K.public_key_int(env.payer_key))
     assert tracker.accept(signer.pay(TON)) and tracker.accept(signer.pay(2 * TON))
     old = E.Voucher.sign(env.payer_key, env.esc.address, TON)
     assert not tracker.accept(old) and tracker.authorized == 3 * TON
@@ -950,7 +952,7 @@ class Cli:
         return asyncio.run(WalletV4R2.from_private_key(EmbeddedProvider(EmbeddedChain()), keys.private, version="v4r2")).address
 
     def pub(self, name: str) -> str:
-        return f"{E.public_key_int(self.seeds[name]):064x}"
+        return f"{K.public_key_int(self.seeds[name]):064x}"
 
 
 def _line(out: str, prefix: str) -> str:

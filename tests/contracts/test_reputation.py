@@ -14,13 +14,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.build import load_code
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.getmethod import run_get_method
 from wrappers.chain.records import find_transactions, has_transaction
-from wrappers.reputation import Err, ReportStats, ScoreState, TON
+from wrappers import TON
+from wrappers.reputation import Err, ReportStats, ScoreState
 
 # The registry only hashes the stake code (stake addresses are derived from it); messages from stake
 # contracts are forged from those addresses, as in test_registry.py.
@@ -74,13 +76,13 @@ class Env:
     def register(self, name: str):
         owner = self.proxies[name].address
         txs = self.from_stake(owner, R.ROLE_PROXY,
-                              R.register_proxy(owner, P.operator_public_key(self.keys[name]), 60 * TON, True, "p:1"))
+                              R.register_proxy(owner, K.public_key_int(self.keys[name]), 60 * TON, True, "p:1"))
         assert has_transaction(txs, to=self.reg.address, success=True)
 
     def set_active(self, name: str, active: bool):
         owner = self.proxies[name].address
         self.from_stake(owner, R.ROLE_PROXY,
-                        R.stake_status(owner, R.ROLE_PROXY, active, P.operator_public_key(self.keys[name]), 60 * TON))
+                        R.stake_status(owner, R.ROLE_PROXY, active, K.public_key_int(self.keys[name]), 60 * TON))
         assert self.reg.read.proxy(owner).active == active
 
     def report(self, proxy: str = "proxy-a", epoch: int | None = None, stats: ReportStats = GOOD,
@@ -694,7 +696,7 @@ def test_end_to_end_with_real_stake_contracts(lang):
         who, key = c.treasury(name), S.derive_operator_key(name)
         st = S.EmbeddedStake(c, stake_code, reg.address, who.address, role)
         st.send(who, S.deposit(), amount + S.DEPOSIT_FEE)
-        st.send(who, S.set_operator(S.public_key_int(key)))
+        st.send(who, S.set_operator(K.public_key_int(key)))
         return who, key, st
 
     def equivocate(st, key):
@@ -859,7 +861,7 @@ def test_cli_show_submit_and_listing(lang, tmp_path, monkeypatch):
             cli.keys["operator"], "--key-file", cli.keys["relayer"]]
     assert "not a registered proxy" in cli.fails(*args, "--succeeded", 3)
     op_seed = bytes.fromhex(cli.keys["operator"].read_text())
-    cli.register_proxy(proxy, P.operator_public_key(op_seed))
+    cli.register_proxy(proxy, K.public_key_int(op_seed))
     assert "has no worker stake" in cli.fails(*args, "--succeeded", 3)
     cli.stake_worker(worker)
     cli.stake_worker(other)

@@ -15,11 +15,13 @@ from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.account import StateInit
 from pytoniq_core.tlb.transaction import MessageAny
 
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.records import find_transactions, has_transaction
-from wrappers.stake import Err, ROLE_PROXY, ROLE_WORKER, TON
+from wrappers import TON
+from wrappers.stake import Err, ROLE_PROXY, ROLE_WORKER
 
 DELAY = 3600
 UNBOND = 7 * 86400
@@ -31,7 +33,7 @@ WORKER_STAKE, PROXY_STAKE = 20 * TON, 60 * TON
 def wallet_key(name: str):
     """The Ed25519 key of the embedded treasury called ``name``: the operator key is also the key of
     a wallet, so the tests can show that this key cannot move funds."""
-    return S.key_from_seed(hashlib.sha256(b"cocoon-embedded-treasury:" + name.encode()).digest())
+    return K.signing_key(hashlib.sha256(b"cocoon-embedded-treasury:" + name.encode()).digest())
 
 
 class Env:
@@ -54,10 +56,10 @@ class Env:
         self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, self.params, R.ChildCodes(self.code, None, None))
         self.worker = self.stake(self.provider.address, ROLE_WORKER)
         self.deploy_txs = self.worker.send(self.provider, S.deposit(), WORKER_STAKE + S.DEPOSIT_FEE)
-        self.worker.send(self.provider, S.set_operator(S.public_key_int(self.op_key)))
+        self.worker.send(self.provider, S.set_operator(K.public_key_int(self.op_key)))
         self.proxy = self.stake(self.proxy_owner.address, ROLE_PROXY)
         self.proxy.send(self.proxy_owner, S.deposit(), PROXY_STAKE + S.DEPOSIT_FEE)
-        self.proxy.send(self.proxy_owner, S.set_operator(S.public_key_int(self.proxy_key)))
+        self.proxy.send(self.proxy_owner, S.set_operator(K.public_key_int(self.proxy_key)))
 
     def stake(self, owner: Address, role: int, registry: Address | None = None) -> S.EmbeddedStake:
         return S.EmbeddedStake(self.chain, self.code, registry or self.reg.address, owner, role)
@@ -169,7 +171,7 @@ def test_first_deposit_deploys_queries_params_and_reports_status(env: Env):
     assert st.active == WORKER_STAKE and st.unbonding == 0
     version, staking = w.read.params()
     assert staking == env.params.staking and version == env.reg.read.version()
-    assert w.read.keys() == S.Keys(S.public_key_int(env.op_key), 0, 0)
+    assert w.read.keys() == S.Keys(K.public_key_int(env.op_key), 0, 0)
     assert w.read.slashing() == S.Slashing(0, 0, 0) and w.read.is_active()
     assert w.read.unbonding() == S.Unbonding([], 0, 0)
     # the registry heard of the activation
@@ -182,8 +184,8 @@ def test_first_deposit_deploys_queries_params_and_reports_status(env: Env):
 def test_serves_with_checks_activity_and_key(env: Env):
     w = env.worker
     key = env.op_key.public_key().public_bytes_raw()
-    assert w.read.serves_with(key) and w.read.serves_with(S.public_key_int(env.op_key))
-    assert not w.read.serves_with(S.public_key_int(env.other_key))
+    assert w.read.serves_with(key) and w.read.serves_with(K.public_key_int(env.op_key))
+    assert not w.read.serves_with(K.public_key_int(env.other_key))
     w.send(env.provider, S.unbond(WORKER_STAKE - MIN_WORKER + 1))
     assert not w.read.serves_with(key)
 
@@ -201,7 +203,7 @@ def test_getters_read_the_initial_form(env: Env):
 
 def test_first_operation_other_than_a_deposit_pays_the_init(env: Env):
     s = env.stake(env.stranger.address, ROLE_WORKER)
-    key = S.public_key_int(env.other_key)
+    key = K.public_key_int(env.other_key)
     txs = s.send(env.stranger, S.set_operator(key), S.OP_VALUE + S.INIT_VALUE - 1)
     env.expect_error(s, txs, Err.LOW_VALUE)
     txs = s.send(env.stranger, S.set_operator(key), S.OP_VALUE + S.INIT_VALUE)
@@ -231,7 +233,7 @@ def test_the_other_build_reads_the_same_storage(env: Env):
     w.send(env.provider, S.unbond(3 * TON))
     env.chain.advance(60)
     w.send(env.provider, S.unbond(2 * TON))
-    w.send(env.provider, S.set_operator(S.public_key_int(env.op_key2)))
+    w.send(env.provider, S.set_operator(K.public_key_int(env.op_key2)))
     env.report(env.statement(env.op_key2, b"a"), env.statement(env.op_key2, b"b"))
     fresh = env.stake(env.stranger.address, ROLE_PROXY)
     env.stranger.send(fresh.address, TON, None, state_init=fresh.state_init)
@@ -324,8 +326,8 @@ def pending(env: Env):
     txs = w.send(env.provider, S.deposit(), WORKER_STAKE + S.DEPOSIT_FEE)
     assert has_transaction(txs, from_=w.address, to=env.stranger.address, op=S.REGISTRY_OP["query_params"])
     p.send(env.proxy_owner, S.deposit(), PROXY_STAKE + S.DEPOSIT_FEE)
-    w.send(env.provider, S.set_operator(S.public_key_int(env.op_key)))  # the first key needs no params
-    assert w.read.keys().operator_key == S.public_key_int(env.op_key)
+    w.send(env.provider, S.set_operator(K.public_key_int(env.op_key)))  # the first key needs no params
+    assert w.read.keys().operator_key == K.public_key_int(env.op_key)
     st = w.read.state()
     assert st.active == WORKER_STAKE and not st.params_ready and not st.is_active
     return w, p
@@ -335,7 +337,7 @@ def test_operations_that_need_params_wait_for_them(env: Env, pending):
     w, p = pending
     cases = [
         (w, env.provider, S.unbond(TON), S.OP_VALUE),
-        (w, env.provider, S.set_operator(S.public_key_int(env.op_key2)), S.OP_VALUE),   # a rotation
+        (w, env.provider, S.set_operator(K.public_key_int(env.op_key2)), S.OP_VALUE),   # a rotation
         (p, env.proxy_owner, S.register_proxy("10.0.0.1:443"), S.OP_VALUE),
         (w, env.reporter, S.report_equivocation(env.statement(env.op_key, b"a", stake=w),
                                                 env.statement(env.op_key, b"b", stake=w)), S.REPORT_VALUE),
@@ -377,7 +379,7 @@ def test_deposit_counts_value_minus_fee_and_returns_the_unspent_fee(env: Env):
     assert w.read.state().active == WORKER_STAKE + 5 * TON
     back = find_transactions(txs, from_=w.address, to=env.provider.address, op=S.OP_EXCESSES)
     assert back and 0 < back[0].value < S.DEPOSIT_FEE
-    assert parse_status(status_messages(env, txs)[0]) == (True, S.public_key_int(env.op_key), WORKER_STAKE + 5 * TON)
+    assert parse_status(status_messages(env, txs)[0]) == (True, K.public_key_int(env.op_key), WORKER_STAKE + 5 * TON)
     assert w.balance >= WORKER_STAKE + 5 * TON + S.MIN_RESERVE
 
 
@@ -416,7 +418,7 @@ def test_below_minimum_is_inactive_until_topped_up(env: Env):
 
 def test_rotation_retires_the_key_and_a_second_rotation_waits(env: Env):
     w = env.worker
-    k1, k2, k3 = (S.public_key_int(k) for k in (env.op_key, env.op_key2, env.other_key))
+    k1, k2, k3 = (K.public_key_int(k) for k in (env.op_key, env.op_key2, env.other_key))
     txs = w.send(env.provider, S.set_operator(k2))
     assert env.on(w, txs)[0].success
     assert w.read.keys() == S.Keys(k2, k1, env.chain.now + UNBOND)
@@ -432,7 +434,7 @@ def test_rotation_retires_the_key_and_a_second_rotation_waits(env: Env):
 
 def test_same_key_changes_nothing(env: Env):
     data = env.worker.data_hash
-    txs = env.worker.send(env.provider, S.set_operator(S.public_key_int(env.op_key)))
+    txs = env.worker.send(env.provider, S.set_operator(K.public_key_int(env.op_key)))
     assert env.on(env.worker, txs)[0].success and env.worker.data_hash == data
     assert not status_messages(env, txs)
 
@@ -440,7 +442,7 @@ def test_same_key_changes_nothing(env: Env):
 def test_rotation_by_stranger_or_operator(env: Env):
     for who in (env.stranger, env.operator):
         with Unchanged(env):
-            txs = env.worker.send(who, S.set_operator(S.public_key_int(env.other_key)))
+            txs = env.worker.send(who, S.set_operator(K.public_key_int(env.other_key)))
         env.expect_error(env.worker, txs, Err.NOT_OWNER)
 
 
@@ -460,7 +462,7 @@ def test_unbond_and_withdraw_after_the_period(env: Env):
     assert env.on(w, txs)[0].success
     st = w.read.state()
     assert (st.active, st.unbonding, st.is_active) == (5 * TON, 15 * TON, False)
-    assert parse_status(status_messages(env, txs)[0]) == (False, S.public_key_int(env.op_key), 5 * TON)
+    assert parse_status(status_messages(env, txs)[0]) == (False, K.public_key_int(env.op_key), 5 * TON)
     unlock = env.chain.now + UNBOND
     assert w.read.unbonding() == S.Unbonding([S.UnbondRequest(0, 15 * TON, unlock)], 0, unlock)
     env.chain.advance(UNBOND - 1)
@@ -527,7 +529,7 @@ def test_unbond_and_withdraw_by_stranger_or_operator(env: Env):
                 txs = env.worker.send(who, body)
             env.expect_error(env.worker, txs, Err.NOT_OWNER)
     # the operator key signs statements but also controls a wallet: still nothing moves
-    assert env.operator.public_key == S.public_key_int(env.op_key).to_bytes(32, "big")
+    assert env.operator.public_key == K.public_key_int(env.op_key).to_bytes(32, "big")
 
 
 # ================================================================================================
@@ -539,7 +541,7 @@ def test_proxy_registers_through_its_stake(env: Env):
     assert has_transaction(txs, from_=p.address, to=env.reg.address, op=S.REGISTRY_OP["register_proxy"], success=True)
     info = env.reg.read.proxy(env.proxy_owner.address)
     assert info and info.active and info.stake == PROXY_STAKE and info.endpoint == "10.0.0.1:8443"
-    assert info.operator_key == S.public_key_int(env.proxy_key)
+    assert info.operator_key == K.public_key_int(env.proxy_key)
     # the registry returns the excess to the owner
     back = find_transactions(txs, from_=env.reg.address, to=env.proxy_owner.address, op=S.OP_EXCESSES)
     assert back and back[0].value > TON // 2
@@ -552,8 +554,8 @@ def test_proxy_registers_through_its_stake(env: Env):
     p.send(env.proxy_owner, S.deposit(), TON + S.DEPOSIT_FEE)
     assert env.reg.read.proxy(env.proxy_owner.address).active
     # and key rotations
-    p.send(env.proxy_owner, S.set_operator(S.public_key_int(env.other_key)))
-    assert env.reg.read.proxy(env.proxy_owner.address).operator_key == S.public_key_int(env.other_key)
+    p.send(env.proxy_owner, S.set_operator(K.public_key_int(env.other_key)))
+    assert env.reg.read.proxy(env.proxy_owner.address).operator_key == K.public_key_int(env.other_key)
 
 
 def test_register_proxy_refusals(env: Env):
@@ -751,7 +753,7 @@ def test_equivocation_slashes_pays_and_jails(env: Env):
     slashed = held * SLASH_BPS // 10_000
     reward = slashed * REPORTER_BPS // 10_000
     a, b = env.statement(env.op_key, b"answer A"), env.statement(env.op_key, b"answer B")
-    assert S.is_equivocation(a, b, S.public_key_int(env.op_key))
+    assert S.is_equivocation(a, b, K.public_key_int(env.op_key))
     dao_before, balance_before = env.dao.balance, w.balance
     txs = env.report(a, b)
     assert env.on(w, txs)[0].success
@@ -869,7 +871,7 @@ def test_report_value_and_shape(env: Env):
 
 def test_retired_key_evidence_counts_within_its_window(env: Env):
     w = env.worker
-    w.send(env.provider, S.set_operator(S.public_key_int(env.op_key2)))
+    w.send(env.provider, S.set_operator(K.public_key_int(env.op_key2)))
     env.chain.advance(UNBOND - 1)
     snap = env.chain.snapshot()
     txs = env.report(env.statement(env.op_key, b"a"), env.statement(env.op_key, b"b"))
@@ -965,7 +967,7 @@ def test_governance_slash_only_through_the_registry_after_the_delay(env: Env):
     # the attached value and the reserve pay for both notifications
     status = status_messages(env, txs)
     assert len(status) == 1 and status[0].success
-    assert parse_status(status[0]) == (False, S.public_key_int(env.op_key), 0)
+    assert parse_status(status[0]) == (False, K.public_key_int(env.op_key), 0)
     assert w.balance >= st.unbonding
 
 
@@ -1087,7 +1089,7 @@ def _step(env: Env, m: Model, keys: list, op: str, arg: int, seq: int) -> None:
     else:  # rotate
         expect = Err.ROTATION_TOO_SOON if now < m.retired_until else None
         nxt = (m.key_index + 1) % len(keys)
-        txs = w.send(env.provider, S.set_operator(S.public_key_int(keys[nxt])))
+        txs = w.send(env.provider, S.set_operator(K.public_key_int(keys[nxt])))
         if expect is None:
             m.key_index, m.retired_until = nxt, now + UNBOND
     mine = [t for t in env.on(w, txs) if not t.bounced]
@@ -1168,10 +1170,10 @@ def test_cli_end_to_end(lang, tmp_path):
     out = cli("stake", "deposit", "20", key="provider")
     assert "ok: deposited 20 TON" in out and "ACTIVE" in out
     op_key = S.derive_operator_key("cli-operator")
-    cli("stake", "set-operator", f"{S.public_key_int(op_key):064x}", key="provider")
+    cli("stake", "set-operator", f"{K.public_key_int(op_key):064x}", key="provider")
     out = cli("stake", "status", key="provider")
     assert "ACTIVE" in _field(out, "state") and _field(out, "active") == "20"
-    assert f"{S.public_key_int(op_key):064x}" in out
+    assert f"{K.public_key_int(op_key):064x}" in out
     stake_addr = Address(_field(out, "stake"))
 
     out = cli("stake", "unbond", "5", key="provider")
@@ -1212,7 +1214,7 @@ def test_cli_end_to_end(lang, tmp_path):
     out = cli("stake", "register-proxy", "10.0.0.1:8443", key="proxy", ok=False)
     assert "no proxy stake" in out
     cli("stake", "deposit", "60", "--role", "proxy", key="proxy")
-    cli("stake", "set-operator", f"{S.public_key_int(S.derive_operator_key('cli-proxy')):064x}", "--role", "proxy",
+    cli("stake", "set-operator", f"{K.public_key_int(S.derive_operator_key('cli-proxy')):064x}", "--role", "proxy",
         key="proxy")
     out = cli("stake", "register-proxy", "10.0.0.1:8443", key="proxy")
     assert "registered: proxy 10.0.0.1:8443" in out

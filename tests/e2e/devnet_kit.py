@@ -12,8 +12,7 @@ from pathlib import Path
 
 from node.devnet import Devnet, Reporter, money
 from tests.procs import COCOON
-
-TON = 10**9
+from wrappers import TON
 
 
 def make_devnet(tmp_path_factory, workers: int = 2, budget: str = "200") -> Devnet:

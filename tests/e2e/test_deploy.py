@@ -21,10 +21,10 @@ from node.cli import main
 from wrappers import registry as R
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.provider import EmbeddedProvider
+from wrappers import TON
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "scripts" / "deploy" / "examples"
-TON = 10**9
 
 
 def artifact(name: str, lang: str = "tolk") -> dict:

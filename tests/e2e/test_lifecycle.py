@@ -13,8 +13,7 @@ from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.chain.records import find_transactions
 from wrappers.pricing import charge, max_cost
-
-TON = 10**9
+from wrappers import TON
 
 
 @pytest.fixture(scope="module", params=["func", "tolk"])

@@ -8,6 +8,7 @@ from pytoniq_core import Cell
 
 from node.link import frames as F
 from node.openai import protocol as P
+from wrappers import keys as K
 from wrappers import stake as S
 from wrappers.receipts import Receipt, response_hash
 
@@ -22,7 +23,7 @@ def chat_body(content="Say hello in one short sentence.", **kw) -> bytes:
 
 def check_receipt(served, job_id: str, body: bytes, rf: F.ReceiptFrame, content: str, calls=()):
     signed = S.SignedStatement.from_cell(Cell.one_from_boc(rf.receipt))
-    assert signed.verify(S.public_key_int(served.world.worker.key))
+    assert signed.verify(K.public_key_int(served.world.worker.key))
     r = Receipt.from_statement(signed.statement)
     assert r.job_id == int(job_id, 16)
     import hashlib

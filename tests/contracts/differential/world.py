@@ -16,6 +16,7 @@ from typing import Any
 
 from pytoniq_core import Address, Cell, Slice, begin_cell
 
+from wrappers import keys as K
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
@@ -25,8 +26,7 @@ from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.fastparse import account_balance, load_addr
 from wrappers.chain.cells import to_tonpy as _t
 from wrappers.chain.getmethod import GetMethodError, run_get_method
-
-TON = 10**9
+from wrappers import TON
 
 # ------------------------------------------------------------------------------------------ the cast
 WALLETS = ("owner", "heir", "dao", "alice", "bob", "carol", "relayer")
@@ -36,7 +36,7 @@ WORKERS = ("alice", "bob")                    # reputation records
 ROLES = (S.ROLE_WORKER, S.ROLE_PROXY)
 
 OPERATOR_KEYS = [S.derive_operator_key(f"differential:{i}") for i in range(4)]     # k0..k3
-PAYER_KEYS = [E.signing_key(hashlib.sha256(b"differential-payer:%d" % i).digest()) for i in range(2)]  # p0, p1
+PAYER_KEYS = [K.signing_key(hashlib.sha256(b"differential-payer:%d" % i).digest()) for i in range(2)]  # p0, p1
 # an address with no account: payments to it bounce (the escrow keeps them as owed), payouts stay there
 GHOST = Address((0, hashlib.sha256(b"differential-ghost").digest()))
 # channel name -> (payer, payee, payer key index); c1 shares c0's parties with another key, c4 pays itself,
@@ -46,11 +46,11 @@ CHANNELS = {"c0": ("carol", "alice", 0), "c1": ("carol", "alice", 1), "c2": ("ca
 
 
 def key_int(i: int) -> int:
-    return S.public_key_int(OPERATOR_KEYS[i])
+    return K.public_key_int(OPERATOR_KEYS[i])
 
 
 def payer_key_int(i: int) -> int:
-    return E.public_key_int(PAYER_KEYS[i])
+    return K.public_key_int(PAYER_KEYS[i])
 
 
 # ------------------------------------------------------------------------------------------ parameters
