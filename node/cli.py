@@ -65,28 +65,26 @@ def build(check: bool, lang: str, contract: str | None) -> None:
     click.echo(f"{len(arts)} artifact(s) written")
 
 
-def _register_optional() -> None:
-    """Attach subcommand groups that live in their own modules."""
-    import importlib
+# The command groups, each in its own module: a module that fails to import stops `cocoon` with its
+# error instead of a command silently missing.
+from .cli_attest import attest  # noqa: E402
+from .cli_chain import chain  # noqa: E402
+from .cli_client import client  # noqa: E402
+from .cli_demo import demo  # noqa: E402
+from .cli_deploy import deploy  # noqa: E402
+from .cli_devnet import devnet  # noqa: E402
+from .cli_escrow import escrow  # noqa: E402
+from .cli_proxy import proxy  # noqa: E402
+from .cli_receipt import receipt  # noqa: E402
+from .cli_registry import registry  # noqa: E402
+from .cli_reputation import reputation  # noqa: E402
+from .cli_stake import stake  # noqa: E402
+from .cli_wallet import wallet  # noqa: E402
+from .cli_worker import worker  # noqa: E402
 
-    for module, attr in (("node.cli_attest", "attest"), ("node.cli_registry", "registry"),
-                         ("node.cli_worker", "worker"),
-                         ("node.cli_demo", "demo"), ("node.cli_stake", "stake"),
-                         ("node.cli_escrow", "escrow"), ("node.cli_reputation", "reputation"),
-                         ("node.cli_deploy", "deploy"), ("node.cli_chain", "chain"),
-                         ("node.cli_wallet", "wallet"), ("node.cli_client", "client"),
-                         ("node.cli_receipt", "receipt"), ("node.cli_proxy", "proxy"),
-                         ("node.cli_devnet", "devnet")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        main.add_command(getattr(mod, attr))
-
-
-_register_optional()
+for _command in (attest, registry, worker, demo, stake, escrow, reputation, deploy, chain, wallet, client, receipt,
+                 proxy, devnet):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

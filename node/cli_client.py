@@ -11,6 +11,7 @@ from typing import Optional
 import click
 
 from .chainctx import UserError, guarded
+from .cli_parse import client_store as _store
 
 DEFAULT_STATE = Path(".cocoon/client")
 
@@ -145,16 +146,6 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
     app = init(settings)
     click.echo(f"cocoon client gateway: http://{host}:{port}/v1 (state {state_dir}, budget {budget_n / 1e9:g} TON)")
     web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
-
-
-def _store(state_dir: Path):
-    from node.client.store import Store
-
-    db = state_dir / "client.sqlite"
-    if not db.exists():
-        raise UserError(f"no gateway state in {state_dir}; run `cocoon client run --state {state_dir}` first "
-                        "(or pass --state)")
-    return Store(db)
 
 
 def _fmt(n: int) -> str:

@@ -21,8 +21,8 @@ from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
-from .cli_parse import not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton
-from .cli_registry import _registry_address, registry_option
+from .cli_parse import (not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton,
+                        registry_address, registry_option)
 
 ADVICE = {
     E.Err.LOW_VALUE: "attach more value (the operation's fee and any storage deficit)",
@@ -207,7 +207,7 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
     keys = load_keys(mnemonic_file, key_file)
     payer_key = K.public_key_int(_seed(voucher_key_file, keys))
     with ChainContext(network, state_file, wallet_version) as ctx:
-        reg = _registry_address(registry, state_file, network)
+        reg = registry_address(registry, state_file, network)
         rd = R.RegistryReader(ctx.get_method, reg)
         try:
             code, params = rd.child_codes().escrow, rd.params()

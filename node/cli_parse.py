@@ -7,6 +7,8 @@ error for option types) before anything is sent, so a typo never costs a fee or 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Optional
 
 import click
 from pytoniq_core import Address
@@ -116,3 +118,39 @@ def check_advance(now: int, seconds: int) -> None:
         raise UserError(f"that would move the embedded chain's clock past {utc(CLOCK_LIMIT)}: TON keeps times as "
                         "32-bit unix seconds and contracts add delays to them; start a fresh chain (a new "
                         "--state-file) for longer journeys")
+
+
+# ------------------------------------------------------------------------ which registry
+registry_option = click.option("--registry", envvar="COCOON_REGISTRY", help="Registry contract address "
+                               "(env COCOON_REGISTRY; on the embedded chain defaults to the last deployed).")
+
+
+def registry_file(state_file: Path) -> Path:
+    """Where the embedded chain remembers the last registry deployed on it (beside its state file)."""
+    return Path(state_file).parent / "registry.txt"
+
+
+def registry_address(registry: Optional[str], state_file: Path, network: str) -> Address:
+    """The registry of ``--registry``, else (embedded chain) the one :func:`registry_file` remembers."""
+    if registry:
+        return parse_address(registry, "--registry")
+    f = registry_file(state_file)
+    if network == "embedded" and f.exists():
+        try:
+            return Address(f.read_text().strip())
+        except Exception:
+            raise UserError(f"{f} does not hold a registry address; pass --registry ADDRESS or deploy again") from None
+    raise UserError("which registry? pass --registry ADDRESS (or set COCOON_REGISTRY); on the embedded chain "
+                    "`cocoon registry deploy` remembers the last one")
+
+
+# ------------------------------------------------------------------------ services' state
+def client_store(state_dir: Path):
+    """The client gateway's SQLite store in ``state_dir``; one line if there is none yet."""
+    from node.client.store import Store
+
+    db = Path(state_dir) / "client.sqlite"
+    if not db.exists():
+        raise UserError(f"no gateway state in {state_dir}; run `cocoon client run --state {state_dir}` first "
+                        "(or pass --state)")
+    return Store(db)

@@ -65,9 +65,9 @@ def _record(target: str, state_dir: Path) -> dict:
         if not isinstance(data, dict):
             raise UserError(f"{target} is not a receipt record")
         return data
-    from .cli_client import _store
+    from .cli_parse import client_store
 
-    store = _store(state_dir)
+    store = client_store(state_dir)
     row = store.receipt(target)
     if row is None:
         raise UserError(f"no file {target} and no receipt with that number, request id or job id in {state_dir}")

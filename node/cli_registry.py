@@ -19,27 +19,11 @@ from wrappers.errors import explain_error
 
 from .chainctx import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
                        network_options, open_wallet)
-from .cli_parse import Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256, uint, utc
+from .cli_parse import (Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256,
+                        registry_address, registry_file, registry_option, uint, utc)
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}
-
-
-def _addr_file(state_file: Path) -> Path:
-    return Path(state_file).parent / "registry.txt"
-
-
-def _registry_address(registry: Optional[str], state_file: Path, network: str) -> Address:
-    if registry:
-        return parse_address(registry, "--registry")
-    f = _addr_file(state_file)
-    if network == "embedded" and f.exists():
-        try:
-            return Address(f.read_text().strip())
-        except Exception:
-            raise UserError(f"{f} does not hold a registry address; pass --registry ADDRESS or deploy again") from None
-    raise UserError("which registry? pass --registry ADDRESS (or set COCOON_REGISTRY); on the embedded chain "
-                    "`cocoon registry deploy` remembers the last one")
 
 
 def _parse_hash(value: str) -> int:
@@ -57,10 +41,6 @@ def _check_result(ctx: ChainContext, txs, registry: Address, what: str) -> None:
     else:
         raise UserError(f"the registry refused: error {explain_error(t.exit_code, R.ERROR_NAMES)}; nothing changed "
                         "and the attached value came back minus fees")
-
-
-registry_option = click.option("--registry", envvar="COCOON_REGISTRY", help="Registry contract address "
-                               "(env COCOON_REGISTRY; on the embedded chain defaults to the last deployed).")
 
 
 @click.group()
@@ -101,8 +81,8 @@ def deploy(network, state_file, mnemonic_file, key_file, wallet_version, lang, t
         if network == "embedded":
             if ctx.chain.state(addr)[0] != "active":
                 raise UserError("the registry did not deploy; " + "; ".join(t.describe() for t in txs))
-            _addr_file(state_file).parent.mkdir(parents=True, exist_ok=True)
-            _addr_file(state_file).write_text(addr.to_str() + "\n")
+            registry_file(state_file).parent.mkdir(parents=True, exist_ok=True)
+            registry_file(state_file).write_text(addr.to_str() + "\n")
         click.echo(f"registry: {addr.to_str()}")
 
 
@@ -119,7 +99,7 @@ def _maybe_code(name: str, lang: str):
 @guarded
 def show(network, state_file, mnemonic_file, key_file, wallet_version, registry):
     """Print everything the registry holds."""
-    addr = _registry_address(registry, state_file, network)
+    addr = registry_address(registry, state_file, network)
     with ChainContext(network, state_file, wallet_version) as ctx:
         rd = R.RegistryReader(ctx.get_method, addr)
         owner, pending = rd.owner()
@@ -197,7 +177,7 @@ def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, regi
 
     ``check(ctx, reader, my_address)`` raises a refusal; it may return a new ``body`` or ``value``
     as ``(body, value)``."""
-    addr = _registry_address(registry, state_file, network)
+    addr = registry_address(registry, state_file, network)
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
         rd = R.RegistryReader(ctx.get_method, addr)

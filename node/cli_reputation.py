@@ -26,8 +26,7 @@ from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
-from .cli_parse import TonAmount, not_sent, parse_address as _address
-from .cli_registry import _registry_address, registry_option
+from .cli_parse import TonAmount, not_sent, parse_address as _address, registry_address, registry_option
 
 
 def _when(t: int, now: int) -> str:
@@ -79,7 +78,7 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry,
     WORKER is the address of the worker's owner (the owner of its stake).
     """
     w = _address(worker, "the worker's owner")
-    reg = _registry_address(registry, state_file, network)
+    reg = registry_address(registry, state_file, network)
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr = _record_address(ctx, reg, w)
         now = _now(ctx)
@@ -135,7 +134,7 @@ def reported(network, state_file, mnemonic_file, key_file, wallet_version, regis
     """List the workers PROXY_OWNER's proxy has reported (its last epoch for each, and their scores)."""
     proxy = _address(proxy_owner, "the proxy's owner")
     key = P.owner_hash(proxy)
-    reg = _registry_address(registry, state_file, network)
+    reg = registry_address(registry, state_file, network)
     if limit <= 0:
         raise UserError("--limit must be positive")
     with ChainContext(network, state_file, wallet_version) as ctx:
@@ -215,7 +214,7 @@ def submit(network, state_file, mnemonic_file, key_file, wallet_version, registr
     """
     w = _address(worker, "the worker's owner")
     proxy = _address(proxy_owner, "the proxy's owner")
-    reg = _registry_address(registry, state_file, network)
+    reg = registry_address(registry, state_file, network)
     if value < P.SUBMIT_VALUE:
         raise UserError(f"attach at least {fmt_ton(P.SUBMIT_VALUE)} TON (--value); the registry refuses less")
     operator = load_keys(None, operator_key_file)

@@ -20,8 +20,8 @@ from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
 from .chainctx import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
-from .cli_parse import not_sent, parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton
-from .cli_registry import _registry_address, registry_option
+from .cli_parse import (not_sent, parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton,
+                        registry_address, registry_option)
 
 ROLES = {"worker": S.ROLE_WORKER, "proxy": S.ROLE_PROXY}
 
@@ -99,7 +99,7 @@ class Target:
 
 def _target(ctx: ChainContext, network: str, state_file: Path, registry: Optional[str], owner: Address,
             role: str) -> Target:
-    return Target(ctx, _registry_address(registry, state_file, network), owner, ROLES[role])
+    return Target(ctx, registry_address(registry, state_file, network), owner, ROLES[role])
 
 
 def _refusal(t, address: Address) -> str:

@@ -1,0 +1,182 @@
+"""The layout's rules, checked on the source: libraries load no click, nothing imports `scripts`,
+lower layers never import higher ones, no `scripts` package is installed, and the one table of exit
+codes (wrappers/errors.py) says what the schemas say."""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+# node.<package> -> the node packages it must never import (DESIGN.md §2: wrappers < node.chain,
+# node.tee < node.openai, node.link < services < CLI). node.deploy is a library below the CLI.
+SERVICES_AND_CLI = ("node.worker", "node.proxy", "node.client", "node.devnet", "node.cli", "node.chainctx",
+                    "node.lifecycle")
+LOWER = {"node.chain": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
+         "node.tee": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
+         "node.openai": SERVICES_AND_CLI + ("node.deploy",),
+         "node.link": SERVICES_AND_CLI + ("node.deploy",),
+         "node.deploy": SERVICES_AND_CLI}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside a function, relative imports resolved."""
+    mod = _module(path)
+    pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(n, ast.Import):
+            out.update(a.name for a in n.names)
+        elif isinstance(n, ast.ImportFrom):
+            if n.level:
+                base = pkg.split(".")[: len(pkg.split(".")) - (n.level - 1)]
+                full = ".".join(base + ([n.module] if n.module else []))
+            else:
+                full = n.module or ""
+            out.add(full)
+            out.update(f"{full}.{a.name}" for a in n.names)
+    return out
+
+
+def _sources(*dirs: str) -> list[Path]:
+    return [p for d in dirs for p in sorted((ROOT / d).rglob("*.py"))]
+
+
+def _hits(imports: set[str], prefix: str) -> list[str]:
+    """The imports of ``prefix`` or below it; ``node.cli`` covers node/cli.py and every node/cli_*.py."""
+    pat = re.compile(re.escape(prefix) + (r"(_\w+)?" if prefix == "node.cli" else "") + r"(\.|$)")
+    return sorted(i for i in imports if pat.match(i))
+
+
+def test_the_scan_sees_imports_that_break_the_rules(tmp_path):
+    """The checker itself: a relative import two levels up and a lazy import inside a function count."""
+    d = ROOT / "node" / "chain"
+    fake = d / "_layout_probe.py"
+    fake.write_text("def f():\n    from ..worker import app\n    import scripts.deploy\n")
+    try:
+        got = _imports(fake)
+    finally:
+        fake.unlink()
+    assert "node.worker.app" in got and "scripts.deploy" in got
+
+
+def test_libraries_load_no_click():
+    """node.chain, node.link, node.openai, node.deploy, node.tee and every wrappers module import
+    without click, in a fresh interpreter."""
+    code = ("import pkgutil, sys, importlib, wrappers\n"
+            "mods = ['node.chain', 'node.link', 'node.openai', 'node.deploy', 'node.tee']\n"
+            "mods += [m.name for m in pkgutil.walk_packages(wrappers.__path__, 'wrappers.')]\n"
+            "for m in mods:\n    importlib.import_module(m)\n"
+            "print(len(mods), sorted(m for m in sys.modules if m == 'click' or m.startswith('click.')))\n")
+    r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    count, loaded = r.stdout.split(" ", 1)
+    assert int(count) > 10 and loaded.strip() == "[]", r.stdout
+
+
+def test_nothing_in_node_or_wrappers_imports_scripts():
+    bad = {_module(p): _hits(_imports(p), "scripts") for p in _sources("node", "wrappers")}
+    assert {m: h for m, h in bad.items() if h} == {}
+
+
+def test_wrappers_never_import_node():
+    bad = {_module(p): _hits(_imports(p), "node") for p in _sources("wrappers")}
+    assert {m: h for m, h in bad.items() if h} == {}
+
+
+@pytest.mark.parametrize("layer", sorted(LOWER))
+def test_lower_layers_never_import_higher_ones(layer):
+    pkg = ROOT.joinpath(*layer.split("."))
+    if not pkg.exists():
+        pytest.skip(f"{layer} does not exist")
+    bad = {}
+    for p in sorted(pkg.rglob("*.py")):
+        imps = _imports(p)
+        hits = [h for higher in LOWER[layer] for h in _hits(imps, higher)]
+        if hits:
+            bad[_module(p)] = hits
+    assert bad == {}
+
+
+def test_services_never_import_the_cli():
+    bad = {}
+    for svc in ("worker", "proxy", "client"):
+        for p in sorted((ROOT / "node" / svc).rglob("*.py")):
+            hits = _hits(_imports(p), "node.cli") + _hits(_imports(p), "node.chainctx")
+            if hits:
+                bad[_module(p)] = hits
+    assert bad == {}
+
+
+def test_no_scripts_package_is_installed(tmp_path):
+    """Outside the checkout `scripts` is not importable: the distribution installs node and wrappers only."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([PY, "-c", "import node, wrappers\nimport scripts"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "No module named 'scripts'" in r.stderr, (r.stdout, r.stderr)
+
+
+def test_cli_registers_its_groups_by_plain_imports():
+    """node/cli.py imports every command module by name (a missing one is an ImportError, not a
+    silently absent command), and no CLI module imports another's underscore helper."""
+    src = (ROOT / "node" / "cli.py").read_text()
+    assert "importlib" not in src
+    from node.cli import main
+
+    for name in ("attest", "registry", "worker", "demo", "stake", "escrow", "reputation", "deploy", "chain",
+                 "wallet", "client", "receipt", "proxy", "devnet"):
+        assert name in main.commands, name
+    bad = {}
+    for p in sorted((ROOT / "node").glob("cli*.py")):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").lstrip(".").startswith(("cli", "node.cli")):
+                private = [a.name for a in n.names if a.name.startswith("_")]
+                if private:
+                    bad[p.name] = private
+    assert bad == {}
+
+
+# ------------------------------------------------------------------------------ the exit-code table
+def _schema_codes() -> dict[int, tuple[str, str]]:
+    """``//   405  stale_voucher   meaning`` lines of the schemas' error tables."""
+    out = {}
+    for name in ("common", "stake", "escrow", "reputation"):
+        for line in (ROOT / "contracts" / f"{name}.tlb").read_text().splitlines():
+            m = re.match(r"//\s+(\d{3})  +([a-z_]+)  +(.*\S)\s*$", line)
+            if m:
+                out[int(m[1])] = (m[2], m[3])
+    return out
+
+
+def test_the_error_table_is_the_schemas():
+    from wrappers.errors import ERRORS
+
+    assert ERRORS == _schema_codes()
+
+
+@pytest.mark.parametrize("contract", ["registry", "stake", "escrow", "reputation"])
+def test_each_wrapper_names_its_codes_from_the_table(contract):
+    import importlib
+
+    from wrappers.errors import ERRORS, RANGES
+
+    w = importlib.import_module(f"wrappers.{contract}")
+    lo, hi = RANGES[contract]
+    own = {v: k.lower() for k, v in vars(w.Err).items() if isinstance(v, int) and lo <= v < hi}
+    assert own and all(ERRORS[c][0] == n for c, n in own.items()), own      # Err spells the table's names
+    assert {c for c in ERRORS if lo <= c < hi} == set(own)                 # ... every one of them
+    assert all(w.ERROR_NAMES[c] == ERRORS[c][0] for c in w.ERROR_NAMES)
+    assert set(range(100, 106)) <= set(w.ERROR_NAMES)
+    assert w.describe_error(101) == "101 (not_owner)" and w.describe_error(7) == "7 (tvm)"
