@@ -241,6 +241,13 @@ def _claims(story: Story, d: Devnet) -> None:
     for name, amount in paid.items():
         if amount <= 0:
             continue
+        from wrappers.escrow import CLAIM_FEE
+
+        if not (amount > CLAIM_FEE and CLAIM_FEE <= amount * WORKER_CLAIM_FEE_SHARE):
+            story.line(f"{name} holds a voucher for {money.ton(amount)} TON and waits: a claim's fee "
+                       f"({money.ton(CLAIM_FEE)} TON) would be more than {WORKER_CLAIM_FEE_SHARE:.0%} of it")
+            paid[name] = 0
+            continue
 
         def claimed(name=name) -> bool:
             ch = money.channel_of(asyncio.run(money.read_books(st)), f"proxy → {name}")
@@ -338,7 +345,8 @@ def _money(story: Story, d: Devnet) -> None:
     story.facts["adds_up"] = books.adds_up
     story.line("")
     story.line(f"the client paid {money.ton(story.facts.get('proxy_claimed', 0))} TON for its answer; the proxy "
-               f"paid the workers {money.ton(story.facts.get('workers_claimed', 0))}; stakes stay locked; fees are "
-               "what the chain's validators took")
+               f"signed {money.ton(story.facts.get('worker_signed', 0))} TON to the workers, of which "
+               f"{money.ton(story.facts.get('workers_claimed', 0))} is claimed; stakes stay locked; fees are what "
+               "the chain's validators took")
     if not books.adds_up:
         raise DevnetError("the money does not add up")

@@ -32,7 +32,7 @@ WORKER_STAKE = 20 * TON
 PROXY_IMAGE = "proxy-image"
 # Workers claim when the fee is at most this share of the claim (the default is 1 %): on the devnet a
 # single answer is worth a claim, so the demo shows one. The proxy keeps its default policy.
-WORKER_CLAIM_FEE_SHARE = 0.3
+WORKER_CLAIM_FEE_SHARE = 0.5
 MODEL_NAME = "smollm2"
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "deploy" / "examples" / "local.toml"
 # preferred ports (the documented defaults); a busy one is replaced by any free port
