@@ -121,13 +121,10 @@ def check_advance(now: int, seconds: int) -> None:
 
 
 # ------------------------------------------------------------------------ which registry
+from node.deploy.record import registry_file  # noqa: E402  (the deployment writes it too)
+
 registry_option = click.option("--registry", envvar="COCOON_REGISTRY", help="Registry contract address "
                                "(env COCOON_REGISTRY; on the embedded chain defaults to the last deployed).")
-
-
-def registry_file(state_file: Path) -> Path:
-    """Where the embedded chain remembers the last registry deployed on it (beside its state file)."""
-    return Path(state_file).parent / "registry.txt"
 
 
 def registry_address(registry: Optional[str], state_file: Path, network: str) -> Address:

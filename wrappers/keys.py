@@ -27,6 +27,15 @@ def signing_key(key: KeyLike) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(bytes(key))
 
 
+def wallet_keypair(seed: bytes) -> tuple[bytes, bytes]:
+    """(public key, pytoniq's 64-byte private key: the seed followed by the public key) of a 32-byte
+    seed, the pair wallets sign with."""
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes")
+    public = signing_key(seed).public_key().public_bytes_raw()
+    return public, bytes(seed) + public
+
+
 def public_key(key: PublicLike) -> Ed25519PublicKey:
     """The public key object from a key object, its 32 raw bytes or its 256-bit integer."""
     if isinstance(key, Ed25519PublicKey):

@@ -23,10 +23,9 @@ class Keys:
 
 def keys_from_seed(seed: bytes) -> Keys:
     """Wallet keys from a 32-byte Ed25519 seed (pytoniq's private key is the seed followed by the public key)."""
-    from wrappers.keys import signing_key
+    from wrappers.keys import wallet_keypair
 
-    public = signing_key(seed).public_key().public_bytes_raw()
-    return Keys(public, bytes(seed) + public)
+    return Keys(*wallet_keypair(seed))
 
 
 def keys_from_words(words: str, where: str) -> Keys:

@@ -170,8 +170,7 @@ async def _on_chain(report: Report, chain, cfg: DeployConfig, opts: Options, exp
     out.checks = checks
     out.record_path = _write_record(cfg, exp, obs, checks, out.sent, record_dir, opts)
     if net == "embedded" and opts.state_file:
-        # where `cocoon registry ...` looks for the registry on the embedded chain
-        f = Path(opts.state_file).parent / "registry.txt"
+        f = record.registry_file(opts.state_file)
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(obs.address.to_str() + "\n")
     _report(report, cfg, exp, obs, checks, out.sent, out.record_path)

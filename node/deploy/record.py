@@ -36,6 +36,12 @@ KEPT = ("network", "registry", "registry_raw", "language", "owner", "owner_walle
 DEFAULT_DIR = Path("deployments")
 
 
+def registry_file(state_file: Path) -> Path:
+    """Where the embedded chain remembers the last registry deployed on it (beside its state file);
+    ``cocoon registry ...`` reads it when no --registry is given."""
+    return Path(state_file).parent / "registry.txt"
+
+
 def default_dir(network: str, state_file: Optional[Path]) -> Path:
     """Records of the embedded chain live beside its state file (they describe that local chain);
     records of testnet and mainnet in ./deployments, for the operator to keep."""

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Optional
 
 from pytoniq.contract.wallets.wallet import WALLET_V4_R2_CODE, WalletV4, WalletV4R2
 from pytoniq_core import Address, Cell
-from nacl.bindings import crypto_sign_seed_keypair
 from pytoniq_core.tlb.account import StateInit
+
+from ..keys import wallet_keypair
 
 if TYPE_CHECKING:
     from .emulated import EmbeddedChain
@@ -25,7 +26,7 @@ class Treasury:
         self.chain = chain
         self.name = name
         seed = hashlib.sha256(b"cocoon-embedded-treasury:" + name.encode()).digest()
-        self.public_key, self.private_key = crypto_sign_seed_keypair(seed)  # pytoniq signs with the 64-byte key
+        self.public_key, self.private_key = wallet_keypair(seed)  # pytoniq signs with the 64-byte key
         data = WalletV4.create_data_cell(self.public_key, WALLET_ID)
         self.state_init = StateInit(code=WALLET_V4_R2_CODE, data=data)
         self.address = Address((0, self.state_init.serialize().hash))
