@@ -148,6 +148,19 @@ def test_cli_registers_its_groups_by_plain_imports():
     assert bad == {}
 
 
+def test_ton_is_defined_once():
+    """``TON = 10**9`` lives in wrappers/__init__.py; every other module imports it."""
+    defs = []
+    for p in _sources("node", "wrappers", "tests", "benchmarks", "scripts"):
+        for n in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TON" for t in n.targets):
+                defs.append(str(p.relative_to(ROOT)))
+    assert defs == ["wrappers/__init__.py"]
+    from wrappers import TON, escrow, registry, reputation, stake
+
+    assert TON == 10**9 and escrow.TON is registry.TON is reputation.TON is stake.TON is TON
+
+
 # ------------------------------------------------------------------------------ the exit-code table
 def _schema_codes() -> dict[int, tuple[str, str]]:
     """``//   405  stale_voucher   meaning`` lines of the schemas' error tables."""

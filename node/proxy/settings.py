@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from wrappers.escrow import TON
+from wrappers import TON
 
 
 @dataclass

@@ -9,7 +9,8 @@ from pytoniq_core import Address, Cell, begin_cell
 from wrappers import registry as R
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.records import find_transactions, has_transaction
-from wrappers.registry import Err, ROLE_PROXY, ROLE_WORKER, TON
+from wrappers import TON
+from wrappers.registry import Err, ROLE_PROXY, ROLE_WORKER
 
 # Child codes are only hashed by the registry (addresses are derived from them), so any distinct
 # code cells serve; the real child contracts have their own suites.

@@ -17,7 +17,7 @@ from node.tee.ratls import Identity
 from node.tee.registry_chain import read_snapshot
 from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements
 from wrappers import registry as R
-from wrappers.escrow import TON
+from wrappers import TON
 
 WORKER_IMAGE_NAME, PROXY_IMAGE_NAME = "worker-image", "proxy-image"
 
