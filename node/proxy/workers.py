@@ -151,7 +151,7 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
 
     core = request.app[CORE]
     verdict = peer_verdict(request)
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=F.MAX_FRAME)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=F.MAX_FRAME, compress=False)
     await ws.prepare(request)
     try:
         msg = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)

@@ -172,7 +172,7 @@ async def start(w: Worker) -> list:
              asyncio.create_task(renew_forever(renew, connectors), name="identity"),
              asyncio.create_task(claim_loop(w), name="claims")]
     w.metrics.earned.set(w.store.earned())
-    w.metrics.paid.set(sum(a for _, _, a in w.store.vouchers()))
+    w.metrics.paid.set(w.store.paid())
     w.metrics.claimed.set(w.store.claimed())
     log.info("worker ready: model %s (%s), image %s, stake %s, %d slots + %d queued", s.model_name,
              w.model_hash.hex()[:16], w.image_hash.hex()[:16], stake.address.to_str(), engine.slots.parallel,

@@ -30,6 +30,7 @@ from .serving import Server
 from .store import Store
 
 log = logging.getLogger(__name__)
+LOAD_COALESCE = 0.02        # seconds: slot changes within it go out as one ``load`` frame
 
 
 @dataclass
@@ -66,6 +67,8 @@ class Link:
         self.last_error = ""
         self._send_lock = asyncio.Lock()
         self._jobs: set[asyncio.Task] = set()
+        self._load_pending = False
+        self._load_sent: Optional[tuple[int, int, int]] = None
 
     # ------------------------------------------------------------------ registry changes
     def revoke(self, why: str) -> None:
@@ -101,8 +104,8 @@ class Link:
             log.info("voucher %d is ahead of the %d earned (prepaid)", v.amount, earned)
         if not self.tracker.accept(v):
             return False
-        self.store.put_voucher(self.proxy_owner, v)
-        self.metrics.paid.set(sum(a for _, _, a in self.store.vouchers()))
+        self.store.keep_voucher(self.proxy_owner, v)      # committed with the next batch, not waited for
+        self.metrics.paid.set(self.store.paid())
         return True
 
     # ------------------------------------------------------------------ connection
@@ -147,7 +150,7 @@ class Link:
         self.last_error = ""
         connector: RaTlsConnector = self.connector_factory()
         async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.ws_connect(url, heartbeat=20, max_msg_size=F.MAX_FRAME) as ws:
+            async with session.ws_connect(url, heartbeat=20, max_msg_size=F.MAX_FRAME, compress=0) as ws:
                 verdict = await self.verifier.verify_ssl_object(ws.get_extra_info("ssl_object"))
                 if not verdict.ok or verdict.claims is None:
                     raise WorkerError(f"the proxy's attestation failed: {verdict.reason()}")
@@ -220,7 +223,8 @@ class Link:
         for r in self.store.unsent():       # receipts stored before a crash or a drop, sent as stored
             await self.send(F.ReceiptFrame(r.job_id, r.receipt, r.usage, r.coefficient))
             self.store.mark_sent(r.job_id)
-        listener = lambda: asyncio.ensure_future(self._send_load())
+        self._load_sent = None
+        listener = self._load_changed
         self.server.engine.slots.listeners.append(listener)
         try:
             await self._send_load()
@@ -273,11 +277,23 @@ class Link:
         t.add_done_callback(lambda t: t.cancelled() or (t.exception() and log.error("job task failed: %r",
                                                                                       t.exception())))
 
+    def _load_changed(self) -> None:
+        """Slots changed: one ``load`` frame goes out after LOAD_COALESCE seconds with the state then
+        (a burst of jobs starting and ending costs one frame, not three per job)."""
+        if not self._load_pending:
+            self._load_pending = True
+            asyncio.get_running_loop().call_later(LOAD_COALESCE, lambda: asyncio.ensure_future(self._send_load()))
+
     async def _send_load(self) -> None:
+        self._load_pending = False
         s = self.server.engine.slots
-        try:
-            await self.send(F.Load(s.active, s.waiting, s.capacity))
-        except Exception:
-            pass
         self.metrics.active.set(s.active)
         self.metrics.queue.set(s.waiting)
+        now = (s.active, s.waiting, s.capacity)
+        if now == self._load_sent:
+            return
+        try:
+            await self.send(F.Load(*now))
+            self._load_sent = now
+        except Exception:
+            pass

@@ -67,15 +67,19 @@ class Server:
             return None
         return F.ReceiptFrame(job_id, r.receipt, r.usage, r.coefficient)
 
-    def _sign_and_store(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
-                        cancelled: bool) -> F.ReceiptFrame:
+    def _sign(self, job: F.Job, usage: Usage, content: str, calls: list) -> tuple[bytes, bytes, bytes]:
+        """(request hash, response hash, the signed receipt's BoC)."""
         req_hash = hashlib.sha256(job.body).digest()
         resp_hash = response_hash(content, calls)
         rc = Receipt(self.ident.stake, job.job_int, req_hash, resp_hash, usage, self.ident.coefficient)
-        boc = rc.sign(self.ident.key).to_cell().to_boc()
+        return req_hash, resp_hash, rc.sign(self.ident.key).to_cell().to_boc()
+
+    async def _sign_and_store(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
+                              cancelled: bool) -> F.ReceiptFrame:
+        req_hash, resp_hash, boc = self._sign(job, usage, content, calls)
         fee = charge(usage, self.ident.coefficient, self.economics()).worker_fee
-        stored = self.store.put_receipt(job.job_id, channel, job.endpoint, req_hash, resp_hash, usage,
-                                        self.ident.coefficient, fee, status, cancelled, boc)
+        stored = await self.store.store_receipt(job.job_id, channel, job.endpoint, req_hash, resp_hash, usage,
+                                                self.ident.coefficient, fee, status, cancelled, boc)
         if self.failpoint == "receipt-stored":   # crash tests: die between storing and sending
             import os
             import signal
@@ -245,8 +249,8 @@ class Server:
         self.metrics.jobs.labels(outcome).inc()
         if not started and usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             return                      # nothing was processed: no receipt (docs/PROTOCOL.md §3)
-        rf = await asyncio.to_thread(self._sign_and_store, job, channel, usage, content,
-                                     [(c["name"], c["arguments"]) for c in calls], status, cancelled)
+        rf = await self._sign_and_store(job, channel, usage, content, [(c["name"], c["arguments"]) for c in calls],
+                                        status, cancelled)
         await send(rf)
         if not link_lost:
             self.store.mark_sent(job.job_id)

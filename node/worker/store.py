@@ -1,12 +1,15 @@
 """The worker's state in SQLite (WAL, synchronous=FULL): receipts, vouchers, claims.
 
-Rules (docs/PROTOCOL.md §6): a receipt is stored before it is sent and never replaced, so a job id has
-exactly one receipt for ever; a voucher is stored only if it is above the stored one; a claim is
+Rules (docs/PROTOCOL.md §6): a receipt is stored (committed and synced) before it is sent and never
+replaced, so a job id has exactly one receipt for ever; a voucher is stored only if it is above the stored one; a claim is
 recorded before it is sent and reconciled with the chain afterwards.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
+import queue
 import sqlite3
 import threading
 import time
@@ -76,26 +79,117 @@ class ConflictError(RuntimeError):
 
 
 class Store:
+    """Writes go through one writer thread with group commit: it takes every operation queued, runs
+    each in its own savepoint, commits once (one fsync for the batch) and only then releases each
+    caller. Reads use a second connection (WAL readers never wait for the writer). What the hot path
+    asks for each job (earned per channel, the vouchers held) is kept in memory, loaded at start and
+    updated after each commit."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db = self._connect()
         self.db.executescript(SCHEMA)
+        self._reader = self._connect()
+        self._lock = threading.Lock()            # the reader connection
+        self._mem = threading.Lock()             # the in-memory totals
+        self._earned: dict[str, int] = {ch: int(fee) for ch, fee in self.db.execute(
+            "SELECT channel, COALESCE(SUM(fee),0) FROM receipts GROUP BY channel")}
+        self._paid: dict[str, int] = {ch: int(a) for ch, a in self.db.execute("SELECT channel, amount FROM vouchers")}
+        self.commits = 0
+        self._q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._writer, name="worker-store", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
 
     def close(self) -> None:
+        self._q.put(None)                        # operations queued before it are committed first
+        self._thread.join(timeout=30)
         self.db.close()
+        self._reader.close()
+
+    # ------------------------------------------------------------------ the writer
+    def _writer(self) -> None:
+        db = self.db
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while True:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            results: list[tuple[bool, object]] = []
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for i, (op, _done) in enumerate(batch):
+                    db.execute(f"SAVEPOINT s{i}")
+                    try:
+                        results.append((True, op(db)))
+                        db.execute(f"RELEASE s{i}")
+                    except Exception as e:       # this operation changes nothing; the others stand
+                        db.execute(f"ROLLBACK TO s{i}")
+                        db.execute(f"RELEASE s{i}")
+                        results.append((False, e))
+                db.execute("COMMIT")
+                self.commits += 1
+            except Exception as e:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(False, e)] * len(batch)
+            for (_op, done), (ok, res) in zip(batch, results):
+                if done is not None:
+                    done(ok, res)
+            if stop:
+                return
+
+    def _submit(self, op, done) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("the store is closed")
+        self._q.put((op, done))
+
+    def _write(self, op):
+        """Run ``op(db)`` in the writer and wait until it is committed and synced."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit(op, lambda ok, res: fut.set_result(res) if ok else fut.set_exception(res))
+        return fut.result()
+
+    async def _write_async(self, op):
+        """The same, awaited: the event loop runs on while the batch commits."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def done(ok, res) -> None:
+            def resolve() -> None:
+                if not fut.done():
+                    fut.set_result(res) if ok else fut.set_exception(res)
+            loop.call_soon_threadsafe(resolve)
+
+        self._submit(op, done)
+        return await fut
 
     def _one(self, sql: str, args=()) -> Optional[tuple]:
         with self._lock:
-            return self.db.execute(sql, args).fetchone()
+            return self._reader.execute(sql, args).fetchone()
 
     def _all(self, sql: str, args=()) -> list:
         with self._lock:
-            return self.db.execute(sql, args).fetchall()
+            return self._reader.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ receipts
     _RCOLS = ("job_id, channel, endpoint, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, "
@@ -110,32 +204,49 @@ class Store:
         r = self._one(f"SELECT {self._RCOLS} FROM receipts WHERE job_id=?", (job_id,))
         return self._receipt(r) if r else None
 
+    def _receipt_op(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
+                    usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes):
+        def op(db: sqlite3.Connection) -> tuple[StoredReceipt, bool]:
+            row = db.execute(f"SELECT {self._RCOLS} FROM receipts WHERE job_id=?", (job_id,)).fetchone()
+            if row is not None:
+                return self._receipt(row), False
+            db.execute("INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                       (job_id, channel, endpoint, request_hash.hex(), response_hash.hex(), usage.prompt_tokens,
+                        usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens, coefficient, fee,
+                        status, int(cancelled), receipt, time.time()))
+            return StoredReceipt(job_id, channel, endpoint, usage, coefficient, fee, status, bool(cancelled), receipt,
+                                 response_hash.hex(), request_hash.hex(), None), True
+        return op
+
+    def _stored(self, out: tuple[StoredReceipt, bool]) -> StoredReceipt:
+        got, new = out
+        if new:
+            with self._mem:
+                self._earned[got.channel] = self._earned.get(got.channel, 0) + got.fee
+        return got
+
     def put_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
                     usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool,
                     receipt: bytes) -> StoredReceipt:
         """Store a job's receipt (durably, before it is sent). A job that already has one keeps it:
         the stored receipt is returned and the new one is dropped."""
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self.db.execute("SELECT receipt FROM receipts WHERE job_id=?", (job_id,)).fetchone()
-                if row is None:
-                    self.db.execute(
-                        "INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-                        (job_id, channel, endpoint, request_hash.hex(), response_hash.hex(), usage.prompt_tokens,
-                         usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens, coefficient, fee,
-                         status, int(cancelled), receipt, time.time()))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        got = self.receipt(job_id)
-        assert got is not None
-        return got
+        return self._stored(self._write(self._receipt_op(job_id, channel, endpoint, request_hash, response_hash,
+                                                         usage, coefficient, fee, status, cancelled, receipt)))
+
+    async def store_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes,
+                            response_hash: bytes, usage: Usage, coefficient: int, fee: int, status: int,
+                            cancelled: bool, receipt: bytes) -> StoredReceipt:
+        """:meth:`put_receipt` for the event loop: returns once the batch holding it is synced."""
+        return self._stored(await self._write_async(self._receipt_op(
+            job_id, channel, endpoint, request_hash, response_hash, usage, coefficient, fee, status, cancelled,
+            receipt)))
 
     def mark_sent(self, job_id: str) -> None:
-        with self._lock:
-            self.db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (time.time(), job_id))
+        """Note that a receipt was handed to the link; queued with the next batch, not waited for (a
+        mark lost in a crash only means the receipt is sent once more, and the proxy ignores it)."""
+        t = time.time()
+        self._submit(lambda db: db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (t, job_id)),
+                     None)
 
     def unsent(self) -> list[StoredReceipt]:
         return [self._receipt(r) for r in self._all(f"SELECT {self._RCOLS} FROM receipts WHERE sent IS NULL "
@@ -145,9 +256,9 @@ class Store:
         return [r[0] for r in self._all("SELECT DISTINCT channel FROM receipts WHERE channel != ''")]
 
     def earned(self, channel: Optional[str] = None) -> int:
-        if channel is None:
-            return self._one("SELECT COALESCE(SUM(fee),0) FROM receipts")[0]
-        return self._one("SELECT COALESCE(SUM(fee),0) FROM receipts WHERE channel=?", (channel,))[0]
+        """The fees of the stored receipts (on one channel, or all)."""
+        with self._mem:
+            return sum(self._earned.values()) if channel is None else self._earned.get(channel, 0)
 
     def totals(self) -> dict:
         r = self._one("SELECT COUNT(*), COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(cached_tokens),0), "
@@ -163,23 +274,42 @@ class Store:
             return None
         return Voucher.from_json(json.dumps({"channel": channel, "amount": r[0], "signature": r[1]}))
 
-    def put_voucher(self, proxy_owner: str, v: Voucher) -> bool:
-        """Store ``v`` if it is above the stored one (the caller verified its signature)."""
+    def _voucher_op(self, proxy_owner: str, v: Voucher):
         ch = v.channel.to_str(is_user_friendly=False)
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                r = self.db.execute("SELECT amount FROM vouchers WHERE channel=?", (ch,)).fetchone()
-                if r is not None and r[0] >= v.amount:
-                    self.db.execute("COMMIT")
-                    return False
-                self.db.execute("INSERT OR REPLACE INTO vouchers VALUES (?,?,?,?,?)",
-                                (ch, proxy_owner, v.amount, v.signature.hex(), time.time()))
-                self.db.execute("COMMIT")
-                return True
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+
+        def op(db: sqlite3.Connection) -> bool:
+            r = db.execute("SELECT amount FROM vouchers WHERE channel=?", (ch,)).fetchone()
+            if r is not None and r[0] >= v.amount:
+                return False
+            db.execute("INSERT OR REPLACE INTO vouchers VALUES (?,?,?,?,?)",
+                       (ch, proxy_owner, v.amount, v.signature.hex(), time.time()))
+            return True
+        return ch, op
+
+    def _held(self, ch: str, amount: int) -> None:
+        with self._mem:
+            if amount > self._paid.get(ch, -1):
+                self._paid[ch] = amount
+
+    def put_voucher(self, proxy_owner: str, v: Voucher) -> bool:
+        """Store ``v`` if it is above the stored one (the caller verified its signature); waits for
+        the commit."""
+        ch, op = self._voucher_op(proxy_owner, v)
+        stored = self._write(op)
+        self._held(ch, v.amount)
+        return stored
+
+    def keep_voucher(self, proxy_owner: str, v: Voucher) -> None:
+        """:meth:`put_voucher` without waiting: the voucher is committed with the next batch (the
+        event loop does not wait for its fsync; nothing is acknowledged on a voucher)."""
+        ch, op = self._voucher_op(proxy_owner, v)
+        self._held(ch, v.amount)
+        self._submit(op, None)
+
+    def paid(self) -> int:
+        """The sum of the vouchers held, over all channels."""
+        with self._mem:
+            return sum(self._paid.values())
 
     def vouchers(self) -> list[tuple[str, str, int]]:
         return [tuple(r) for r in self._all("SELECT channel, proxy_owner, amount FROM vouchers ORDER BY channel")]
@@ -187,15 +317,14 @@ class Store:
     # ------------------------------------------------------------------ claims
     def claim_started(self, channel: str, amount: int) -> int:
         now = time.time()
-        with self._lock:
-            cur = self.db.execute("INSERT INTO claims (channel, amount, state, created, updated) VALUES (?,?,?,?,?)",
-                                  (channel, amount, "sent", now, now))
-            return int(cur.lastrowid)
+        return self._write(lambda db: int(db.execute(
+            "INSERT INTO claims (channel, amount, state, created, updated) VALUES (?,?,?,?,?)",
+            (channel, amount, "sent", now, now)).lastrowid))
 
     def claim_finished(self, claim_id: int, state: str, claimed_after: Optional[int]) -> None:
-        with self._lock:
-            self.db.execute("UPDATE claims SET state=?, claimed_after=?, updated=? WHERE id=?",
-                            (state, claimed_after, time.time(), claim_id))
+        now = time.time()
+        self._write(lambda db: db.execute("UPDATE claims SET state=?, claimed_after=?, updated=? WHERE id=?",
+                                          (state, claimed_after, now, claim_id)))
 
     def pending_claims(self) -> list[tuple[int, str, int]]:
         return [tuple(r) for r in self._all("SELECT id, channel, amount FROM claims WHERE state='sent'")]
