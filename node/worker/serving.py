@@ -163,27 +163,25 @@ class Server:
                                                                                       "content": ""})))
                 agen = self.engine.run(req, cancel, prompt)
                 try:
-                    while True:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            raise asyncio.TimeoutError
-                        item = await asyncio.wait_for(agen.__anext__(), left)
-                        if isinstance(item, Done):
-                            done = item
-                            break
-                        if cancel.is_set():
-                            continue
-                        assert isinstance(item, Piece)
-                        if item.text and first_at is None:
-                            first_at = time.monotonic()
-                            self.metrics.ttft.observe(first_at - t0)
-                        if req.stream and item.text:
-                            data = (P.chat_chunk(cid, created, model, {"content": item.text}) if endpoint == "chat"
-                                    else P.completion_chunk(cid, created, model, item.text))
-                            await send(F.Chunk(job.job_id, data))
-                        if not cancel.is_set():
-                            texts.append(item.text)
-                            delivered_tokens += item.tokens
+                    async with asyncio.timeout_at(deadline):   # one timer for the job, not one task per token
+                        while True:
+                            item = await agen.__anext__()
+                            if isinstance(item, Done):
+                                done = item
+                                break
+                            if cancel.is_set():
+                                continue
+                            assert isinstance(item, Piece)
+                            if item.text and first_at is None:
+                                first_at = time.monotonic()
+                                self.metrics.ttft.observe(first_at - t0)
+                            if req.stream and item.text:
+                                data = (P.chat_chunk(cid, created, model, {"content": item.text})
+                                        if endpoint == "chat" else P.completion_chunk(cid, created, model, item.text))
+                                await send(F.Chunk(job.job_id, data))
+                            if not cancel.is_set():
+                                texts.append(item.text)
+                                delivered_tokens += item.tokens
                 except StopAsyncIteration:
                     raise errors.internal("the engine ended without a result") from None
                 except asyncio.TimeoutError:
