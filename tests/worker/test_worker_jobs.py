@@ -229,8 +229,9 @@ def test_tool_calls_pass_through_and_the_receipt_covers_them(served, stream):
 
 
 def test_a_job_past_its_timeout_ends_with_an_error_event(served):
-    body = chat_body(content="Tell me a very long story.", max_tokens=400, stream=True, temperature=0.7)
-    jid = served.peer.submit("chat", body, stream=True, timeout=2)
+    # one second is a few dozen tokens at most on this model: the story cannot end by itself first
+    body = chat_body(content="Tell me a very long story.", max_tokens=400, stream=True, temperature=0.7, seed=7)
+    jid = served.peer.submit("chat", body, stream=True, timeout=1)
     out = served.peer.collect(jid, timeout=60)
     last = out.chunks[-1]
     assert last["error"]["code"] == "timeout"
