@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 CORE: "web.AppKey[ProxyCore]" = web.AppKey("cocoon_proxy_core", object)  # type: ignore[arg-type]
 RECEIPT_WAIT = 30.0        # seconds to wait for a receipt after the answer (or a cancel)
+VERIFIED_CACHE = 4096       # vouchers remembered as verified
 CHANNEL_TTL = 15.0         # seconds a client channel's chain state is trusted before re-reading
 
 
@@ -97,6 +98,7 @@ class ProxyCore:
         self.image_hash: Optional[bytes] = None
         self.channels: dict[str, ClientChannel] = {}
         self.waiters: dict[tuple[str, str], asyncio.Event] = {}
+        self.verified: dict[tuple, bool] = {}     # vouchers whose signature verified (bounded, oldest out)
         self.net = None
         self.started_at = time.time()
 
@@ -351,8 +353,7 @@ class ProxyCore:
             raise self._payment_required(f"a paid request carries {H.VOUCHER}: the settled total plus this request's "
                                          "maximum cost, signed by the channel's payer key", channel, max_cost,
                                          "payment_required")
-        voucher = Voucher(Address(channel), amount, sig)
-        if not voucher.verify(ch.payer_key):
+        if not self._voucher_ok(channel, amount, sig, ch.payer_key):
             raise self._payment_required(f"the {H.VOUCHER} is not signed by the channel's payer key", channel,
                                          max_cost, "bad_voucher")
         tried: set[str] = set()
@@ -399,6 +400,19 @@ class ProxyCore:
             self.metrics.in_flight.dec()
             ev.set()
             self.waiters.pop((channel, request_id), None)
+
+    def _voucher_ok(self, channel: str, amount: int, sig: bytes, payer_key: int) -> bool:
+        """The voucher's signature check; a voucher already verified (a client reusing an
+        authorization that still covers its requests) is not verified again."""
+        key = (channel, amount, sig, payer_key)
+        if key in self.verified:
+            return True
+        if not Voucher(Address(channel), amount, sig).verify(payer_key):
+            return False
+        if len(self.verified) >= VERIFIED_CACHE:
+            self.verified.pop(next(iter(self.verified)))
+        self.verified[key] = True
+        return True
 
     def _payment_required(self, message: str, channel: str, max_cost: int, code: str) -> OE.APIError:
         """A 402 naming what the channel must authorize for this request: settled + in flight + its
@@ -613,13 +627,17 @@ class ProxyCore:
             await self.ledger.answer_unbilled(job_id, worker=link.owner, outcome="failed", http_status=502, response=body)
             return web.Response(status=502, body=body, content_type="application/json")
 
-        def answer(cocoon: dict) -> bytes:
-            return json.dumps({**res.body, "cocoon": cocoon}, separators=(",", ":")).encode()
+        encoded: list[bytes] = []
+
+        def answer(cocoon: dict) -> bytes:      # encoded once: stored, then sent as stored
+            encoded.append(json.dumps({**res.body, "cocoon": cocoon}, separators=(",", ":")).encode())
+            return encoded[-1]
 
         job = JobInfo(job_id, request_id, max_cost, settled_before)
         _billed, cocoon = await self._bill(link, job, rf, "succeeded", res.status, answer, t0)
         self.metrics.latency.labels(path, "false").observe(time.perf_counter() - t0)
-        return web.Response(status=res.status, body=answer(cocoon), content_type="application/json")
+        return web.Response(status=res.status, body=encoded[-1] if encoded else answer(cocoon),
+                            content_type="application/json")
 
     async def _stream(self, request, endpoint, req, channel, request_id, job_id, settled_before, max_cost,
                       link: WorkerLink, q: asyncio.Queue, request_hash, tried, max_coef, body,

@@ -217,7 +217,7 @@ class Ledger:
         self._con.executescript(SCHEMA)
         self._reader = connect(self.path)
         self._rlock = threading.Lock()
-        self._q: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self._q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()    # C queue: no lock dance per put
         self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
         self._thread.start()
         self.commits = 0

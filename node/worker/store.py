@@ -97,6 +97,7 @@ class Store:
             "SELECT channel, COALESCE(SUM(fee),0) FROM receipts GROUP BY channel")}
         self._paid: dict[str, int] = {ch: int(a) for ch, a in self.db.execute("SELECT channel, amount FROM vouchers")}
         self.commits = 0
+        self._closed = False
         self._q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer, name="worker-store", daemon=True)
         self._thread.start()
@@ -109,6 +110,7 @@ class Store:
         return db
 
     def close(self) -> None:
+        self._closed = True
         self._q.put(None)                        # operations queued before it are committed first
         self._thread.join(timeout=30)
         self.db.close()
@@ -159,7 +161,7 @@ class Store:
                 return
 
     def _submit(self, op, done) -> None:
-        if not self._thread.is_alive():
+        if self._closed:
             raise RuntimeError("the store is closed")
         self._q.put((op, done))
 
