@@ -605,7 +605,7 @@ class ProxyCore:
         if pay is not None:
             live = self.pool.get(pay.worker)
             if live is not None:
-                await live.send(pay_frame(pay.channel, pay.cumulative, pay.signature))
+                live.pay(pay.channel, pay.cumulative, pay.signature)
         return billed, cocoon
 
     async def _finish_json(self, endpoint, channel, request_id, job_id, settled_before, max_cost, link,

@@ -54,6 +54,8 @@ class WorkerLink:
     dropped: Optional[str] = None     # why the proxy dropped it (registry refresh), if it did
     connected_at: float = field(default_factory=time.time)
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pay: Optional[tuple[str, int, bytes]] = None     # the latest signed pay not yet sent
+    _pay_flush: bool = False
 
     @property
     def owner_address(self) -> Address:
@@ -72,6 +74,21 @@ class WorkerLink:
             return True
         except (ConnectionError, RuntimeError):
             return False
+
+    def pay(self, channel: str, amount: int, signature: bytes) -> None:
+        """Send the worker its new cumulative pay (already signed and stored). Pays are cumulative,
+        so the ones signed in one burst (a group commit) go out as one frame: the highest."""
+        if self._pay is None or amount > self._pay[1]:
+            self._pay = (channel, amount, signature)
+        if not self._pay_flush:
+            self._pay_flush = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._send_pay()))
+
+    async def _send_pay(self) -> None:
+        self._pay_flush = False
+        p, self._pay = self._pay, None
+        if p is not None:
+            await self.send(pay_frame(*p))
 
     def open_job(self, job_id: str) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
