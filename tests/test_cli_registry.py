@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from pytoniq_core.crypto.keys import mnemonic_new
 
-from node.chainctx import ChainContext, load_keys, open_wallet
+from node.cli.context import ChainContext, load_keys, open_wallet
 from node.cli import main
 from wrappers import registry as R
 from wrappers.chain.emulated import EmbeddedChain

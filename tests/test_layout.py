@@ -17,8 +17,7 @@ PY = sys.executable
 
 # node.<package> -> the node packages it must never import (DESIGN.md §2: wrappers < node.chain,
 # node.tee < node.openai, node.link < services < CLI). node.deploy is a library below the CLI.
-SERVICES_AND_CLI = ("node.worker", "node.proxy", "node.client", "node.devnet", "node.cli", "node.chainctx",
-                    "node.lifecycle")
+SERVICES_AND_CLI = ("node.worker", "node.proxy", "node.client", "node.devnet", "node.cli", "node.lifecycle")
 LOWER = {"node.chain": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.tee": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.openai": SERVICES_AND_CLI + ("node.deploy",),
@@ -55,8 +54,8 @@ def _sources(*dirs: str) -> list[Path]:
 
 
 def _hits(imports: set[str], prefix: str) -> list[str]:
-    """The imports of ``prefix`` or below it; ``node.cli`` covers node/cli.py and every node/cli_*.py."""
-    pat = re.compile(re.escape(prefix) + (r"(_\w+)?" if prefix == "node.cli" else "") + r"(\.|$)")
+    """The imports of ``prefix`` or below it (``node.cli`` covers the whole node/cli/ package)."""
+    pat = re.compile(re.escape(prefix) + r"(\.|$)")
     return sorted(i for i in imports if pat.match(i))
 
 
@@ -114,7 +113,7 @@ def test_services_never_import_the_cli():
     bad = {}
     for svc in ("worker", "proxy", "client"):
         for p in sorted((ROOT / "node" / svc).rglob("*.py")):
-            hits = _hits(_imports(p), "node.cli") + _hits(_imports(p), "node.chainctx")
+            hits = _hits(_imports(p), "node.cli")
             if hits:
                 bad[_module(p)] = hits
     assert bad == {}
@@ -129,19 +128,22 @@ def test_no_scripts_package_is_installed(tmp_path):
 
 
 def test_cli_registers_its_groups_by_plain_imports():
-    """node/cli.py imports every command module by name (a missing one is an ImportError, not a
+    """node/cli/root.py imports every command module by name (a missing one is an ImportError, not a
     silently absent command), and no CLI module imports another's underscore helper."""
-    src = (ROOT / "node" / "cli.py").read_text()
+    src = (ROOT / "node" / "cli" / "root.py").read_text()
     assert "importlib" not in src
     from node.cli import main
+    from node.cli.root import main as root_main
 
+    assert main is root_main
     for name in ("attest", "registry", "worker", "demo", "stake", "escrow", "reputation", "deploy", "chain",
                  "wallet", "client", "receipt", "proxy", "devnet"):
         assert name in main.commands, name
+        assert main.commands[name].callback.__module__ == f"node.cli.{name}", name   # one module per group
     bad = {}
-    for p in sorted((ROOT / "node").glob("cli*.py")):
+    for p in sorted((ROOT / "node" / "cli").glob("*.py")):
         for n in ast.walk(ast.parse(p.read_text())):
-            if isinstance(n, ast.ImportFrom) and (n.module or "").lstrip(".").startswith(("cli", "node.cli")):
+            if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("node.cli")):
                 private = [a.name for a in n.names if a.name.startswith("_")]
                 if private:
                     bad[p.name] = private

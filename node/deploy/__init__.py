@@ -22,7 +22,7 @@ Modules, in the order a run uses them:
 * :mod:`.report`  how a run tells what happens (the CLI draws it with click);
 * :mod:`.deploy`  the run itself: find what exists, send only what is missing, wait, verify, record.
 
-The command is ``cocoon deploy`` (:mod:`node.cli_deploy`), also ``python -m scripts.deploy`` from a
+The command is ``cocoon deploy`` (:mod:`node.cli.deploy`), also ``python -m scripts.deploy`` from a
 checkout.
 """
 from .config import DeployConfig, load_config

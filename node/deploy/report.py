@@ -1,7 +1,7 @@
 """How a deployment run tells the operator what happens, without knowing how it is shown.
 
 The library calls a :class:`Report`; the default prints plain lines (stdout, notes on stderr) and
-draws no progress. ``cocoon deploy`` (:mod:`node.cli_deploy`) passes one that echoes through click
+draws no progress. ``cocoon deploy`` (:mod:`node.cli.deploy`) passes one that echoes through click
 and draws progress bars.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 ``registry_fetch(call, address)`` returns the coroutine a ``SnapshotSource`` refreshes with. ``call``
 is any synchronous ``(address, method, stack) -> list`` get-method runner: the embedded chain's
-``get_method`` or a :class:`~node.chainctx.ChainContext`'s ``get_method`` for testnet and mainnet
+``get_method`` or a :class:`~node.cli.context.ChainContext`'s ``get_method`` for testnet and mainnet
 (which runs pytoniq's lite client on its own loop). Reads run in a worker thread so a slow lite
 server never blocks the event loop that serves connections.
 """

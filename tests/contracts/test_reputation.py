@@ -741,7 +741,7 @@ def test_end_to_end_with_real_stake_contracts(lang):
 def test_forwarded_reports_from_the_registry_history(env: Env):
     """The testnet/mainnet listing reads the registry's outgoing apply_report messages; here the
     embedded chain's own transactions stand in for a lite server's history."""
-    from node.cli_reputation import _rows_from_history
+    from node.cli.reputation import _rows_from_history
 
     other = env.relayer.address
     env.expect_ok(env.submit(env.report("proxy-a", env.chain.now - 20)))
@@ -788,7 +788,7 @@ class Cli:
 
     def __init__(self, tmp_path, lang: str, monkeypatch):
         from click.testing import CliRunner
-        from node import cli_registry
+        from node.cli import registry as cli_registry
         from node.cli import main
 
         self.main, self.runner, self.tmp = main, CliRunner(), tmp_path

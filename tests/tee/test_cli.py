@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from node.cli_attest import attest
+from node.cli.attest import attest
 from node.tee.quote import parse_quote
 from node.tee.ratls import Identity, PeerVerifier, RaTlsSite
 from node.tee.registry_source import RegistrySnapshot, SnapshotSource
@@ -234,7 +234,7 @@ def test_dev_root_and_serve_simulated_commands(tmp_path):
     s.close()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from node.cli_attest import attest; attest()", "serve-simulated",
+        [sys.executable, "-c", "from node.cli.attest import attest; attest()", "serve-simulated",
          "--dev-root", str(d), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO,
     )

@@ -105,7 +105,7 @@ def run_cmd(config, verbose, **flags) -> None:
         # the cocoon command has loaded tonpy already: start again as a process that loads the
         # model first (same pid, same arguments)
         args = sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else []
-        os.execv(sys.executable, [sys.executable, "-m", "node.cli_worker", "run", *args])
+        os.execv(sys.executable, [sys.executable, "-m", "node.cli.worker", "run", *args])
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("COCOON_WORKER_FAILPOINT"):

@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from .chainctx import UserError, guarded
+from .context import UserError, guarded
 
 DEFAULT_STATE = Path(".cocoon/proxy")
 
@@ -45,7 +45,7 @@ def _hostport(text: str, what: str) -> tuple[str, int]:
 
 
 def _ton(text: str, what: str) -> int:
-    from .cli_parse import parse_ton
+    from .options import parse_ton
 
     return parse_ton(str(text), what)
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from .chainctx import (ChainContext, NetworkType, UserError, guarded, load_keys, network_options, parse_address,
+from .context import (ChainContext, NetworkType, UserError, guarded, load_keys, network_options, parse_address,
                        parse_ton)
 
 

@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from .chainctx import UserError, guarded
-from .cli_client import DEFAULT_STATE
+from .context import UserError, guarded
+from .client import DEFAULT_STATE
 
 
 @click.group()
@@ -65,7 +65,7 @@ def _record(target: str, state_dir: Path) -> dict:
         if not isinstance(data, dict):
             raise UserError(f"{target} is not a receipt record")
         return data
-    from .cli_parse import client_store
+    from .options import client_store
 
     store = client_store(state_dir)
     row = store.receipt(target)

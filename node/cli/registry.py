@@ -17,9 +17,9 @@ from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .chainctx import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
+from .context import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
                        network_options, open_wallet)
-from .cli_parse import (Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256,
+from .options import (Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256,
                         registry_address, registry_file, registry_option, uint, utc)
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from .chainctx import DEFAULT_STATE, ProgressBar, UserError, guarded
-from .deploy import Options, Report, VerificationFailed, load_config, run
+from .context import DEFAULT_STATE, ProgressBar, UserError, guarded
+from node.deploy import Options, Report, VerificationFailed, load_config, run
 
 
 class ClickReport(Report):

@@ -10,14 +10,14 @@ from typing import Optional
 
 import click
 
-from .chainctx import UserError, guarded
-from .cli_parse import client_store as _store
+from .context import UserError, guarded
+from .options import client_store as _store
 
 DEFAULT_STATE = Path(".cocoon/client")
 
 
 def _ton(text: str, what: str) -> int:
-    from .cli_parse import parse_ton
+    from .options import parse_ton
 
     return parse_ton(text, what)
 

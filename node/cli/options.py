@@ -1,7 +1,7 @@
 """Parsing what users type on the command line: TON amounts, addresses, 256-bit hex values, proxy
 endpoints, times, and the integer ranges of the contracts' fields.
 
-Every parser refuses bad input with one line (a :class:`~node.chainctx.UserError`, or a click usage
+Every parser refuses bad input with one line (a :class:`~node.cli.context.UserError`, or a click usage
 error for option types) before anything is sent, so a typo never costs a fee or changes a contract.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Optional
 import click
 from pytoniq_core import Address
 
-# The three basic parsers live with the CLI's error type in node/chainctx.py; this module re-exports them.
-from .chainctx import MAX_TON, UserError, parse_address, parse_hex256, parse_ton  # noqa: F401
+# The three basic parsers live with the CLI's error type in node/cli/context.py; this module re-exports them.
+from .context import MAX_TON, UserError, parse_address, parse_hex256, parse_ton  # noqa: F401
 
 UINT16, UINT32 = 2**16 - 1, 2**32 - 1
 # TON keeps times as 32-bit unix seconds and contracts add delays to them: the embedded chain's clock

@@ -1,7 +1,8 @@
 """The ``cocoon`` command: one entry point for operators, providers, clients and auditors.
 
-Subcommands live in their own modules (``node/cli_*.py``); this file only assembles them and turns
-every expected failure into a one-line message and a non-zero exit, never a traceback.
+Each command group lives in its own module of this package (``node/cli/<group>.py``); this module
+holds the root group and ``cocoon build``, registers the groups by plain imports, and turns every
+expected failure into a one-line message and a non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
@@ -67,24 +68,10 @@ def build(check: bool, lang: str, contract: str | None) -> None:
 
 # The command groups, each in its own module: a module that fails to import stops `cocoon` with its
 # error instead of a command silently missing.
-from .cli_attest import attest  # noqa: E402
-from .cli_chain import chain  # noqa: E402
-from .cli_client import client  # noqa: E402
-from .cli_demo import demo  # noqa: E402
-from .cli_deploy import deploy  # noqa: E402
-from .cli_devnet import devnet  # noqa: E402
-from .cli_escrow import escrow  # noqa: E402
-from .cli_proxy import proxy  # noqa: E402
-from .cli_receipt import receipt  # noqa: E402
-from .cli_registry import registry  # noqa: E402
-from .cli_reputation import reputation  # noqa: E402
-from .cli_stake import stake  # noqa: E402
-from .cli_wallet import wallet  # noqa: E402
-from .cli_worker import worker  # noqa: E402
+from . import (attest, chain, client, demo, deploy, devnet, escrow, proxy, receipt, registry,  # noqa: E402
+               reputation, stake, wallet, worker)
 
-for _command in (attest, registry, worker, demo, stake, escrow, reputation, deploy, chain, wallet, client, receipt,
-                 proxy, devnet):
+for _command in (attest.attest, registry.registry, worker.worker, demo.demo, stake.stake, escrow.escrow,
+                 reputation.reputation, deploy.deploy, chain.chain, wallet.wallet, client.client,
+                 receipt.receipt, proxy.proxy, devnet.devnet):
     main.add_command(_command)
-
-if __name__ == "__main__":
-    main()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .chainctx import UserError, guarded
+from .context import UserError, guarded
 
 dir_option = click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
                           default=Path(".cocoon/devnet"), show_default=True, envvar="COCOON_DEVNET",

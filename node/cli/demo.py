@@ -16,7 +16,7 @@ import click
 
 from wrappers.chain.records import fee_table, fmt_ton, tx_tree
 
-from .lifecycle import StepFailed, run_story
+from node.lifecycle import StepFailed, run_story
 
 
 def _ton(n: int) -> str:
