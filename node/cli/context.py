@@ -31,8 +31,7 @@ DEFAULT_STATE = Path(os.environ.get("COCOON_CHAIN_STATE", ".cocoon/chain.json"))
 EMBEDDED_FUNDING = DEV_FUNDING
 
 __all__ = ["DEFAULT_STATE", "NETWORKS", "EMBEDDED_FUNDING", "UserError", "Keys", "load_keys", "keys_from_words",
-           "network_global_id", "open_wallet", "ChainContext", "RemoteChain", "parse_ton", "parse_address",
-           "parse_hex256", "chain_now", "guarded", "network_options", "ProgressBar"]
+           "network_global_id", "open_wallet", "ChainContext", "RemoteChain", "chain_now", "guarded", "ProgressBar"]
 
 
 class UserError(click.ClickException):
@@ -215,47 +214,6 @@ class ChainContext:
             progress.done()
 
 
-# ------------------------------------------------------------------------ parsing what users type
-# More TON than exists (the supply is about 5·10^9 TON): an amount above it is a typo.
-MAX_TON = 10**10
-
-
-def parse_ton(value: str, what: str = "amount", allow_zero: bool = False) -> int:
-    """'12.5' -> nanoTON, exactly (no float rounding); positive (or 0 with ``allow_zero``), finite,
-    at most :data:`MAX_TON`, at most 9 decimals."""
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        d = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)") from None
-    if not d.is_finite():
-        raise UserError(f"{what} {value!r} is not a number of TON (e.g. 12.5)")
-    if d < 0 or (d == 0 and not allow_zero):
-        raise UserError(f"{what} cannot be negative" if allow_zero else f"{what} must be more than 0 TON")
-    if d > MAX_TON:
-        raise UserError(f"{what} {value} TON is more than all TON in existence; check the number")
-    nano = d * 10**9
-    if nano != nano.to_integral_value():
-        raise UserError(f"{what} {value!r} has more than 9 decimals (1 nanoTON is the smallest unit)")
-    return int(nano)
-
-
-def parse_address(value: str, what: str) -> Address:
-    try:
-        return Address(value)
-    except Exception:
-        raise UserError(f"{what} {value!r} is not a TON address") from None
-
-
-def parse_hex256(text: str, what: str) -> int:
-    """A 256-bit value (a hash or an Ed25519 public key) as 64 hex digits, 0x allowed."""
-    v = text.lower().removeprefix("0x")
-    if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
-        raise UserError(f"{what} is 64 hex digits, got {text!r}")
-    return int(v, 16)
-
-
 def chain_now(ctx: "ChainContext") -> int:
     """The chain's time: the embedded chain's (or chain server's) clock, or the wall clock."""
     return ctx.chain.now if ctx.chain is not None else int(time.time())
@@ -287,36 +245,3 @@ def guarded(f):
                 raise UserError(f"{e}; is that the right contract address and network?") from None
             raise UserError(f"{type(e).__name__}: {e} (set COCOON_DEBUG=1 for details)") from None
     return wrapper
-
-
-class NetworkType(click.ParamType):
-    """A network name or an http(s) URL of a toncenter-v2 API."""
-
-    name = "network"
-
-    def convert(self, value, param, ctx):
-        try:
-            return check_network(value)
-        except CocoonError as e:
-            self.fail(str(e), param, ctx)
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return "[" + "|".join(NETWORKS) + "|URL]"
-
-
-def network_options(f):
-    """--network, --state-file, --mnemonic-file, --key-file, --wallet for commands that touch a chain."""
-    f = click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2",
-                     show_default=True, help="Wallet contract version of your key.")(f)
-    f = click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
-                     help="File with a 32-byte Ed25519 seed (hex or raw). Never printed.")(f)
-    f = click.option("--mnemonic-file", type=click.Path(dir_okay=False),
-                     help="File with your 24-word wallet mnemonic (or set COCOON_MNEMONIC). Never printed.")(f)
-    f = click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_STATE,
-                     show_default=True, help="Embedded chain only: where the local chain is kept between commands "
-                     "(env COCOON_CHAIN_STATE).")(f)
-    f = click.option("--network", type=NetworkType(), default="embedded", show_default=True,
-                     envvar="COCOON_NETWORK", help="Which chain: embedded (in this process, kept in --state-file), "
-                     "local (the chain server of `cocoon chain serve` at 127.0.0.1:8081), an http(s):// URL of a "
-                     "toncenter-v2 API (API key from COCOON_API_KEY), testnet or mainnet.")(f)
-    return f

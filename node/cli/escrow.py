@@ -20,9 +20,9 @@ from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .context import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
-from .options import (not_sent, parse_address as _address, parse_hex256 as _key_hex, parse_ton as _ton,
-                        registry_address, registry_option)
+from .context import ChainContext, UserError, guarded, load_keys, open_wallet, chain_now as _now
+from .options import (network_options, not_sent, parse_address as _address, parse_hex256 as _key_hex,
+                      parse_ton as _ton, registry_address, registry_option)
 
 ADVICE = {
     E.Err.LOW_VALUE: "attach more value (the operation's fee and any storage deficit)",

@@ -17,10 +17,9 @@ from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .context import (DEFAULT_STATE, ChainContext, NetworkType, UserError, chain_now, guarded, load_keys,
-                       network_options, open_wallet)
-from .options import (Nanotons, TonAmount, check_advance, not_sent, owner_address, parse_address, parse_hex256,
-                        registry_address, registry_file, registry_option, uint, utc)
+from .context import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, open_wallet
+from .options import (Nanotons, NetworkType, TonAmount, check_advance, network_options, not_sent, owner_address,
+                      parse_address, parse_hex256, registry_address, registry_file, registry_option, uint, utc)
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}

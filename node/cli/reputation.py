@@ -25,8 +25,8 @@ from wrappers import reputation as P
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .context import ChainContext, UserError, guarded, load_keys, network_options, chain_now as _now
-from .options import TonAmount, not_sent, parse_address as _address, registry_address, registry_option
+from .context import ChainContext, UserError, guarded, load_keys, chain_now as _now
+from .options import TonAmount, network_options, not_sent, parse_address as _address, registry_address, registry_option
 
 
 def _when(t: int, now: int) -> str:

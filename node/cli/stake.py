@@ -19,9 +19,9 @@ from wrappers import stake as S
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .context import ChainContext, UserError, guarded, load_keys, network_options, open_wallet, chain_now as _now
-from .options import (not_sent, parse_address as _address, parse_endpoint, parse_hex256, parse_ton as _ton,
-                        registry_address, registry_option)
+from .context import ChainContext, UserError, guarded, load_keys, open_wallet, chain_now as _now
+from .options import (network_options, not_sent, parse_address as _address, parse_endpoint, parse_hex256,
+                      parse_ton as _ton, registry_address, registry_option)
 
 ROLES = {"worker": S.ROLE_WORKER, "proxy": S.ROLE_PROXY}
 

@@ -6,8 +6,8 @@ from typing import Optional
 
 import click
 
-from .context import (ChainContext, NetworkType, UserError, guarded, load_keys, network_options, parse_address,
-                       parse_ton)
+from .context import ChainContext, UserError, guarded, load_keys
+from .options import NetworkType, network_options, parse_address, parse_ton
 
 
 def _friendly(address, network: str) -> str:
