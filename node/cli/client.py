@@ -11,43 +11,13 @@ from typing import Optional
 import click
 
 from .context import UserError, guarded
-from .options import client_store as _store
+from .options import (client_store as _store, config_option, json_option, log_level_option, parse_ton,
+                      pccs_url_option, service_chain_options, state_dir_option)
 
 DEFAULT_STATE = Path(".cocoon/client")
 
-
-def _ton(text: str, what: str) -> int:
-    from .options import parse_ton
-
-    return parse_ton(text, what)
-
-
-def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    """--config FILE: a TOML file whose keys are the options' names (dashes or underscores); flags win."""
-    if not value:
-        return value
-    import tomllib
-
-    try:
-        data = tomllib.loads(Path(value).read_text())
-    except OSError as e:
-        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise click.BadParameter(f"{value} is not TOML: {e}") from None
-    names = {p.name for p in ctx.command.params if p.name}
-    defaults = {}
-    for k, v in data.items():
-        key = k.replace("-", "_")
-        if key not in names or key == "config":
-            raise click.BadParameter(f"{value}: unknown setting {k!r}")
-        defaults[key] = v
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
-state_option = click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),
-                            default=DEFAULT_STATE, show_default=True, envvar="COCOON_CLIENT_STATE",
-                            help="The gateway's state folder (SQLite: channels, totals signed, receipts).")
+state_option = state_dir_option(DEFAULT_STATE, "COCOON_CLIENT_STATE",
+                                "gateway's state folder: SQLite with its channels, totals signed and receipts")
 
 
 @click.group()
@@ -56,20 +26,11 @@ def client() -> None:
 
 
 @client.command("run")
-@click.option("--config", type=click.Path(dir_okay=False, exists=True), callback=_load_config, is_eager=True,
-              expose_value=False, help="TOML file with any of these options (e.g. budget = \"5\"); flags override it.")
+@config_option('budget = "5"')
 @state_option
-@click.option("--registry", required=True, envvar="COCOON_REGISTRY", help="The registry contract's address.")
-@click.option("--network", default="local", show_default=True, envvar="COCOON_NETWORK",
-              help="Chain: local (the chain server at 127.0.0.1:8081), an http(s):// toncenter-v2 URL, testnet "
-                   "or mainnet.")
-@click.option("--chain-api-key", envvar="COCOON_API_KEY", help="API key of a toncenter endpoint.")
-@click.option("--mnemonic-file", type=click.Path(dir_okay=False),
-              help="Your wallet's 24-word mnemonic (or COCOON_MNEMONIC): it funds the escrow. Never printed.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
-              help="Or a 32-byte Ed25519 seed file for the wallet. Never printed.")
-@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True,
-              help="Wallet contract version of your key.")
+@service_chain_options(wallet="File with your wallet's 24-word mnemonic (or set COCOON_MNEMONIC): it funds the "
+                              "escrow. Never printed.",
+                       key="Or a file with your wallet's 32-byte Ed25519 seed (hex or raw). Never printed.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--api-key", envvar="COCOON_CLIENT_API_KEY",
@@ -87,13 +48,13 @@ def client() -> None:
                    "Its attestation and registration are checked all the same.")
 @click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True), metavar="TRUST_JSON",
               help="Accept the simulated TEE of this development root (only with a test-flagged registry).")
-@click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
+@pccs_url_option
 @click.option("--accept-tcb", multiple=True, metavar="STATUS", help="TCB status to accept (repeat; default UpToDate).")
 @click.option("--refresh", type=click.FloatRange(0.2, 3600), default=30.0, show_default=True,
               help="Seconds between registry reads: revocations and proxy removals act at the next one.")
 @click.option("--stake-ttl", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
               help="Seconds a worker's stake reading is reused when checking receipts.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
+@log_level_option
 @guarded
 def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optional[str], mnemonic_file: Optional[str],
             key_file: Optional[str], wallet_version: str, host: str, port: int, api_key: Optional[str], budget: str,
@@ -131,8 +92,8 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
             raise UserError("--proxy-endpoint needs a named --proxy (the owner whose attestation is expected)")
         if not sep or not p_host or not p_port.isdigit() or not 0 < int(p_port) < 65536:
             raise UserError(f"--proxy-endpoint is HOST:PORT, not {proxy_endpoint!r}")
-    budget_n = _ton(str(budget), "--budget")
-    deposit_n = _ton(str(deposit), "--deposit") if deposit else None
+    budget_n = parse_ton(str(budget), "--budget")
+    deposit_n = parse_ton(str(deposit), "--deposit") if deposit else None
     if budget_n <= 0:
         raise UserError("--budget must be above 0")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -154,7 +115,7 @@ def _fmt(n: int) -> str:
 
 @client.command("status")
 @state_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option()
 @guarded
 def status_cmd(state_dir: Path, as_json: bool) -> None:
     """The gateway's money and work: proxy, channel, deposited, spent, budget left, requests, tokens,

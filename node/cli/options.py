@@ -309,7 +309,9 @@ def state_dir_option(default: Path, envvar: str, holds: str):
                         show_default=True, envvar=envvar, help=f"The {holds} (env {envvar}).")
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def json_option(help: str = "Print one JSON object."):
+    """--json, stored as ``as_json``: print machine-readable output instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
 
 log_level_option = click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info",
                                 show_default=True, help="How much the service logs (to stderr).")

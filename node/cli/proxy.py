@@ -10,49 +10,14 @@ from typing import Optional
 import click
 
 from .context import UserError, guarded
+from .options import (config_option, hostport, json_option, log_level_option, parse_ton, pccs_url_option,
+                      service_chain_options, state_dir_option)
 
 DEFAULT_STATE = Path(".cocoon/proxy")
 
 
-def _load_config(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    """--config FILE: a TOML file whose keys are the options' names (dashes or underscores); flags win."""
-    if not value:
-        return value
-    import tomllib
-
-    try:
-        data = tomllib.loads(Path(value).read_text())
-    except OSError as e:
-        raise click.BadParameter(f"cannot read {value}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise click.BadParameter(f"{value} is not TOML: {e}") from None
-    names = {p.name for p in ctx.command.params if p.name}
-    defaults = {}
-    for k, v in data.items():
-        key = k.replace("-", "_")
-        if key not in names or key == "config":
-            raise click.BadParameter(f"{value}: unknown setting {k!r}")
-        defaults[key] = v
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
-def _hostport(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--{what} is HOST:PORT, not {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _ton(text: str, what: str) -> int:
-    from .options import parse_ton
-
-    return parse_ton(str(text), what)
-
-
-state_option = click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path),
-                            default=DEFAULT_STATE, show_default=True, envvar="COCOON_PROXY_STATE",
-                            help="The proxy's state folder (SQLite ledger: vouchers, jobs, receipts, pay, claims).")
+state_option = state_dir_option(DEFAULT_STATE, "COCOON_PROXY_STATE",
+                                "proxy's state folder: its SQLite ledger of vouchers, jobs, receipts, pay and claims")
 
 
 @click.group()
@@ -61,22 +26,14 @@ def proxy() -> None:
 
 
 @proxy.command()
-@click.option("--config", type=click.Path(dir_okay=False, exists=True), callback=_load_config, is_eager=True,
-              expose_value=False, help="TOML file with any of these options (e.g. clients = \"0.0.0.0:8443\"); "
-                                       "flags override it.")
+@config_option('clients = "0.0.0.0:8443"')
 @state_option
-@click.option("--registry", required=True, envvar="COCOON_REGISTRY", help="The registry contract's address.")
-@click.option("--network", default="local", show_default=True, envvar="COCOON_NETWORK",
-              help="local (the chain server), an http(s):// toncenter-v2 URL, testnet or mainnet.")
-@click.option("--chain-api-key", envvar="COCOON_API_KEY", help="API key of a toncenter endpoint.")
+@service_chain_options(wallet="File with the hot wallet's 24 words (or set COCOON_MNEMONIC): it funds channels to "
+                              "workers and pays claim fees. Never printed.",
+                       key="Or a file with the hot wallet's 32-byte Ed25519 seed (hex or raw). Never printed.")
 @click.option("--operator-key-file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The operator key (32-byte Ed25519 seed, hex or binary): the RA-TLS key registered for this "
                    "proxy; it signs reputation reports and the vouchers that pay workers.")
-@click.option("--mnemonic-file", type=click.Path(dir_okay=False),
-              help="The hot wallet's 24 words (or COCOON_MNEMONIC): it funds channels to workers and pays claim fees.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Or the hot wallet's seed file.")
-@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True,
-              help="The hot wallet's version.")
 @click.option("--owner", help="The proxy owner's address, as registered (default: the hot wallet's).")
 @click.option("--clients", default="127.0.0.1:8443", show_default=True, metavar="HOST:PORT",
               help="Where the clients listener (HTTPS, RA-TLS) listens.")
@@ -95,7 +52,7 @@ def proxy() -> None:
               help="Simulated TEE: the image name its measurements are derived from.")
 @click.option("--measurements", type=click.Path(dir_okay=False, exists=True),
               help="Simulated TEE: this image's measurements (JSON, or {\"name\": ...}), instead of --image.")
-@click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
+@pccs_url_option
 @click.option("--max-fee-share", type=click.FloatRange(0, 1), default=0.005, show_default=True,
               help="Claim from a client channel when the claim's fee is at most this share of what it settles.")
 @click.option("--exposure-limit", default="50", show_default=True, metavar="TON",
@@ -116,7 +73,7 @@ def proxy() -> None:
               help="Seconds a job may run on a worker.")
 @click.option("--max-output-tokens", type=click.IntRange(1, 1_000_000), default=512, show_default=True,
               help="The max_tokens /v1/models advertises (gateways fill it in when the caller gave none).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning"]), default="info", show_default=True)
+@log_level_option
 @guarded
 def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[str], operator_key_file: str,
         mnemonic_file: Optional[str], key_file: Optional[str], wallet_version: str, owner: Optional[str],
@@ -157,9 +114,9 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
         if not os.environ.get("COCOON_MNEMONIC"):
             raise UserError("no hot wallet: pass --mnemonic-file FILE or --key-file FILE, or set COCOON_MNEMONIC")
     wallet = load_keys(mnemonic_file=mnemonic_file, key_file=key_file)
-    ch, cp = _hostport(clients, "clients")
-    wh, wp = _hostport(workers, "workers")
-    mh, mp = _hostport(metrics, "metrics")
+    ch, cp = hostport(clients, "clients")
+    wh, wp = hostport(workers, "workers")
+    mh, mp = hostport(metrics, "metrics")
     if public_endpoint:
         from node.link.endpoint import EndpointError, parse
 
@@ -173,9 +130,9 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
         clients_host=ch, clients_port=cp, workers_host=wh, workers_port=wp, public_endpoint=public_endpoint,
         metrics_host=mh, metrics_port=mp, tee=tee, dev_root=Path(dev_root) if dev_root else None, image=image,
         measurements=Path(measurements) if measurements else None, pccs_url=pccs_url,
-        claim=ClaimPolicy(max_fee_share=max_fee_share, exposure_limit=_ton(exposure_limit, "--exposure-limit"),
-                          claim_fee=_ton(claim_fee, "--claim-fee")),
-        worker_deposit=_ton(worker_deposit, "--worker-deposit"), settle_grace=settle_grace, epoch=epoch,
+        claim=ClaimPolicy(max_fee_share=max_fee_share, exposure_limit=parse_ton(exposure_limit, "--exposure-limit"),
+                          claim_fee=parse_ton(claim_fee, "--claim-fee")),
+        worker_deposit=parse_ton(worker_deposit, "--worker-deposit"), settle_grace=settle_grace, epoch=epoch,
         refresh=refresh, settle_every=settle_every, job_timeout=job_timeout, max_output_tokens=max_output_tokens)
 
     def ready(core) -> None:
@@ -198,7 +155,7 @@ def _ton_str(n: int) -> str:
 
 @proxy.command()
 @state_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option()
 @guarded
 def status(state_dir: Path, as_json: bool) -> None:
     """The proxy's books: clients, workers, what is owed and claimed, the margin, pending claims.
