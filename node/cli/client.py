@@ -12,7 +12,7 @@ import click
 
 from .context import UserError, guarded
 from .options import (client_store as _store, config_option, json_option, log_level_option, parse_ton,
-                      pccs_url_option, service_chain_options, state_dir_option)
+                      service_chain_options, state_dir_option, tee_trust_options, wallet_options)
 
 DEFAULT_STATE = Path(".cocoon/client")
 
@@ -46,10 +46,7 @@ def client() -> None:
 @click.option("--proxy-endpoint", metavar="HOST:PORT",
               help="With a named --proxy: reach it here instead of its registered clients address (a tunnel). "
                    "Its attestation and registration are checked all the same.")
-@click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True), metavar="TRUST_JSON",
-              help="Accept the simulated TEE of this development root (only with a test-flagged registry).")
-@pccs_url_option
-@click.option("--accept-tcb", multiple=True, metavar="STATUS", help="TCB status to accept (repeat; default UpToDate).")
+@tee_trust_options("Accept the simulated TEE of this development root (only with a test-flagged registry).")
 @click.option("--refresh", type=click.FloatRange(0.2, 3600), default=30.0, show_default=True,
               help="Seconds between registry reads: revocations and proxy removals act at the next one.")
 @click.option("--stake-ttl", type=click.FloatRange(0, 3600), default=10.0, show_default=True,
@@ -150,8 +147,8 @@ def status_cmd(state_dir: Path, as_json: bool) -> None:
 
 @client.command("receipts")
 @state_option
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON list of self-contained receipt records (each one a file `cocoon receipt verify` reads).")
+@json_option(
+    help="Print a JSON list of self-contained receipt records (each one a file `cocoon receipt verify` reads).")
 @click.option("--limit", type=click.IntRange(1), help="Only the newest N.")
 @click.option("--failed", is_flag=True, help="Only receipts that failed verification.")
 @guarded
@@ -175,9 +172,10 @@ def receipts_cmd(state_dir: Path, as_json: bool, limit: Optional[int], failed: b
 
 @client.command("close")
 @state_option
-@click.option("--mnemonic-file", type=click.Path(dir_okay=False), help="The wallet's mnemonic (or COCOON_MNEMONIC).")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), help="Or the wallet's seed file.")
-@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True)
+@wallet_options(mnemonic="File with the wallet's 24-word mnemonic (or set COCOON_MNEMONIC): the one that funds "
+                         "the gateway's channels. Never printed.",
+                key="Or a file with that wallet's 32-byte Ed25519 seed (hex or raw). Never printed.",
+                version="Wallet contract version of that key.")
 @click.option("--network", help="Chain (default: the one the gateway used).")
 @click.option("--finish", is_flag=True, help="After the close delay: send finish, returning the rest to the wallet.")
 @guarded

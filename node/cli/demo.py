@@ -18,6 +18,8 @@ from wrappers.chain.records import fee_table, fmt_ton, tx_tree
 
 from node.lifecycle import StepFailed, run_story
 
+from .options import lang_option
+
 
 def _ton(n: int) -> str:
     return f"{n / 10**9:+.9f}" if n else "0"
@@ -27,8 +29,7 @@ def _ton(n: int) -> str:
 @click.option("--contracts-only", is_flag=True,
               help="Instead: the contract lifecycle alone on an in-process embedded chain (no services, no model), "
                    "with simulated token counts.")
-@click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True,
-              help="Which build of the contracts to run (both follow the same schema).")
+@lang_option("Which build of the contracts to run (both follow the same schema).")
 @click.option("--workers", type=click.IntRange(1, 4), default=2, show_default=True,
               help="Workers on the demo's network.")
 @click.option("--question", default=None, metavar="TEXT", help="What to ask SmolLM2.")

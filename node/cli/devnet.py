@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .context import UserError, guarded
+from .options import json_option, lang_option
 
 dir_option = click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
                           default=Path(".cocoon/devnet"), show_default=True, envvar="COCOON_DEVNET",
@@ -33,8 +34,7 @@ def devnet() -> None:
 @dir_option
 @click.option("--workers", type=click.IntRange(1, 8), default=2, show_default=True,
               help="Workers to start, each serving SmolLM2 in its own simulated TDX image.")
-@click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True,
-              help="Which build of the contracts to deploy.")
+@lang_option("Which build of the contracts to deploy.")
 @click.option("--ports", type=click.Choice(["default", "free"]), default="default", show_default=True,
               help="default: the documented ports (chain 8081, gateway 8000, proxy 8443/8444), any free one where "
                    "busy; free: any free ports. Kept for later `up`s in the same folder.")
@@ -74,7 +74,7 @@ def up(directory: Path, workers: int, lang: str, ports: str, budget: str, refres
 
 @devnet.command()
 @dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option()
 @guarded
 def status(directory: Path, as_json: bool) -> None:
     """Each process (running or not), its address and its money; the books of the whole chain."""

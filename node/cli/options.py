@@ -326,3 +326,19 @@ def hostport(text: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserError(f"--{what} is HOST:PORT, not {text!r}")
     return host.strip("[]"), int(port)
+
+
+def lang_option(help: str):
+    """--lang func|tolk: which build of the contracts (Tolk by default; both follow the same schema)."""
+    return click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True, help=help)
+
+
+def tee_trust_options(allow_simulated: str):
+    """--allow-simulated TRUST_JSON (stored as ``dev_trust``), --pccs-url and --accept-tcb: what an
+    attestation check accepts."""
+    return stack(
+        click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True),
+                     metavar="TRUST_JSON", help=allow_simulated),
+        pccs_url_option,
+        click.option("--accept-tcb", multiple=True, metavar="STATUS",
+                     help="A TCB status to accept; repeatable (default: UpToDate only)."))

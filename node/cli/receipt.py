@@ -10,6 +10,7 @@ import click
 
 from .context import UserError, guarded
 from .client import DEFAULT_STATE
+from .options import json_option, state_dir_option, tee_trust_options
 
 
 @click.group()
@@ -19,18 +20,14 @@ def receipt() -> None:
 
 @receipt.command("verify")
 @click.argument("target", metavar="FILE|ID")
-@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_STATE,
-              show_default=True, envvar="COCOON_CLIENT_STATE", help="The gateway's state folder (for an ID).")
+@state_dir_option(DEFAULT_STATE, "COCOON_CLIENT_STATE", "gateway's state folder, where an ID is looked up")
 @click.option("--network", envvar="COCOON_NETWORK",
               help="Also check against this chain (local, a URL, testnet, mainnet): the registry's current "
                    "allow-lists and the worker's stake. Without it the check is offline, against the registry "
                    "view recorded with the receipt.")
 @click.option("--registry", envvar="COCOON_REGISTRY", help="Registry address (default: the one recorded).")
-@click.option("--allow-simulated", "dev_trust", type=click.Path(dir_okay=False, exists=True), metavar="TRUST_JSON",
-              help="Accept the simulated TEE of this development root (test registries only).")
-@click.option("--pccs-url", help="PCCS (or Intel PCS) base URL for the collateral of real TDX quotes.")
-@click.option("--accept-tcb", multiple=True, metavar="STATUS", help="TCB status to accept (repeat; default UpToDate).")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as one JSON object.")
+@tee_trust_options("Accept the simulated TEE of this development root (test registries only).")
+@json_option("Print the verdict as one JSON object.")
 @guarded
 def verify_cmd(target: str, state_dir: Path, network: Optional[str], registry: Optional[str], dev_trust: Optional[str],
                pccs_url: Optional[str], accept_tcb: tuple[str, ...], as_json: bool) -> None:

@@ -18,8 +18,9 @@ from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
 from .context import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, open_wallet
-from .options import (Nanotons, NetworkType, TonAmount, check_advance, network_options, not_sent, owner_address,
-                      parse_address, parse_hex256, registry_address, registry_file, registry_option, uint, utc)
+from .options import (Nanotons, TonAmount, check_advance, lang_option, network_option, network_options, not_sent,
+                      owner_address, parse_address, parse_hex256, registry_address, registry_file, registry_option,
+                      state_file_option, uint, utc)
 
 KINDS = {"worker-image": "worker_image", "proxy-image": "proxy_image", "model": "model"}
 TRUST = {"worker-image": "worker_images", "proxy-image": "proxy_images", "model": "models"}
@@ -49,8 +50,7 @@ def registry() -> None:
 
 @registry.command()
 @network_options
-@click.option("--lang", type=click.Choice(["func", "tolk"]), default="tolk", show_default=True,
-              help="Which implementation's code to deploy (both are built from the same schema).")
+@lang_option("Which implementation's code to deploy (both are built from the same schema).")
 @click.option("--test-network", is_flag=True, help="Set the test flag: simulated TEEs are accepted.")
 @click.option("--governance-delay", type=uint(32), default=86400, show_default=True, help="Seconds a proposal waits.")
 @click.option("--treasury", help="Address that receives slashed stake (default: the owner's wallet).")
@@ -364,10 +364,8 @@ def accept_ownership(network, state_file, mnemonic_file, key_file, wallet_versio
 
 
 @registry.command("advance-time")
-@click.option("--state-file", type=click.Path(dir_okay=False, path_type=Path),
-              default=DEFAULT_STATE, show_default=True, help="The embedded chain's state file (env COCOON_CHAIN_STATE).")
-@click.option("--network", type=NetworkType(), default="embedded", show_default=True, envvar="COCOON_NETWORK",
-              help="embedded, or the chain server (local or its URL).")
+@state_file_option("The embedded chain's state file (env COCOON_CHAIN_STATE).")
+@network_option("embedded, or the chain server (local or its URL).")
 @click.argument("seconds", type=int)
 @guarded
 def advance_time(state_file, seconds, network="embedded"):

@@ -7,7 +7,7 @@ from typing import Optional
 import click
 
 from .context import ChainContext, UserError, guarded, load_keys
-from .options import NetworkType, network_options, parse_address, parse_ton
+from .options import network_option, network_options, parse_address, parse_ton, wallet_version_option
 
 
 def _friendly(address, network: str) -> str:
@@ -23,10 +23,8 @@ def wallet() -> None:
 @wallet.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(".cocoon/wallet.words"),
               show_default=True, help="Where to write the 24 words (created with mode 0600, never overwritten).")
-@click.option("--wallet", "wallet_version", type=click.Choice(["v4r2", "v5r1"]), default="v4r2", show_default=True,
-              help="Wallet contract version the address is for.")
-@click.option("--network", type=NetworkType(), default="embedded", show_default=True, envvar="COCOON_NETWORK",
-              help="Network the address is shown for (testnet addresses carry the test flag; v5r1 signs for it).")
+@wallet_version_option("Wallet contract version the address is for.")
+@network_option("Network the address is shown for (testnet addresses carry the test flag; v5r1 signs for it).")
 @guarded
 def new(out: Path, wallet_version: str, network: str) -> None:
     """Create a new key: 24 words written to --out; prints only the wallet's address."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .options import json_option, pccs_url_option
+
 DEFAULT_STATE = ".cocoon/worker"
 
 
@@ -81,7 +83,7 @@ def worker() -> None:
                                                                    "for --tee simulated.")
 @click.option("--image", help="Simulated image name, which fixes its measurements [default: worker-image].")
 @click.option("--measurements", type=click.Path(dir_okay=False), help="Simulated measurements JSON file.")
-@click.option("--pccs-url", help="PCCS for verifying a real TDX proxy's quote collateral.")
+@pccs_url_option
 @click.option("--state-dir", type=click.Path(file_okay=False), help=f"State folder [default: {DEFAULT_STATE}].")
 @click.option("--metrics-host", help="Local listener for /metrics and /health [default: 127.0.0.1].")
 @click.option("--metrics-port", type=int, help="Its port [default: 9100].")
@@ -131,7 +133,7 @@ def run_cmd(config, verbose, **flags) -> None:
 @worker.command("status")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=DEFAULT_STATE, show_default=True,
               help="The worker's state folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option()
 def status_cmd(state_dir: str, as_json: bool) -> None:
     """Jobs, tokens, earned, paid, claimed and claimable, and what each proxy owes."""
     from node.worker.store import Store
