@@ -12,11 +12,16 @@ Per request, on the channel to the chosen proxy:
    sent with the request;
 4. the answer's receipt is checked (:mod:`node.client.receipts`) before the caller sees the end of
    it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
-   is not paid, is reported to the caller and its cost is recorded as disputed.
+   is not paid, is reported to the caller and its cost is recorded as disputed;
+5. a request whose answer is not read to its end (the caller hung up, the proxy's stream broke) stays
+   in flight: the proxy may still bill it (it cancels the worker and bills what was delivered), so the
+   gateway asks the proxy for the record of its request id and pays that like any answer.
 
-The books of one channel change under a lock, so every voucher covers settled + the maximum costs
-of all requests in flight; the requests themselves run concurrently. Settles go out after the answer, in order; one that reaches the proxy after a newer
-authorization is refused by the proxy (that authorization already covers it), which is harmless.
+The books of one channel change under a lock, and one :class:`LiveChannel` holds all that is in
+flight on it, so every voucher covers settled + the maximum costs of all requests in flight, as the
+proxy's reservations do; the requests themselves run concurrently. Settles go out after the answer,
+in order; one that reaches the proxy after a newer authorization is refused by the proxy (that
+authorization already covers it), which is harmless.
 """
 from __future__ import annotations
 
@@ -69,6 +74,7 @@ class LiveChannel:
     settle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)   # settles go out one at a time
     inflight: dict[str, int] = field(default_factory=dict)   # request id -> maximum cost
     resumed: bool = False
+    last_answered: Optional[str] = None   # a request id the proxy has answered (settles name one)
 
     @property
     def settled(self) -> int:
@@ -106,6 +112,8 @@ class Gateway:
         self.excluded: dict[int, str] = {}      # owner hash -> why this proxy is not used
         self.last_error: Optional[str] = None
         self._select_lock = asyncio.Lock()
+        self._channel_lock = asyncio.Lock()
+        self._live: dict[str, LiveChannel] = {}   # channel address -> its one LiveChannel
         self._identity = Identity.create(None)
         self.wallet_address: Optional[Address] = None
         self._tasks: set[asyncio.Task] = set()
@@ -169,8 +177,10 @@ class Gateway:
             await p.close()
 
     async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
+        if self._tasks:   # settles and recoveries; one cut short is taken up again when the channel resumes
+            _, pending = await asyncio.wait(list(self._tasks), timeout=10)
+            for t in pending:
+                t.cancel()
         self.store.flush_marks(self._marks)
         await self._drop_proxy()
         if self.snapshots is not None:
@@ -239,24 +249,26 @@ class Gateway:
 
     # ------------------------------------------------------------------ the channel
     async def ensure_channel(self, conn: ProxyConnection, need: int) -> LiveChannel:
-        """The live channel to ``conn``'s proxy, opened (and resumed) if needed."""
+        """The live channel to ``conn``'s proxy, opened (and resumed) if needed. There is one
+        :class:`LiveChannel` per channel, so every request on it shares one view of what is in flight."""
         owner = raw(conn.cand.owner)
         ch = self.channel
-        if ch is None or ch.row.proxy_owner != owner:
-            row = self.store.live_channel(owner)
-            if row is None:
-                row = await self._open(conn, need)
-            counter = row.counter
-            ch = LiveChannel(row, Address(row.address), payment_key(self.chain.keys, counter))
-            self.channel = ch
-        else:
-            fresh = self.store.channel(ch.row.address)
-            if fresh is not None and fresh.state != "open":
-                self.channel = None
-                return await self.ensure_channel(conn, need)
-        if not ch.resumed:
-            await self._resume(conn, ch)
-        return ch
+        if ch is not None and ch.resumed and ch.row.proxy_owner == owner:
+            return ch
+        async with self._channel_lock:
+            ch = self.channel
+            if ch is None or ch.row.proxy_owner != owner:
+                row = self.store.live_channel(owner)
+                if row is None:
+                    row = await self._open(conn, need)
+                ch = self._live.get(row.address)
+                if ch is None:
+                    ch = LiveChannel(row, Address(row.address), payment_key(self.chain.keys, row.counter))
+                    self._live[row.address] = ch
+                self.channel = ch
+            if not ch.resumed:
+                await self._resume(conn, ch)
+            return ch
 
     async def _open(self, conn: ProxyConnection, need: int) -> ChannelRow:
         s, view = self.settings, self.view
@@ -395,45 +407,119 @@ class Gateway:
         economics = self.view.params.economics
         max_cost = request_max_cost(sent, self.settings.max_coefficient, economics)
         request_id = uuid.uuid4().hex
-        ch = await self.ensure_channel(conn, max_cost)
-        async with ch.lock:
-            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-            reserved = sum(ch.inflight.values())
-            spent = self.store.spent_total()
-            if spent + reserved + max_cost > self.settings.budget:
-                self.metrics.requests.labels(endpoint, "budget").inc()
-                raise payment_required(
-                    f"the budget is spent: {spent / 1e9:g} of {self.settings.budget / 1e9:g} TON paid, and this "
-                    f"request may cost up to {max_cost / 1e9:g} TON", required=ch.settled + reserved + max_cost,
-                    settled=ch.settled)
-            authorized = ch.settled + reserved + max_cost
-            await self._fund(ch, authorized)
-            voucher = ch.voucher(authorized)
-            self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized, self._marks)
-            ch.inflight[request_id] = max_cost
+        while True:
+            ch = await self.ensure_channel(conn, max_cost)
+            async with ch.lock:
+                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+                if ch.row.state != "open":   # closed by `cocoon client close`: open another
+                    if self.channel is ch:
+                        self.channel = None
+                    continue
+                voucher = await self._authorize(ch, endpoint, request_id, max_cost)
+            break
         # The request goes out without the lock: the proxy keeps the highest voucher it was sent, and
         # each one covers every request in flight, so admissions need no order among themselves.
         headers = {H.CHANNEL: ch.row.address, H.VOUCHER: voucher, H.REQUEST_ID: request_id,
                    H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
         self.metrics.overhead.labels("authorize").observe(time.perf_counter() - t0)
+        job = _Job(self, conn, ch, request, endpoint, req, sent, request_id, max_cost, t0)
         try:
-            resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            ch.inflight.pop(request_id, None)
-            self.store.mark_request(request_id, "failed")
-            await self._proxy_failed(conn, e)
-            self.metrics.requests.labels(endpoint, "unavailable").inc()
-            raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
-        job = _Job(self, conn, ch, request, endpoint, req, sent, request_id, max_cost, resp, t0)
-        try:
-            if resp.status != 200:
+            try:
+                job.resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
+            except (aiohttp.ClientConnectorError, RaTlsError) as e:   # it never reached the proxy
+                ch.inflight.pop(request_id, None)
+                job.ended = True
+                self.store.mark_request(request_id, "failed")
+                await self._proxy_failed(conn, e)
+                self.metrics.requests.labels(endpoint, "unavailable").inc()
+                raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:   # it may have: its record says
+                job.recover()
+                self.metrics.requests.labels(endpoint, "unavailable").inc()
+                raise unavailable(f"the proxy did not answer: {describe_failure(e)}; what it billed for this "
+                                  "request is paid once its receipt verifies") from None
+            if job.resp.status != 200:
                 return await job.refused()
             if req.stream:
                 return await job.stream()
             return await job.plain()
         finally:
-            resp.release()
-            ch.inflight.pop(request_id, None)
+            if job.resp is not None:
+                job.resp.release()
+            job.recover()   # a request that ended neither paid nor released stays in flight until its record says
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def recover(self, job: "_Job") -> None:
+        """A request whose answer was not read to its end here (the caller hung up, the proxy's stream
+        broke): it stays in flight, since the proxy may still bill it, until the proxy's record of its
+        request id says what was billed; that is then paid like any answer once its receipt verifies.
+        The record is asked for with a zero voucher, which never starts a new job (PROTOCOL.md §4)."""
+        ch = job.ch
+        headers = {H.CHANNEL: ch.row.address, H.VOUCHER: ch.voucher(0), H.REQUEST_ID: job.request_id,
+                   H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
+        deadline = time.monotonic() + self.settings.request_timeout + RESUME_WAIT
+        delay, server_errors = 0.2, 0
+        while True:
+            status, body, why = None, b"", ""
+            try:
+                async with job.conn.http.post(ENDPOINT_PATHS[job.endpoint], data=job.sent, headers=headers) as r:
+                    status, body = r.status, await r.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                why = describe_failure(e)
+            if status == 200:
+                break
+            if status is not None:
+                why = f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+                in_progress = status == 409 and b'"in_progress"' in body
+                server_errors += status >= 500
+                if not in_progress and (status < 500 or server_errors >= 3):
+                    # no record (the proxy never admitted it or freed the id), or one of an unbilled error
+                    log.info("request %s was not billed (%s)", job.request_id, why)
+                    await self.release(job)
+                    return
+            if time.monotonic() > deadline:
+                log.warning("request %s: the proxy's record could not be read (%s); the channel's totals are taken "
+                            "from the proxy when it is next resumed", job.request_id, why)
+                async with ch.lock:
+                    ch.inflight.pop(job.request_id, None)
+                return
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+        try:
+            cocoon, content, calls = _record(job.endpoint, job.req.stream, body)
+        except (ValueError, UnicodeDecodeError) as e:
+            log.warning("request %s: the proxy's record is unreadable (%s); not paid", job.request_id, e)
+            cocoon, content, calls = None, "", []
+        if cocoon is None:
+            await self.release(job)
+            return
+        ev, verdict, why = await job._verify(cocoon, content, calls)
+        vd = await self.settle(job, verdict, ev)
+        self.metrics.requests.labels(job.endpoint, "recovered").inc()
+        log.info("request %s ended without being read to its end; its record: %s, paid %d", job.request_id,
+                 "verified" if vd["ok"] else f"receipt failed ({why or '; '.join(vd.get('failed', []))})", vd["paid"])
+
+    async def _authorize(self, ch: LiveChannel, endpoint: str, request_id: str, max_cost: int) -> str:
+        """Under the channel's lock: check the budget, fund the escrow, sign settled + everything in flight +
+        this request's maximum cost, and record it; the voucher header's value."""
+        reserved = sum(ch.inflight.values())
+        spent = self.store.spent_total()
+        if spent + reserved + max_cost > self.settings.budget:
+            self.metrics.requests.labels(endpoint, "budget").inc()
+            raise payment_required(
+                f"the budget is spent: {spent / 1e9:g} of {self.settings.budget / 1e9:g} TON paid, and this "
+                f"request may cost up to {max_cost / 1e9:g} TON", required=ch.settled + reserved + max_cost,
+                settled=ch.settled)
+        authorized = ch.settled + reserved + max_cost
+        await self._fund(ch, authorized)
+        voucher = ch.voucher(authorized)
+        self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized, self._marks)
+        ch.inflight[request_id] = max_cost
+        return voucher
 
     # ------------------------------------------------------------------ paying
     async def settle(self, job: "_Job", verdict: Optional[ReceiptVerdict], ev: Optional[Evidence]) -> dict:
@@ -458,12 +544,12 @@ class Gateway:
                            endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
                            paid=vd["paid"], prompt_tokens=ev.usage.prompt_tokens,
                            completion_tokens=ev.usage.completion_tokens, record=record, verdict=vd)
+        job.ended = True
+        if ev is not None:   # the proxy recorded this request as answered
+            ch.last_answered = job.request_id
         await ch.lock.acquire()
         try:
             ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-            if ok and ev.settled_before != ch.settled:
-                log.warning("the proxy's settled total before job %s is %d, ours %d", job.request_id,
-                            ev.settled_before, ch.settled)
             others = sum(v for k, v in ch.inflight.items() if k != job.request_id)
             if ok:
                 new_settled = ch.settled + cost
@@ -474,9 +560,7 @@ class Gateway:
                 ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
                 # the settle goes out after the answer. A newer authorization may reach the proxy first;
                 # then the proxy keeps that one (it covers this total) and refuses this settle, harmlessly.
-                task = asyncio.get_running_loop().create_task(self._settle_in_order(conn, ch, job.request_id, final))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self.spawn(self._settle_in_order(conn, ch, job.request_id, final))
             else:
                 self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost,
                                           receipt=receipt)
@@ -508,21 +592,25 @@ class Gateway:
                                                            v.codes.stake))
         return self._view_h
 
-    async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int) -> None:
+    async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int,
+                               mark: bool = True) -> None:
         async with ch.settle_lock:
             acked = await self._post_settle(conn, ch, request_id, final, quiet=True)
-            if acked is not None:   # written with the next request's books: a lost mark only re-sends a settle
+            if acked is not None and mark:   # written with the next request's books: a lost mark only re-sends a settle
                 self._marks.append((request_id, "settled" if acked else "superseded"))
 
     async def release(self, job: "_Job") -> None:
-        """A request that ended without an answer to pay: nothing is owed; the held authorization is
-        brought back to what is owed when the proxy agrees."""
+        """A request that ended without an answer to pay: nothing is owed. The held authorization is
+        brought back to what is owed (a settle under the last answered request id, the proxy's
+        condition for taking one)."""
         ch = job.ch
+        job.ended = True
         async with ch.lock:
             ch.inflight.pop(job.request_id, None)
             self.store.mark_request(job.request_id, "refused")
             final = ch.settled + sum(ch.inflight.values())
-            await self._post_settle(job.conn, ch, job.request_id, final, quiet=True)
+        if ch.last_answered is not None:
+            self.spawn(self._settle_in_order(job.conn, ch, ch.last_answered, final, mark=False))
 
     async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
                            quiet: bool = False) -> Optional[bool]:
@@ -571,13 +659,47 @@ def status_from_store(store: Store, budget: Optional[int] = None, proxy_error: O
     }
 
 
+def _record(endpoint: str, stream: bool, body: bytes) -> tuple[Optional[dict], str, list]:
+    """(cocoon object or None, content, tool calls) of a request's record as the proxy replays it: the
+    whole SSE transcript of a stream, or the JSON answer."""
+    if not stream:
+        answer = json.loads(body)
+        if not isinstance(answer, dict):
+            raise ValueError("the answer is not an object")
+        cocoon = answer.pop("cocoon", None)
+        content, calls = delivered(endpoint, answer)
+        return cocoon, content, calls
+    chunks, cocoon = [], None
+    for payload in sse.SSEDecoder().feed(body + b"\n\n"):
+        obj = sse.parse_event(payload)
+        if obj == sse.DONE:
+            break
+        if "cocoon" in obj:
+            cocoon = obj["cocoon"]
+            break
+        if "error" not in obj:
+            chunks.append(obj)
+    content, calls = delivered(endpoint, chunks)
+    return cocoon, content, calls
+
+
 class _Job:
-    """One forwarded request and its answer."""
+    """One forwarded request and its answer. It ends paid (:meth:`Gateway.settle`) or released
+    (:meth:`Gateway.release`); one that cannot end here goes to :meth:`Gateway.recover`."""
 
     def __init__(self, gw: Gateway, conn: ProxyConnection, ch: LiveChannel, request: web.Request, endpoint: str,
-                 req: Any, sent: bytes, request_id: str, max_cost: int, resp: aiohttp.ClientResponse, t0: float):
+                 req: Any, sent: bytes, request_id: str, max_cost: int, t0: float):
         self.gw, self.conn, self.ch, self.request, self.endpoint = gw, conn, ch, request, endpoint
-        self.req, self.sent, self.request_id, self.max_cost, self.resp, self.t0 = req, sent, request_id, max_cost, resp, t0
+        self.req, self.sent, self.request_id, self.max_cost, self.t0 = req, sent, request_id, max_cost, t0
+        self.resp: Optional[aiohttp.ClientResponse] = None
+        self.ended = False        # paid or released: no longer in flight
+        self.recovering = False
+        self.gone = False         # the caller hung up
+
+    def recover(self) -> None:
+        if not (self.ended or self.recovering):
+            self.recovering = True
+            self.gw.spawn(self.gw.recover(self))
 
     async def refused(self) -> web.Response:
         """The proxy refused (4xx/5xx before any answer): pass its error on, Retry-After included."""
@@ -621,10 +743,16 @@ class _Job:
 
     async def plain(self) -> web.Response:
         try:
-            answer = json.loads(await self.resp.read())
+            data = await self.resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            self.recover()
+            raise unavailable(f"the proxy's answer broke off: {describe_failure(e)}; what it billed for this request "
+                              "is paid once its receipt verifies") from None
+        try:
+            answer = json.loads(data)
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
-        except (ValueError, aiohttp.ClientError) as e:
+        except ValueError as e:
             await self.gw.release(self)
             raise unavailable(f"the proxy's answer was unreadable: {e}") from None
         cocoon = answer.pop("cocoon", None)
@@ -641,14 +769,42 @@ class _Job:
         answer["cocoon"] = self._cocoon(cocoon, vd)
         return web.json_response(answer, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
+    async def _send(self, out: web.StreamResponse, data: bytes) -> bool:
+        """Write to the caller; False once it has hung up (aiohttp raises ClientConnectionResetError,
+        a ConnectionError, for a closed transport)."""
+        if self.gone:
+            return False
+        try:
+            await out.write(data)
+            return True
+        except (ConnectionError, RuntimeError):
+            self.gone = True
+            return False
+
+    async def _receipt(self, out: web.StreamResponse, obj: dict, chunks: list) -> None:
+        """The stream's last chunk: verify its receipt, pay, then pass it on and end the stream."""
+        cocoon = obj.pop("cocoon")
+        content, calls = delivered(self.endpoint, chunks)
+        ev, verdict, why = await self._verify(cocoon, content, calls)
+        vd = await self.gw.settle(self, verdict, ev)
+        obj["cocoon"] = self._cocoon(cocoon, vd)
+        if not self.req.include_usage:
+            obj.pop("usage", None)
+        if vd["ok"]:
+            self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
+            self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
+            ending = sse.DONE_EVENT
+        else:
+            self.gw.metrics.requests.labels(self.endpoint, "receipt_failed").inc()
+            ending = sse.error_event(self._failure(vd, why))
+        await self._send(out, sse.event(obj) + ending)
+
     async def stream(self) -> web.StreamResponse:
         out = web.StreamResponse(status=200, headers=sse.HEADERS)
         await out.prepare(self.request)
         decoder = sse.SSEDecoder()
         chunks: list[dict] = []
-        first = True
-        finished = False
-        ending: Optional[list[bytes]] = None     # what goes to the caller once the proxy's stream ended
+        first, finished, broke, error_sent = True, False, None, False
         try:
             async for data in self.resp.content.iter_any():
                 for payload in decoder.feed(data):
@@ -656,54 +812,36 @@ class _Job:
                     if obj == sse.DONE:
                         finished = True
                         break
-                    if ending is not None:
+                    if self.ended:      # after the receipt nothing more is expected
                         continue
-                    if "error" in obj:
-                        await self.gw.release(self)
-                        self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
-                        await out.write(sse.event(obj))
-                        return out
                     if "cocoon" in obj:
-                        cocoon = obj.pop("cocoon")
-                        content, calls = delivered(self.endpoint, chunks)
-                        ev, verdict, why = await self._verify(cocoon, content, calls)
-                        vd = await self.gw.settle(self, verdict, ev)
-                        obj["cocoon"] = self._cocoon(cocoon, vd)
-                        if not self.req.include_usage:
-                            obj.pop("usage", None)
-                        await out.write(sse.event(obj))
-                        if not vd["ok"]:
-                            self.gw.metrics.requests.labels(self.endpoint, "receipt_failed").inc()
-                            ending = [sse.error_event(self._failure(vd, why))]
-                        else:
-                            self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
-                            self.gw.metrics.latency.labels(self.endpoint).observe(time.perf_counter() - self.t0)
-                            ending = [sse.DONE_EVENT]
+                        await self._receipt(out, obj, chunks)
+                        continue
+                    if "error" in obj:  # passed on; a receipt for what was delivered may still follow
+                        error_sent = await self._send(out, sse.event(payload))
                         continue
                     chunks.append(obj)
                     if first:
                         self.gw.metrics.first_token.labels(self.endpoint).observe(time.perf_counter() - self.t0)
                         first = False
-                    await out.write(sse.event(payload))
-                if finished:
+                    if not await self._send(out, sse.event(payload)):
+                        break
+                if finished or self.gone:
                     break
-            if ending is not None:   # the proxy's [DONE] was read, so its connection is reused
-                for b in ending:
-                    await out.write(b)
-                return out
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
-            if ending is not None:
-                for b in ending:
-                    await out.write(b)
-                return out
-            await self.gw.release(self)
-            self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
-            await out.write(sse.error_event(unavailable(f"the proxy's stream broke: {describe_failure(e)}")))
+            broke = describe_failure(e)
+        if self.ended:     # paid or refused with its receipt: the proxy's connection is reused if it ended well
             return out
-        except (ConnectionResetError, asyncio.CancelledError):
-            await self.gw.release(self)
-            raise
-        await self.gw.release(self)
+        # no receipt read: the proxy may still bill this request (it cancels the worker when its client
+        # goes away, and bills what was delivered), so it stays in flight until its record says
+        self.resp.close()
+        self.recover()
+        if self.gone:
+            self.gw.metrics.requests.labels(self.endpoint, "caller_gone").inc()
+            return out
         self.gw.metrics.requests.labels(self.endpoint, "stream_error").inc()
-        await out.write(sse.error_event(unavailable("the proxy's stream ended without a receipt; nothing was paid")))
+        if broke is not None or not error_sent:
+            why = f"the proxy's stream broke: {broke}" if broke else "the proxy's stream ended without a receipt"
+            await self._send(out, sse.error_event(unavailable(f"{why}; what it billed for this request is paid only "
+                                                              "once its receipt verifies")))
         return out

@@ -356,6 +356,10 @@ class ProxyCore:
         if not self._voucher_ok(channel, amount, sig, ch.payer_key):
             raise self._payment_required(f"the {H.VOUCHER} is not signed by the channel's payer key", channel,
                                          max_cost, "bad_voucher")
+        if amount == 0:   # authorizes nothing: the payer asks for the record of this id, never a new job
+            if self.ledger.request(channel, request_id) is None:
+                raise OE.APIError(404, f"request {request_id} has no record on this channel", code="no_record")
+            return await self._replay(channel, request_id)
         tried: set[str] = set()
         try:
             link = self._route(req.model, max_coef, tried)

@@ -74,7 +74,7 @@ class DevNet:
         return self.root / "devroot" / "trust.json"
 
     # ---------------------------------------------------------------- set-up
-    def start(self, proxy_refresh: float = 600.0) -> "DevNet":
+    def start(self, proxy_refresh: float = 600.0, parallel: int = 1, queue: int = 0) -> "DevNet":
         from node.tee.simulated import DevRoot
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ class DevNet:
         self.clients_port, self.workers_port = free_port(), free_port()
         asyncio.run(self._setup_chain())
         self.start_proxy(proxy_refresh)
-        self.start_worker()
+        self.start_worker(parallel, queue)
         return self
 
     def image_hash(self, name: str) -> bytes:
@@ -163,13 +163,14 @@ class DevNet:
             "--max-output-tokens", "64"],
             ready=http_ready(f"http://127.0.0.1:{self.proxy_metrics}/metrics"), timeout=90)
 
-    def start_worker(self) -> None:
+    def start_worker(self, parallel: int = 1, queue: int = 0) -> None:
         self.worker_metrics = free_port()
         self.worker = self.procs.start("worker", [
             COCOON, "worker", "run", "--owner", raw(self.worker_owner),
             "--operator-key-file", str(self.keys["worker-operator"]), "--hot-key-file", str(self.keys["worker"]),
             "--network", self.chain_url, "--registry", raw(self.registry), "--model", str(model_path()),
-            "--model-name", "smollm2", "--threads", "2", "--parallel", "1", "--queue", "0",
+            "--model-name", "smollm2", "--threads", str(max(1, 2 // parallel)), "--parallel", str(parallel),
+            "--queue", str(queue),
             "--max-output-tokens", "64", "--tee", "simulated", "--dev-root", str(self.root / "devroot"),
             "--measurements", str(self.root / "worker-image.json"), "--proxy", raw(self.proxy_owner),
             "--state-dir", str(self.root / "worker-state"), "--metrics-port", str(self.worker_metrics)],
