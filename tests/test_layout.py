@@ -4,6 +4,7 @@ codes (wrappers/errors.py) says what the schemas say."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -19,6 +20,7 @@ PY = sys.executable
 # node.tee < node.openai, node.link < services < CLI). node.deploy is a library below the CLI.
 SERVICES_AND_CLI = ("node.worker", "node.proxy", "node.client", "node.devnet", "node.cli", "node.lifecycle")
 LOWER = {"node.chain": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
+         "node.payments": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.tee": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.openai": SERVICES_AND_CLI + ("node.deploy",),
          "node.link": SERVICES_AND_CLI + ("node.deploy",),
@@ -71,18 +73,64 @@ def test_the_scan_sees_imports_that_break_the_rules(tmp_path):
     assert "node.worker.app" in got and "scripts.deploy" in got
 
 
-def test_libraries_load_no_click():
-    """node.chain, node.link, node.openai, node.deploy, node.tee and every wrappers module import
-    without click, in a fresh interpreter."""
-    code = ("import pkgutil, sys, importlib, wrappers\n"
-            "mods = ['node.chain', 'node.link', 'node.openai', 'node.deploy', 'node.tee']\n"
-            "mods += [m.name for m in pkgutil.walk_packages(wrappers.__path__, 'wrappers.')]\n"
-            "for m in mods:\n    importlib.import_module(m)\n"
+def _loaded_click(packages: list[str], walk_wrappers: bool = False) -> tuple[int, list[str]]:
+    """Import ``packages`` and every module below them in a fresh interpreter: (how many modules,
+    which click modules got loaded)."""
+    code = ("import importlib, pkgutil, sys, wrappers\n"
+            f"mods = []\nfor name in {packages!r}:\n"
+            "    m = importlib.import_module(name)\n    mods.append(name)\n"
+            "    for sub in pkgutil.walk_packages(getattr(m, '__path__', []), name + '.'):\n"
+            "        importlib.import_module(sub.name)\n        mods.append(sub.name)\n"
             "print(len(mods), sorted(m for m in sys.modules if m == 'click' or m.startswith('click.')))\n")
+    r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    count, loaded = r.stdout.strip().splitlines()[-1].split(" ", 1)
+    return int(count), eval(loaded)
+
+
+def test_libraries_load_no_click():
+    """node.chain, node.payments, node.link, node.openai, node.deploy, node.tee and every wrappers
+    module, each with every module below it, import without click, in a fresh interpreter."""
+    libs = ["wrappers", "node.chain", "node.link", "node.openai", "node.deploy", "node.tee"]
+    if (ROOT / "node" / "payments").exists():
+        libs.append("node.payments")
+    count, loaded = _loaded_click(libs)
+    assert count > 40 and loaded == []
+
+
+def test_services_load_no_click():
+    """The services (worker, proxy, client gateway), the devnet runner and the lifecycle story have
+    no click either: it stays in node/cli/."""
+    count, loaded = _loaded_click(["node.worker", "node.proxy", "node.client", "node.devnet", "node.lifecycle"])
+    assert count > 20 and loaded == []
+
+
+def test_click_is_imported_only_under_node_cli():
+    """An AST scan: no module of node/ (outside node/cli/), wrappers/, scripts/ or benchmarks/ imports click."""
+    bad = {}
+    for p in _sources("node", "wrappers", "scripts", "benchmarks"):
+        if p.is_relative_to(ROOT / "node" / "cli"):
+            continue
+        hits = _hits(_imports(p), "click")
+        if hits:
+            bad[str(p.relative_to(ROOT))] = hits
+    assert bad == {}
+    assert _hits(_imports(ROOT / "node" / "cli" / "root.py"), "click") == ["click"]     # the scan sees click
+
+
+def test_the_worker_restarts_without_the_other_command_groups():
+    """`cocoon worker run` re-executes itself as `python -m node.cli.worker` to load the model before
+    tonpy: importing node.cli.worker loads neither tonpy nor another group's module, and
+    `python -m node.cli` is the whole `cocoon` command."""
+    code = ("import json, sys, node.cli.worker\n"
+            "print(json.dumps(['tonpy' in sys.modules, sorted(m for m in sys.modules if m.startswith('node.cli.'))]))\n")
     r = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    count, loaded = r.stdout.split(" ", 1)
-    assert int(count) > 10 and loaded.strip() == "[]", r.stdout
+    tonpy, cli = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not tonpy and "node.cli.worker" in cli and set(cli) <= {"node.cli.worker", "node.cli.options",
+                                                                     "node.cli.context"}, r.stdout
+    r = subprocess.run([PY, "-m", "node.cli", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("Usage: cocoon ") and "registry" in r.stdout, r.stderr
 
 
 def test_nothing_in_node_or_wrappers_imports_scripts():
