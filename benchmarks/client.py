@@ -55,8 +55,10 @@ class Direct:
         from node.tee.ratls import Identity, PeerVerifier, RaTlsConnector
         from node.tee.registry_source import SnapshotSource
         from node.tee.simulated import DevTrust
+        from wrappers import keys as K
         from node.tee.verify import Policy
         from tests.client.devnet import seed
+        from node.payments import vouchers as V
         from wrappers import escrow as E
         from wrappers import registry as R
 
@@ -69,7 +71,7 @@ class Direct:
         self.key = payment_key(keys, 0)
         w = await chain.wallet()
         payee = owner_address(info.owner_hash)
-        payer_key = E.public_key_int(self.key)
+        payer_key = K.public_key_int(self.key)
         self.channel = await chain.open_escrow(view.codes.escrow, payee, info.operator_key, payer_key, 10**9)
         self.settled = 0
         verifier = PeerVerifier(Policy("proxy", dev_trust=DevTrust.load(self.net.trust)),
@@ -83,7 +85,7 @@ class Direct:
         from wrappers.pricing import request_max_cost
 
         mc = request_max_cost(body, 1000, self.economics)
-        v = E.Voucher.sign(self.key, self.channel, self.settled + mc)
+        v = V.Voucher.sign(self.key, self.channel, self.settled + mc)
         rid = uuid.uuid4().hex
         return ({H.CHANNEL: self.channel.to_str(is_user_friendly=False), H.VOUCHER: H.format_voucher(v.amount, v.signature),
                  H.REQUEST_ID: rid, H.MAX_COEFFICIENT: "1000", "Content-Type": "application/json"}, rid, mc)
@@ -93,7 +95,7 @@ class Direct:
         from wrappers import escrow as E
 
         self.settled += cost
-        v = E.Voucher.sign(self.key, self.channel, self.settled)
+        v = V.Voucher.sign(self.key, self.channel, self.settled)
         async with self.http.post("/v1/cocoon/settle", json={"channel": self.channel.to_str(is_user_friendly=False),
                                                             "request_id": rid,
                                                             "voucher": H.format_voucher(v.amount, v.signature)}) as r:

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wrappers import keys as K  # noqa: E402
+from node.payments import vouchers as V  # noqa: E402
 from wrappers import escrow as E  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
@@ -80,8 +81,8 @@ def measure(lang: str) -> dict:
     esc, key, txs = b.channel(50 * TON)
     out = {"open": b.figure(txs, esc)}
     out["top_up"] = b.figure(esc.top_up(b.other, 5 * TON), esc)
-    out["claim_by_payee"] = b.figure(esc.claim(b.payee, E.Voucher.sign(key, esc.address, TON)), esc)
-    out["claim_by_relayer"] = b.figure(esc.claim(b.other, E.Voucher.sign(key, esc.address, 2 * TON)), esc)
+    out["claim_by_payee"] = b.figure(esc.claim(b.payee, V.Voucher.sign(key, esc.address, TON)), esc)
+    out["claim_by_relayer"] = b.figure(esc.claim(b.other, V.Voucher.sign(key, esc.address, 2 * TON)), esc)
     out["request_withdraw"] = b.figure(esc.request_withdraw(b.payer, TON), esc)
     b.chain.advance(b.delay)
     out["finish_withdrawal"] = b.figure(esc.finish(b.other), esc)
@@ -90,7 +91,7 @@ def measure(lang: str) -> dict:
     out["finish_close"] = b.figure(esc.finish(b.other), esc)
     esc2, key2, _ = b.channel(10 * TON)
     amount = 4 * TON
-    body_sigs = (E.sign_coop_close(key2, esc2.address, amount), E.sign_coop_close(b"\xee" * 32, esc2.address, amount))
+    body_sigs = (V.sign_coop_close(key2, esc2.address, amount), V.sign_coop_close(b"\xee" * 32, esc2.address, amount))
     out["coop_close"] = b.figure(esc2.coop_close(b.other, amount, *body_sigs), esc2)
     if b.chain.money_leak() != 0:
         raise SystemExit("the chain's money invariant broke during the benchmark")
@@ -103,7 +104,7 @@ def settlement(lang: str, step: int, claims: int = 10) -> dict:
     esc, key, _ = b.channel(step * claims + TON)
     fees = 0
     for i in range(1, claims + 1):
-        txs = esc.claim(b.payee, E.Voucher.sign(key, esc.address, i * step))
+        txs = esc.claim(b.payee, V.Voucher.sign(key, esc.address, i * step))
         b.mine(txs, esc)
         fees += path_fees(txs)
     settled = esc.read.channel().claimed

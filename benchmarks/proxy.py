@@ -187,7 +187,7 @@ def main() -> None:
     from tests.procs import PYTHON, Procs, free_port, http_ready
     from tests.proxy.devnet import Devnet, TON, model_file_hash
     from tests.proxy.kit import client_ssl, smollm_path, start_proxy, start_worker
-    from wrappers.escrow import Voucher
+    from node.payments.vouchers import Voucher
 
     model = smollm_path()
     if model is None:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from pytoniq_core import Address
 
 from wrappers import keys as K
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
@@ -62,8 +63,8 @@ class Party:
 class Channel:
     """One payment channel and both sides' views of it."""
     escrow: E.EmbeddedEscrow
-    signer: E.VoucherSigner       # the payer's side
-    tracker: E.VoucherTracker     # the payee's side
+    signer: V.VoucherSigner       # the payer's side
+    tracker: V.VoucherTracker     # the payee's side
     payer: Party
     payee: Party
 
@@ -225,8 +226,8 @@ class Network:
             raise StepFailed(f"the channel {payer.name}->{payee.name} did not open")
         if not esc.read.payee_key_is(payee.key.public_key()):
             raise StepFailed("the channel names another payee key")
-        ch = Channel(esc, E.VoucherSigner(esc.address, payer.key),
-                     E.VoucherTracker(esc.address, payer.key.public_key()), payer, payee)
+        ch = Channel(esc, V.VoucherSigner(esc.address, payer.key),
+                     V.VoucherTracker(esc.address, payer.key.public_key()), payer, payee)
         self.channels[(payer.name, payee.name)] = ch
         return ch
 

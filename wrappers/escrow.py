@@ -1,13 +1,13 @@
-"""The escrow contract (a payment channel) in Python: messages, signed statements, getters, addresses,
-and the off-chain bookkeeping payers and payees need.
+"""The escrow contract (a payment channel) in Python: messages, the signed statement's layout, getters,
+addresses.
 
-This module is the one Python place that knows the escrow's layouts (contracts/escrow.tlb). Vouchers
-are made and checked here byte for byte as the contract checks them: Ed25519 over the hash of the cell
-``tag:uint32 channel:MsgAddressInt amount:Coins``. Child addresses come from :mod:`wrappers.registry`.
+This module is the one Python place that knows the escrow's layouts (contracts/escrow.tlb), including
+the statement a voucher or a cooperative close signs: Ed25519 over the hash of the cell
+``tag:uint32 channel:MsgAddressInt amount:Coins`` (:func:`statement_bits`). Signing, tracking and the
+claim policy are in :mod:`node.payments`. Child addresses come from :mod:`wrappers.registry`.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -16,12 +16,11 @@ from pytoniq_core import Address, Builder, Cell, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
 from . import TON
-from . import keys as K
+from . import cells as C
 from . import registry as R
 from .build import load_code
 from .errors import describe_error as _describe, names_for
-# the key helpers, here too under the names callers of this module know (defined in wrappers.keys)
-from .keys import KeyLike, public_key_int, signing_key
+from .keys import KeyLike, public_key_int
 
 # ---------------------------------------------------------------------------- opcodes, tags, errors
 OP = dict(
@@ -85,11 +84,22 @@ def open_value(amount: int) -> int:
 
 
 # ---------------------------------------------------------------------------- signed statements
-def statement_cell(tag: int, channel: Address, amount: int) -> Cell:
-    """``tag:uint32 channel:MsgAddressInt amount:Coins``: the cell whose hash a signature covers."""
+def statement_bits(tag: int, channel: Address, amount: int) -> tuple[int, int]:
+    """``tag:uint32 channel:MsgAddressInt amount:Coins`` as (value, bit count): the data of the cell
+    whose hash a voucher's or a cooperative close's signature covers."""
     if amount < 0:
         raise ValueError("an amount is never negative")
-    return begin_cell().store_uint(tag, 32).store_address(channel).store_coins(amount).end_cell()
+    return C.push_coins(C.push_address(C.push_uint((0, 0), tag, 32), channel), amount)
+
+
+def statement_hash(tag: int, channel: Address, amount: int) -> bytes:
+    """The representation hash of :func:`statement_cell`, computed without building it."""
+    return C.ordinary_hash(*statement_bits(tag, channel, amount))
+
+
+def statement_cell(tag: int, channel: Address, amount: int) -> Cell:
+    value, n = statement_bits(tag, channel, amount)
+    return begin_cell().store_uint(value, n).end_cell()
 
 
 def voucher_cell(channel: Address, amount: int) -> Cell:
@@ -98,52 +108,6 @@ def voucher_cell(channel: Address, amount: int) -> Cell:
 
 def coop_close_cell(channel: Address, amount: int) -> Cell:
     return statement_cell(TAG_COOP_CLOSE, channel, amount)
-
-
-def sign_statement(key: KeyLike, tag: int, channel: Address, amount: int) -> bytes:
-    return K.sign(key, statement_cell(tag, channel, amount).hash)
-
-
-def verify_statement(public_key: Union[int, bytes, Ed25519PublicKey], tag: int, channel: Address, amount: int,
-                     signature: bytes) -> bool:
-    return K.verify(public_key, signature, statement_cell(tag, channel, amount).hash)
-
-
-@dataclass(frozen=True)
-class Voucher:
-    """The payer's signed authorization: the payee may receive up to ``amount`` in total from
-    ``channel``. Cumulative, so only the latest one matters."""
-    channel: Address
-    amount: int
-    signature: bytes
-
-    @classmethod
-    def sign(cls, key: KeyLike, channel: Address, amount: int) -> "Voucher":
-        return cls(channel, amount, sign_statement(key, TAG_VOUCHER, channel, amount))
-
-    def verify(self, payer_key: Union[int, bytes, Ed25519PublicKey]) -> bool:
-        return verify_statement(payer_key, TAG_VOUCHER, self.channel, self.amount, self.signature)
-
-    def to_json(self) -> str:
-        return json.dumps({"channel": self.channel.to_str(is_user_friendly=False), "amount": self.amount,
-                           "signature": self.signature.hex()})
-
-    @classmethod
-    def from_json(cls, text: str) -> "Voucher":
-        try:
-            d = json.loads(text)
-            sig = bytes.fromhex(d["signature"])
-            v = cls(Address(d["channel"]), int(d["amount"]), sig)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"not a voucher: {e}") from None
-        if len(sig) != 64 or v.amount < 0:
-            raise ValueError("not a voucher: a signature is 64 bytes and an amount is not negative")
-        return v
-
-
-def sign_coop_close(key: KeyLike, channel: Address, amount: int) -> bytes:
-    """One side's signature on a cooperative close granting the payee ``amount`` in total."""
-    return sign_statement(key, TAG_COOP_CLOSE, channel, amount)
 
 
 # ---------------------------------------------------------------------------- message bodies
@@ -159,7 +123,8 @@ def top_up_body(amount: int, query_id: int = 0) -> Cell:
     return _head("top_up", query_id).store_coins(amount).end_cell()
 
 
-def claim_body(voucher: Voucher, query_id: int = 0) -> Cell:
+def claim_body(voucher, query_id: int = 0) -> Cell:
+    """``voucher``: anything with ``amount`` and a 64-byte ``signature`` (a node.payments Voucher)."""
     return _head("claim", query_id).store_coins(voucher.amount).store_bytes(voucher.signature).end_cell()
 
 
@@ -306,131 +271,6 @@ def claimable(voucher_amount: int, ch: Channel) -> int:
     return newly + ch.owed
 
 
-def claim_worth(voucher_amount: int, ch: Channel, claim_fee: int) -> int:
-    """What the payee gains by claiming now: the payment minus the fees the claim costs (may be
-    negative: then claiming loses money)."""
-    return claimable(voucher_amount, ch) - claim_fee
-
-
-def should_claim(voucher_amount: int, ch: Channel, claim_fee: int, now: int, max_fee_share: float = 0.01,
-                 exposure_limit: Optional[int] = None, safety_margin: int = 600) -> bool:
-    """The payee's policy: claim when the fee is at most ``max_fee_share`` of the payment, when a
-    close or withdrawal notice ends within ``safety_margin`` seconds (the last chance before the
-    payer takes the rest back), or when the unclaimed amount exceeds ``exposure_limit``."""
-    pay = claimable(voucher_amount, ch)
-    if pay <= claim_fee:
-        return False
-    if ch.state == State.CLOSING or ch.pending_withdrawal:
-        if now + safety_margin >= ch.close_at:
-            return True
-    if exposure_limit is not None and voucher_amount - ch.claimed >= exposure_limit:
-        return True
-    return claim_fee <= pay * max_fee_share
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """The payee's risk on a channel: authorized by the payer but not yet paid out."""
-    authorized: int     # the latest voucher's cumulative amount
-    claimed: int        # what the contract already granted
-    unclaimed: int      # authorized - claimed
-    covered: int        # the part of unclaimed the escrow still holds (a claim would pay it)
-    uncovered: int      # unclaimed - covered: signed, but no deposit behind it
-    at_risk: int        # covered money a pending withdrawal or close could return to the payer
-    notice_ends: int    # close_at of a pending close or withdrawal, 0 if none
-
-
-def exposure(authorized: int, ch: Channel) -> Exposure:
-    """The payee's exposure: authorized minus claimed minus what the deposit covers. A proxy stops
-    serving a client when ``uncovered`` (or ``unclaimed``) passes its limit."""
-    unclaimed = max(authorized - ch.claimed, 0)
-    active = ch.state in (State.OPEN, State.CLOSING)
-    covered = min(unclaimed, ch.held) if active else 0
-    at_risk = 0
-    if ch.state == State.CLOSING:
-        at_risk = covered
-    elif ch.pending_withdrawal:
-        at_risk = max(0, covered - max(ch.held - ch.pending_withdrawal, 0))
-    notice = ch.close_at if (ch.state == State.CLOSING or ch.pending_withdrawal) else 0
-    return Exposure(authorized, ch.claimed, unclaimed, covered, unclaimed - covered, at_risk, notice)
-
-
-class VoucherTracker:
-    """The payee's side: keeps the latest valid voucher of one channel. A voucher that does not
-    verify, belongs to another channel or is not above the latest is refused, so the stored one
-    only grows and is always claimable."""
-
-    def __init__(self, channel: Address, payer_key: Union[int, bytes, Ed25519PublicKey]):
-        self.channel, self.payer_key = channel, payer_key
-        self.latest: Optional[Voucher] = None
-
-    @property
-    def authorized(self) -> int:
-        return self.latest.amount if self.latest else 0
-
-    def accept(self, v: Voucher) -> bool:
-        """Store ``v`` if it is valid and newer; returns whether it was. Raises ValueError for a
-        voucher that can never be valid here (wrong channel or signature)."""
-        if v.channel != self.channel:
-            raise ValueError("the voucher is for another channel")
-        if not v.verify(self.payer_key):
-            raise ValueError("the voucher is not signed by the channel's payer key")
-        if v.amount <= self.authorized:
-            return False
-        self.latest = v
-        return True
-
-    def settle(self, v: Voucher, floor: int) -> None:
-        """Replace the held voucher with a request's exact total (DESIGN.md §4: the client first
-        authorizes previous + maximum, then signs previous + actual). ``floor`` is the total before
-        the request: a final voucher below it would give back money already earned, so it is
-        refused, as is one above the authorization it settles."""
-        if v.channel != self.channel or not v.verify(self.payer_key):
-            raise ValueError("the final voucher is not the payer's for this channel")
-        if not floor <= v.amount <= self.authorized:
-            raise ValueError(f"a final total must lie between {floor} and the authorized {self.authorized}")
-        self.latest = v
-
-
-class VoucherSigner:
-    """The payer's side: signs cumulative vouchers for one channel and never signs a lower total, so
-    a payee cannot be handed a voucher worth less than one it already holds."""
-
-    def __init__(self, channel: Address, key: KeyLike, start: int = 0):
-        self.channel, self.key = channel, signing_key(key)
-        self.total = start
-        self.latest: Optional[Voucher] = None
-
-    def authorize(self, total: int) -> Voucher:
-        """Sign a voucher for the cumulative ``total`` (at least the previous one)."""
-        if total < self.total:
-            raise ValueError(f"vouchers are cumulative: {total} is below the {self.total} already signed")
-        self.total = total
-        self.latest = Voucher.sign(self.key, self.channel, total)
-        return self.latest
-
-    def authorize_request(self, settled: int, max_cost: int) -> Voucher:
-        """Before a request: the settled total plus the request's maximum cost."""
-        return self._sign(settled + max_cost)
-
-    def settle_request(self, settled: int, cost: int, max_cost: int) -> Voucher:
-        """After the answer: the settled total plus what the request actually cost."""
-        if not 0 <= cost <= max_cost:
-            raise ValueError("a request cannot cost more than was authorized for it")
-        return self._sign(settled + cost)
-
-    def _sign(self, total: int) -> Voucher:
-        self.total = max(self.total, total)
-        self.latest = Voucher.sign(self.key, self.channel, total)
-        return self.latest
-
-    def pay(self, amount: int) -> Voucher:
-        """Sign the previous total plus ``amount``."""
-        if amount < 0:
-            raise ValueError("a payment is not negative")
-        return self.authorize(self.total + amount)
-
-
 # ---------------------------------------------------------------------------- the embedded chain
 class EmbeddedEscrow:
     """An escrow on an :class:`~wrappers.chain.emulated.EmbeddedChain`: its address, its reader and
@@ -458,7 +298,7 @@ class EmbeddedEscrow:
     def top_up(self, wallet, amount: int, value: Optional[int] = None) -> list:
         return self.send(wallet, top_up_body(amount), amount + TOP_UP_FEE + MARGIN if value is None else value)
 
-    def claim(self, wallet, voucher: Voucher, value: Optional[int] = None) -> list:
+    def claim(self, wallet, voucher, value: Optional[int] = None) -> list:
         """Claim; by default attaches the fee, the margin and any storage deficit."""
         if value is None:
             value = CLAIM_FEE + MARGIN + storage_deficit(self.balance, self.read.channel())

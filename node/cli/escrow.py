@@ -15,6 +15,8 @@ import click
 from pytoniq_core import Address, Cell
 
 from wrappers import keys as K
+from node.payments import policy as CP
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.records import fmt_ton
@@ -95,7 +97,7 @@ def _reader(ctx: ChainContext, channel: str) -> tuple[Address, E.EscrowReader]:
     return addr, E.EscrowReader(ctx.get_method, addr)
 
 
-def _load_voucher(text: str) -> E.Voucher:
+def _load_voucher(text: str) -> V.Voucher:
     """A voucher from a file or from its JSON text."""
     p = Path(text)
     try:
@@ -103,7 +105,7 @@ def _load_voucher(text: str) -> E.Voucher:
     except OSError as e:
         raise UserError(f"cannot read the voucher file: {e.strerror}") from None
     try:
-        return E.Voucher.from_json(raw)
+        return V.Voucher.from_json(raw)
     except Exception:
         where = f"{text}: not a voucher" if p.is_file() else "the voucher is neither a file nor voucher JSON"
         raise UserError(f"{where}; a voucher is the JSON `cocoon escrow voucher` prints") from None
@@ -328,9 +330,9 @@ def status(network, state_file, mnemonic_file, key_file, wallet_version, voucher
             click.echo(f"voucher       {fmt_ton(v.amount)} TON, signature {'valid' if valid else 'INVALID'}")
             if valid:
                 fee = _ton(claim_fee, "--claim-fee")
-                ex = E.exposure(v.amount, ch)
+                ex = CP.exposure(v.amount, ch)
                 click.echo(f"claimable     {fmt_ton(E.claimable(v.amount, ch))} TON now "
-                           f"(worth claiming: {'yes' if E.should_claim(v.amount, ch, fee, now) else 'not yet'})")
+                           f"(worth claiming: {'yes' if CP.should_claim(v.amount, ch, fee, now) else 'not yet'})")
                 click.echo(f"exposure      unclaimed {fmt_ton(ex.unclaimed)} TON, covered {fmt_ton(ex.covered)}, "
                            f"uncovered {fmt_ton(ex.uncovered)}, at risk from a notice {fmt_ton(ex.at_risk)}")
 
@@ -364,7 +366,7 @@ def voucher(network, state_file, mnemonic_file, key_file, wallet_version, vouche
             click.echo(f"warning: the channel covers {fmt_ton(covered)} TON in total ({fmt_ton(ch.claimed)} claimed, "
                        f"{fmt_ton(ch.held)} held); the payee can claim at most that until you top it up "
                        "(`cocoon escrow top-up`)", err=True)
-    v = E.Voucher.sign(seed, addr, nano)
+    v = V.Voucher.sign(seed, addr, nano)
     if output:
         Path(output).write_text(v.to_json() + "\n")
         click.echo(f"voucher for {fmt_ton(nano)} TON written to {output}")
@@ -458,12 +460,12 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
         payer_key, payee_key = rd.keys()
         if payer_key != K.public_key_int(seed):
             raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was opened with")
-        if not E.verify_statement(payee_key, E.TAG_COOP_CLOSE, addr, nano, qsig):
+        if not V.verify_statement(payee_key, E.TAG_COOP_CLOSE, addr, nano, qsig):
             raise UserError(f"the payee's signature is not valid for a close at {fmt_ton(nano)} TON on this channel")
         ch = rd.channel()
         _require_active(ch)
         w = ctx.call(ctx.wallet(keys))
-        body = E.coop_close_body(nano, E.sign_coop_close(seed, addr, nano), qsig)
+        body = E.coop_close_body(nano, V.sign_coop_close(seed, addr, nano), qsig)
         txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.COOP_CLOSE_FEE), body))
         _check(ctx, txs, addr, "closed cooperatively", ch, rd)
         if ctx.chain is not None:
@@ -495,7 +497,7 @@ def sign_close(network, state_file, mnemonic_file, key_file, wallet_version, sig
         if nano < ch.claimed:
             click.echo(f"note: {fmt_ton(ch.claimed)} TON were already claimed; the close pays the payee nothing more",
                        err=True)
-    click.echo(E.sign_coop_close(seed, addr, nano).hex())
+    click.echo(V.sign_coop_close(seed, addr, nano).hex())
 
 
 @escrow.command()

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Optional, Union
 
 from pytoniq_core import Address
 
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.pricing import Usage
 
 from ..openai.protocol import usage_from_openai, usage_to_openai

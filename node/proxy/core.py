@@ -33,7 +33,7 @@ from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements, load
 from node.tee.verify import Policy
 from wrappers import escrow as E
 from wrappers import stake as S
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.pricing import COEF_ONE, charge, request_max_cost
 from wrappers.receipts import Receipt, content_hash, response_hash
 

@@ -10,7 +10,7 @@ from wrappers import TON
 
 @dataclass
 class ClaimPolicy:
-    """When the proxy claims from a client channel (wrappers.escrow.should_claim)."""
+    """When the proxy claims from a client channel (node.payments.policy.should_claim)."""
     max_fee_share: float = 0.005        # claim when the fee is at most this share of the payment
     exposure_limit: int = 50 * TON      # ... or when this much is authorized but unclaimed
     safety_margin: int = 600            # ... and always this long before a close notice ends

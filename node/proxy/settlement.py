@@ -4,7 +4,7 @@ A pass runs every ``settle_every`` seconds:
 
 1. a client that has not settled its last request within ``settle_grace`` is held to the cap it
    signed (its settled total becomes the held voucher);
-2. every client channel is read from the chain. It is claimed when ``wrappers.escrow.should_claim``
+2. every client channel is read from the chain. It is claimed when ``node.payments.policy.should_claim``
    says so (the fee at most 0.5 % of the payment by default, or the exposure past its limit) with the
    client's latest exact total (its last settle, never a request's cap); a channel whose payer asked
    to close (or to withdraw) is claimed at once with all it authorized, so the proxy never misses
@@ -29,6 +29,8 @@ import time
 from pytoniq_core import Address
 
 from node.chain import CocoonError
+from node.payments import policy as CP
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import reputation as P
 
@@ -53,7 +55,7 @@ async def settlement_pass(core) -> None:
             cached.state, cached.read_at = ch, time.monotonic()
         if ch.claimed > row.claimed:
             await ledger.set_claimed(row.channel, ch.claimed)
-        exposure += E.exposure(row.voucher_amount, ch).unclaimed
+        exposure += CP.exposure(row.voucher_amount, ch).unclaimed
         closing = ch.state == E.State.CLOSING or bool(ch.pending_withdrawal)
         if closing:   # the payer is leaving: claim all it authorized, before the notice ends
             if row.voucher_sig and E.claimable(row.voucher_amount, ch) > s.claim.claim_fee:
@@ -62,7 +64,7 @@ async def settlement_pass(core) -> None:
         # otherwise only with the exact total the client settled (a request's cap is not owed)
         if not row.exact_sig or row.exact_amount <= ch.claimed:
             continue
-        if E.should_claim(row.exact_amount, ch, s.claim.claim_fee, now, s.claim.max_fee_share,
+        if CP.should_claim(row.exact_amount, ch, s.claim.claim_fee, now, s.claim.max_fee_share,
                           s.claim.exposure_limit, s.claim.safety_margin):
             reason = "exposure" if row.exact_amount - ch.claimed >= s.claim.exposure_limit else "fee share"
             await claim(core, row.channel, row.exact_amount, row.exact_sig, ch, reason)
@@ -73,7 +75,7 @@ async def settlement_pass(core) -> None:
 async def claim(core, channel: str, amount: int, sig: str, ch: E.Channel, reason: str) -> None:
     """Record, send and confirm one claim with this voucher."""
     ledger = core.ledger
-    voucher = E.Voucher(Address(channel), amount, bytes.fromhex(sig))
+    voucher = V.Voucher(Address(channel), amount, bytes.fromhex(sig))
     value = E.CLAIM_FEE + E.MARGIN + E.storage_deficit(await core.net.balance(Address(channel)), ch)
     cid_box: list[int] = []
 

@@ -24,7 +24,7 @@ from pytoniq_core import Address
 from node.link import frames as F
 from node.tee.ratls import peer_verdict
 from wrappers import stake as S
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 
 from .routing import WorkerLoad
 

@@ -24,6 +24,7 @@ from node.tee.ratls import Identity, PeerVerifier, RaTlsConnector, renew_forever
 from node.tee.registry_source import RegistrySnapshot, SnapshotSource
 from node.tee.verify import Policy
 from wrappers import keys as K
+from node.payments import policy as CP
 from wrappers import escrow as E
 from wrappers.keys import signing_key
 
@@ -189,7 +190,7 @@ def _collateral(s: WorkerSettings):
 
 
 async def claim_once(w: Worker) -> Optional[int]:
-    """Claim on each channel where :func:`wrappers.escrow.should_claim` says so; returns what the
+    """Claim on each channel where :func:`node.payments.policy.should_claim` says so; returns what the
     last claim moved (None if none was sent)."""
     s = w.settings
     if not (s.hot_mnemonic_file or s.hot_key_file):
@@ -206,7 +207,7 @@ async def claim_once(w: Worker) -> Optional[int]:
         if v is None or ch is None:
             continue
         now = await w.chain.now()
-        if not E.should_claim(v.amount, ch, E.CLAIM_FEE, now, max_fee_share=s.claim_fee_share):
+        if not CP.should_claim(v.amount, ch, E.CLAIM_FEE, now, max_fee_share=s.claim_fee_share):
             continue
         cid = w.store.claim_started(channel, v.amount)
         try:

@@ -17,6 +17,7 @@ from pytoniq_core import Address
 from node.chain import CocoonError, Keys, open_network
 
 from node.tee.registry_source import RegistrySnapshot
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import stake as S
@@ -143,7 +144,7 @@ class WorkerChain:
     async def now(self) -> int:
         return await (await self.net()).now()
 
-    async def claim(self, hot: Keys, voucher: E.Voucher, deficit: int = 0) -> None:
+    async def claim(self, hot: Keys, voucher: V.Voucher, deficit: int = 0) -> None:
         """Send a claim from the hot wallet (fee + margin + storage deficit attached)."""
         net = await self.net()
         try:

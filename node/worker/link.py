@@ -22,7 +22,7 @@ from node.link import endpoint as EP
 from node.link import frames as F
 from node.openai import errors
 from node.tee.ratls import PeerVerifier, RaTlsConnector, RaTlsError
-from wrappers.escrow import Voucher, VoucherTracker
+from node.payments.vouchers import Voucher, VoucherTracker
 
 from .chain import WorkerChain, WorkerError
 from .metrics import Metrics

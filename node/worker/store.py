@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.pricing import Usage
 
 SCHEMA = """

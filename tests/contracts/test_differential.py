@@ -36,6 +36,7 @@ from pytoniq_core import begin_cell
 from tests.contracts.differential.world import (CHANNELS, OPERATOR_KEYS, PARAM_VARIANTS, PAYER_KEYS,
                                                 PROVIDERS, ROLES, STAKE_OWNERS, TON, WALLETS, WORKERS, World,
                                                 key_int)
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
@@ -400,7 +401,7 @@ class Differential(RuleBasedStateMachine):
 
         def act(w):
             key = {"payer": PAYER_KEYS[pk], "other": PAYER_KEYS[1 - pk], "operator": OPERATOR_KEYS[0]}[signer]
-            voucher = E.Voucher.sign(key, w.escrows[target].address, x)
+            voucher = V.Voucher.sign(key, w.escrows[target].address, x)
             w.named(voucher.signature, "voucher")
             return w.to_escrow(self._party(by, ch), ch, E.claim_body(voucher),
                                E.CLAIM_FEE + (-1 if bad else 50_000_000))
@@ -443,8 +444,8 @@ class Differential(RuleBasedStateMachine):
 
         def act(w):
             addr = w.escrows[target].address
-            a = w.named(E.sign_statement(PAYER_KEYS[pk if payer_sig == "payer" else 1 - pk], tag, addr, x), "payer")
-            b = w.named(E.sign_statement(OPERATOR_KEYS[payee_index], tag, addr, x), "payee")
+            a = w.named(V.sign_statement(PAYER_KEYS[pk if payer_sig == "payer" else 1 - pk], tag, addr, x), "payer")
+            b = w.named(V.sign_statement(OPERATOR_KEYS[payee_index], tag, addr, x), "payee")
             body = E.coop_close_body(x, a, b, payee_tail_bits=tail[0], payee_tail_ref=tail[1])
             return w.to_escrow(by, ch, body, E.COOP_CLOSE_FEE + (-1 if bad else 50_000_000))
         self.both(act)
@@ -549,7 +550,7 @@ def valid_bodies(w: World, kind: str) -> list:
                 .store_uint(1, 256).end_cell()]
     if kind == "escrow":
         return [E.open_body(TON, key_int(0)), E.top_up_body(TON),
-                E.claim_body(E.Voucher(w.escrows["c0"].address, TON, sig)), E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
+                E.claim_body(V.Voucher(w.escrows["c0"].address, TON, sig)), E.request_close_body(), E.request_withdraw_body(TON), E.finish_body(),
                 E.coop_close_body(TON, sig, sig),
                 begin_cell().store_uint(R.OP["params_response"], 32).store_uint(0, 64).store_uint(1, 32)
                 .store_ref(w.params(0).to_cell()).end_cell()]

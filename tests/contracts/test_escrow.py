@@ -11,6 +11,8 @@ from pytoniq_core import Address, Cell, begin_cell
 from pytoniq_core.tlb.transaction import MessageAny
 
 from wrappers import keys as K
+from node.payments import policy as CP
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers.chain.emulated import EmbeddedChain
@@ -53,8 +55,8 @@ class Env:
                                 (payer or self.payer).address, (payee or self.payee).address,
                                 K.public_key_int(payer_key))
 
-    def voucher(self, amount: int, signer=None, esc: E.EmbeddedEscrow | None = None) -> E.Voucher:
-        return E.Voucher.sign(signer or self.payer_key, (esc or self.esc).address, amount)
+    def voucher(self, amount: int, signer=None, esc: E.EmbeddedEscrow | None = None) -> V.Voucher:
+        return V.Voucher.sign(signer or self.payer_key, (esc or self.esc).address, amount)
 
     def mine(self, txs, esc=None):
         a = (esc or self.esc).address
@@ -386,9 +388,9 @@ def test_voucher_signed_by_anyone_but_the_payer(env: Env, signer):
 
 
 def test_coop_close_signature_is_not_a_voucher(env: Env):
-    sig = E.sign_coop_close(env.payer_key, env.esc.address, TON)
+    sig = V.sign_coop_close(env.payer_key, env.esc.address, TON)
     with Unchanged(env):
-        txs = env.esc.claim(env.stranger, E.Voucher(env.esc.address, TON, sig))
+        txs = env.esc.claim(env.stranger, V.Voucher(env.esc.address, TON, sig))
     env.expect_error(txs, Err.BAD_SIGNATURE)
 
 
@@ -566,9 +568,9 @@ def test_withdrawal_while_vouchers_are_outstanding(env: Env):
     env.ok(env.esc.request_withdraw(env.payer, 8 * TON))
     ch = env.ch
     assert ch.state == State.OPEN and ch.pending == 8 * TON and ch.close_at == env.chain.now + DELAY
-    ex = E.exposure(v.amount, ch)
+    ex = CP.exposure(v.amount, ch)
     assert ex.unclaimed == 6 * TON and ex.at_risk == 4 * TON and ex.notice_ends == ch.close_at
-    assert E.should_claim(v.amount, ch, claim_fee=5_000_000, now=ch.close_at - 60)
+    assert CP.should_claim(v.amount, ch, claim_fee=5_000_000, now=ch.close_at - 60)
     env.chain.advance(DELAY - 10)
     env.ok(env.esc.claim(env.stranger, v))  # during the notice: honoured
     env.chain.advance(10)
@@ -618,8 +620,8 @@ def test_close_replaces_a_pending_withdrawal_and_restarts_the_notice(env: Env):
 # ==================================================================================== cooperative close
 def _coop(env: Env, amount: int, payer_key=None, payee_key=None, channel=None, sender=None):
     ch = channel or env.esc.address
-    ps = E.sign_coop_close(payer_key or env.payer_key, ch, amount)
-    qs = E.sign_coop_close(payee_key or env.payee_key, ch, amount)
+    ps = V.sign_coop_close(payer_key or env.payer_key, ch, amount)
+    qs = V.sign_coop_close(payee_key or env.payee_key, ch, amount)
     return env.esc.coop_close(sender or env.stranger, amount, ps, qs)
 
 
@@ -649,16 +651,16 @@ def test_cooperative_close_below_what_was_claimed(env: Env):
 @pytest.mark.parametrize("bad", ["payer", "payee", "channel", "voucher"])
 def test_cooperative_close_with_one_bad_signature(env: Env, bad):
     amount = 5 * TON
-    ps = E.sign_coop_close(env.payer_key, env.esc.address, amount)
-    qs = E.sign_coop_close(env.payee_key, env.esc.address, amount)
+    ps = V.sign_coop_close(env.payer_key, env.esc.address, amount)
+    qs = V.sign_coop_close(env.payee_key, env.esc.address, amount)
     code = Err.BAD_SIGNATURE
     if bad == "payer":
-        ps = E.sign_coop_close(env.stranger_key, env.esc.address, amount)
+        ps = V.sign_coop_close(env.stranger_key, env.esc.address, amount)
     elif bad == "payee":
-        qs, code = E.sign_coop_close(env.stranger_key, env.esc.address, amount), Err.BAD_PAYEE_SIGNATURE
+        qs, code = V.sign_coop_close(env.stranger_key, env.esc.address, amount), Err.BAD_PAYEE_SIGNATURE
     elif bad == "channel":
         other = env.channel(key(7)).address
-        ps = E.sign_coop_close(env.payer_key, other, amount)
+        ps = V.sign_coop_close(env.payer_key, other, amount)
     else:
         ps = env.voucher(amount).signature       # the payer's voucher signature is not a close
     with Unchanged(env):
@@ -670,8 +672,8 @@ def test_cooperative_close_with_one_bad_signature(env: Env, bad):
 @pytest.mark.parametrize("tail_bits,tail_ref", [(1, False), (7, False), (0, True), (200, True)])
 def test_cooperative_close_ignores_data_after_the_payee_signature(env: Env, tail_bits, tail_ref):
     # escrow.tlb: bits or references after the last field are ignored, in the signature cell too
-    ps = E.sign_coop_close(env.payer_key, env.esc.address, 5 * TON)
-    qs = E.sign_coop_close(env.payee_key, env.esc.address, 5 * TON)
+    ps = V.sign_coop_close(env.payer_key, env.esc.address, 5 * TON)
+    qs = V.sign_coop_close(env.payee_key, env.esc.address, 5 * TON)
     body = E.coop_close_body(5 * TON, ps, qs, payee_tail_bits=tail_bits, payee_tail_ref=tail_ref)
     txs = env.esc.send(env.stranger, body, E.COOP_CLOSE_FEE + E.MARGIN)
     env.ok(txs)
@@ -775,27 +777,27 @@ def test_getters_of_an_unopened_escrow(env: Env):
 def test_voucher_bookkeeping(env: Env):
     """The payer signs cumulative vouchers and the payee keeps the latest valid one; what the
     payee keeps is exactly what the contract pays."""
-    signer = E.VoucherSigner(env.esc.address, env.payer_key)
-    tracker = E.VoucherTracker(env.esc.address, K.public_key_int(env.payer_key))
+    signer = V.VoucherSigner(env.esc.address, env.payer_key)
+    tracker = V.VoucherTracker(env.esc.address, K.public_key_int(env.payer_key))
     assert tracker.accept(signer.pay(TON)) and tracker.accept(signer.pay(2 * TON))
-    old = E.Voucher.sign(env.payer_key, env.esc.address, TON)
+    old = V.Voucher.sign(env.payer_key, env.esc.address, TON)
     assert not tracker.accept(old) and tracker.authorized == 3 * TON
     with pytest.raises(ValueError):
         signer.authorize(2 * TON)
     with pytest.raises(ValueError):
-        tracker.accept(E.Voucher.sign(env.stranger_key, env.esc.address, 9 * TON))
+        tracker.accept(V.Voucher.sign(env.stranger_key, env.esc.address, 9 * TON))
     with pytest.raises(ValueError):
-        tracker.accept(E.Voucher.sign(env.payer_key, env.payer.address, 9 * TON))
-    v = E.Voucher.from_json(tracker.latest.to_json())
+        tracker.accept(V.Voucher.sign(env.payer_key, env.payer.address, 9 * TON))
+    v = V.Voucher.from_json(tracker.latest.to_json())
     assert v == tracker.latest
-    assert E.claim_worth(v.amount, env.ch, 5_000_000) == 3 * TON - 5_000_000
+    assert CP.claim_worth(v.amount, env.ch, 5_000_000) == 3 * TON - 5_000_000
     env.ok(env.esc.claim(env.stranger, v))
     assert env.ch.claimed == tracker.authorized
-    ex = E.exposure(tracker.authorized, env.ch)
+    ex = CP.exposure(tracker.authorized, env.ch)
     assert (ex.unclaimed, ex.covered, ex.uncovered) == (0, 0, 0)
-    ex = E.exposure(13 * TON, env.ch)
+    ex = CP.exposure(13 * TON, env.ch)
     assert (ex.unclaimed, ex.covered, ex.uncovered, ex.at_risk) == (10 * TON, 7 * TON, 3 * TON, 0)
-    assert not E.should_claim(3 * TON + 1_000, env.ch, claim_fee=5_000_000, now=env.chain.now)
+    assert not CP.should_claim(3 * TON + 1_000, env.ch, claim_fee=5_000_000, now=env.chain.now)
 
 
 # ==================================================================================== money invariants
@@ -818,7 +820,7 @@ def test_money_invariants(env: Env, ops):
     escrow's balance always covers what it holds; no value appears or vanishes on the chain."""
     env.chain.restore(env.opened)
     leak0 = env.chain.money_leak()
-    signer = E.VoucherSigner(env.esc.address, env.payer_key)
+    signer = V.VoucherSigner(env.esc.address, env.payer_key)
     paid = refunded = 0
     last_claimed = 0
     for op, x in ops:
@@ -862,7 +864,7 @@ def _env(lang: str) -> Env:
     return _BASE[lang]
 
 
-def _apply(env: Env, op: str, x: int, signer: E.VoucherSigner):
+def _apply(env: Env, op: str, x: int, signer: V.VoucherSigner):
     if op == "top_up":
         return env.esc.top_up(env.stranger, x)
     if op in ("claim", "payee_claim"):
@@ -889,7 +891,7 @@ def test_builds_agree(lang, ops):
     signers = []
     for e in envs:
         e.chain.restore(e.opened)
-        signers.append(E.VoucherSigner(e.esc.address, e.payer_key))
+        signers.append(V.VoucherSigner(e.esc.address, e.payer_key))
     for op, x in ops:
         seen = []
         for e, signer in zip(envs, signers):
@@ -988,7 +990,7 @@ def test_cli_end_to_end(lang, tmp_path):
     out = cli("escrow", "voucher", channel, "2", key="payer", ok=False)            # not above what was claimed
     out = cli("escrow", "voucher", channel, "3", key="stranger", ok=False)         # not the payer key
     assert "payer key" in out
-    forged = E.Voucher.sign(cli.seeds["stranger"], Address(channel), 4 * TON).to_json()
+    forged = V.Voucher.sign(cli.seeds["stranger"], Address(channel), 4 * TON).to_json()
     out = cli("escrow", "claim", channel, forged, key="payee", ok=False)
     assert "not signed by this channel's payer key" in out
     cli("escrow", "claim", channel, "{not json", key="payee", ok=False)

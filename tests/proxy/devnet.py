@@ -19,7 +19,9 @@ from node.chain import keys_from_seed, open_network
 from node.tee.quote import image_hash
 from node.tee.simulated import DevRoot, default_measurements
 from tests.procs import COCOON, Procs, free_port, http_ready
+from node.payments import vouchers as V
 from wrappers import escrow as E
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import stake as S
 from wrappers.build import load_code
@@ -79,7 +81,7 @@ class Party:
 
     @property
     def operator_public(self) -> int:
-        return S.public_key_int(S.key_from_seed(self.operator_seed))
+        return K.public_key_int(K.signing_key(self.operator_seed))
 
     address: Optional[Address] = None
 
@@ -88,10 +90,10 @@ class Party:
 class ClientChannel:
     address: Address
     key: bytes                  # the payer key's seed
-    signer: E.VoucherSigner = field(init=False)
+    signer: V.VoucherSigner = field(init=False)
 
     def __post_init__(self):
-        self.signer = E.VoucherSigner(self.address, self.key)
+        self.signer = V.VoucherSigner(self.address, self.key)
 
     @property
     def raw(self) -> str:
@@ -195,7 +197,7 @@ class Devnet:
         async def go():
             w = await self.wallet(client)
             key = seed(client.label + f":pay:{os.urandom(4).hex()}")
-            pub = E.public_key_int(key)
+            pub = K.public_key_int(key)
             si = E.state_init(self.codes.escrow, self.registry, w.address, proxy.address, pub)
             addr = R.address_of(si)
             await self.send(client, addr, E.open_value(amount), E.open_body(amount, proxy.operator_public), si)

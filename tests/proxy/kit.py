@@ -18,7 +18,7 @@ import httpx2 as httpx
 from node.openai import headers as H
 from node.tee.ratls import Identity, client_context
 from tests.procs import COCOON, Proc, free_port, http_ready
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.pricing import request_max_cost
 
 from .devnet import ECONOMICS, Devnet, Party

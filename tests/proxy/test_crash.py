@@ -31,7 +31,7 @@ import time
 import pytest
 
 from node.openai import headers as H
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 
 from .conftest import make_devnet
 from .devnet import TON, model_file_hash

@@ -21,7 +21,7 @@ from node.tee.ratls import Identity, PeerVerifier, RaTlsSite, peer_verdict
 from node.tee.registry_source import SnapshotSource
 from node.tee.simulated import SimulatedTdx, default_measurements
 from node.tee.verify import Policy
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 
 from .world import PROXY_IMAGE_NAME, World, raw
 

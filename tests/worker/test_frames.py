@@ -9,7 +9,7 @@ from pytoniq_core import Address
 
 from node.link import endpoint as E
 from node.link import frames as F
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.pricing import Usage
 
 CH = Address("0:" + "11" * 32)

@@ -14,7 +14,7 @@ from pytoniq_core import Address
 from node.link import frames as F
 from tests.procs import COCOON, ProcessFailed
 from wrappers import TON
-from wrappers.escrow import Voucher
+from node.payments.vouchers import Voucher
 from wrappers.stake import derive_operator_key
 
 from .conftest import Served
