@@ -87,6 +87,7 @@ def client_channels(state: DevnetState) -> list[tuple[str, str]]:
 async def read_books(state: DevnetState) -> Books:
     from node.chain import load_keys, open_network
     from wrappers import escrow as E
+    from wrappers import keys as K
     from wrappers import registry as R
     from wrappers import stake as S
 
@@ -118,7 +119,7 @@ async def read_books(state: DevnetState) -> Books:
         proxy = state.parties.get("proxy", {})
         if proxy.get("address") and proxy.get("operator_key"):
             seed = load_keys(key_file=proxy["operator_key"]).private[:32]
-            op = S.public_key_int(S.key_from_seed(seed))
+            op = K.public_key_int(K.signing_key(seed))
             for label, p in sorted(state.parties.items()):
                 if label.startswith("worker-") and p.get("address"):
                     addr = E.escrow_address(codes.escrow, registry, Address(proxy["address"]), Address(p["address"]), op)

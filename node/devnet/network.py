@@ -125,10 +125,10 @@ class Devnet:
 
     def operator_public(self, label: str) -> int:
         from node.chain import load_keys
-        from wrappers import stake as S
+        from wrappers import keys as K
 
         seed = load_keys(key_file=self.state.parties[label]["operator_key"]).private[:32]
-        return S.public_key_int(S.key_from_seed(seed))
+        return K.public_key_int(K.signing_key(seed))
 
     # ------------------------------------------------------------------------------ up
     def up(self, workers: int = 2, lang: str = "tolk", ports: str = "default", refresh: float = 2.0,

@@ -13,7 +13,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from node.cli import main
-from wrappers import escrow as E
+from wrappers import keys as K
 from wrappers import TON
 
 
@@ -42,7 +42,7 @@ def _run_story(where: list[str], keys: dict, tmp: Path) -> list[tuple[int, str]]
         log.append((r.exit_code, out))
         return out
 
-    pub = {n: f"{E.public_key_int(keys[n][1]):064x}" for n in keys}
+    pub = {n: f"{K.public_key_int(keys[n][1]):064x}" for n in keys}
     out = cli("registry", "deploy", "--lang", "tolk", "--test-network", key="owner")
     env["COCOON_REGISTRY"] = out.strip().splitlines()[-1].split()[-1]
     cli("wallet", "show", key="payee")
@@ -78,7 +78,7 @@ def _run_story(where: list[str], keys: dict, tmp: Path) -> list[tuple[int, str]]
 
     cli("stake", "status", key="provider")
     cli("stake", "deposit", "20", key="provider")
-    cli("stake", "set-operator", f"{S.public_key_int(S.derive_operator_key('server-cli')):064x}", key="provider")
+    cli("stake", "set-operator", f"{K.public_key_int(S.derive_operator_key('server-cli')):064x}", key="provider")
     cli("stake", "unbond", "5", key="provider")
     cli("stake", "unbond", "1000", key="provider")                                       # refused
     cli("stake", "withdraw", key="provider")                                             # refused: not unlocked

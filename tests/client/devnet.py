@@ -22,6 +22,7 @@ from pytoniq_core import Address
 
 from tests.procs import COCOON, PYTHON, Procs, free_port, http_ready
 from wrappers import TON
+from wrappers import keys as K
 
 GOVERNANCE_DELAY = 60
 ECONOMICS = dict(price_per_token=100_000, worker_fee_per_token=80_000, prompt_mult=10_000, cached_mult=1_000,
@@ -134,7 +135,7 @@ class DevNet:
                 # the ghost proxy has the larger stake, so `auto` tries it first; nothing listens there
                 amount = {"ghost": 80 * TON, "proxy": 60 * TON}.get(who, 20 * TON)
                 await net.send(w, addr, amount + S.DEPOSIT_FEE, S.deposit(), state_init=st)
-                op_pub = S.public_key_int(S.key_from_seed(seed(op)))
+                op_pub = K.public_key_int(K.signing_key(seed(op)))
                 await net.send(w, addr, S.OP_VALUE, S.set_operator(op_pub))
                 if who == "ghost":
                     self.ghost_owner = w.address

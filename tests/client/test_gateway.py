@@ -288,6 +288,7 @@ async def _slash_worker(net) -> None:
     from node.chain import keys_from_seed, open_network
     from wrappers import registry as R
     from wrappers import stake as S
+    from wrappers import keys as K
     from wrappers.pricing import Usage
     from wrappers.receipts import Receipt, content_hash
 
@@ -295,7 +296,7 @@ async def _slash_worker(net) -> None:
     try:
         reporter = await chain.wallet(keys_from_seed(seed("reporter")))
         stake = await chain.reader(R.RegistryReader, net.registry).stake_address(net.worker_owner, R.ROLE_WORKER)
-        key = S.key_from_seed(seed("worker-operator"))
+        key = K.signing_key(seed("worker-operator"))
         base = dict(worker_stake=stake, job_id=2**255 + 1, request_hash=content_hash("x"), coefficient=1000)
         a = Receipt(response_hash=content_hash("one"), usage=Usage(1, 1), **base).sign(key)
         b = Receipt(response_hash=content_hash("two"), usage=Usage(1, 2), **base).sign(key)

@@ -17,6 +17,7 @@ from node.tee.providers import SimulatedProvider
 from node.tee.ratls import Identity, client_context
 from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements
 from wrappers import reputation as P
+from wrappers import keys as K
 from wrappers import stake as S
 
 from .conftest import make_devnet
@@ -118,7 +119,7 @@ def test_equal_load_goes_to_the_better_reputed_worker(net, proxy, client):
     wy = net.party("worker-y")
     now = net.now()
     report = P.build_report(net.registry, proxy.party.address, wy.address, now, succeeded=1, failed=40)
-    key = S.key_from_seed(proxy.party.operator_seed)
+    key = K.signing_key(proxy.party.operator_seed)
     net.run(net.send(proxy.party, net.registry, P.SUBMIT_VALUE + 10**7, P.signed_submission(report, key)))
     wait_for(lambda: _score(net, wy) < 2000, 30, "the report to land")
     time.sleep(2.5)   # the proxy refreshes scores every second (--refresh 1)
@@ -168,7 +169,7 @@ def _worker_state(proxy, party) -> str:
 # ---------------------------------------------------------------------------- a worker's stake
 async def _dial(net, proxy, party, model_hash: bytes) -> tuple[str, int]:
     """Dial the workers listener as this party's worker would, say hello; return (refusal, close code)."""
-    key = S.key_from_seed(party.operator_seed)
+    key = K.signing_key(party.operator_seed)
     ident = Identity.create(SimulatedProvider(SimulatedTdx(DevRoot.load(net.dev_root_dir),
                                                            default_measurements(WORKER_IMAGE))),
                             role="worker", model_hash=model_hash, operator=raw(party), key=key)
