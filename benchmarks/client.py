@@ -58,6 +58,7 @@ class Direct:
         from wrappers import keys as K
         from node.tee.verify import Policy
         from tests.client.devnet import seed
+        from node.payments import vouchers as V
         from wrappers import escrow as E
         from wrappers import registry as R
 
@@ -84,7 +85,7 @@ class Direct:
         from wrappers.pricing import request_max_cost
 
         mc = request_max_cost(body, 1000, self.economics)
-        v = E.Voucher.sign(self.key, self.channel, self.settled + mc)
+        v = V.Voucher.sign(self.key, self.channel, self.settled + mc)
         rid = uuid.uuid4().hex
         return ({H.CHANNEL: self.channel.to_str(is_user_friendly=False), H.VOUCHER: H.format_voucher(v.amount, v.signature),
                  H.REQUEST_ID: rid, H.MAX_COEFFICIENT: "1000", "Content-Type": "application/json"}, rid, mc)
@@ -94,7 +95,7 @@ class Direct:
         from wrappers import escrow as E
 
         self.settled += cost
-        v = E.Voucher.sign(self.key, self.channel, self.settled)
+        v = V.Voucher.sign(self.key, self.channel, self.settled)
         async with self.http.post("/v1/cocoon/settle", json={"channel": self.channel.to_str(is_user_friendly=False),
                                                             "request_id": rid,
                                                             "voucher": H.format_voucher(v.amount, v.signature)}) as r:

@@ -49,6 +49,7 @@ from node.tee.ratls import Identity, PeerVerifier, RaTlsError
 from node.tee.registry_source import SnapshotSource
 from node.tee.simulated import DevTrust
 from node.tee.verify import Policy
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import keys as K
 from wrappers import stake as S
@@ -59,6 +60,7 @@ from .metrics import Metrics
 from .proxies import Candidate, ProxyConnection, candidates, describe_failure, with_clients_address
 from .receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
 from .settings import Settings
+from . import store as SQL
 from .store import ChannelRow, Store
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class LiveChannel:
         return self.row.settled
 
     def voucher(self, amount: int) -> str:
-        v = E.Voucher.sign(self.key, self.address, amount)
+        v = V.Voucher.sign(self.key, self.address, amount)
         return H.format_voucher(v.amount, v.signature)
 
 
@@ -119,7 +121,6 @@ class Gateway:
         self.wallet_address: Optional[Address] = None
         self._tasks: set[asyncio.Task] = set()
         self.receipts: Optional[ReceiptVerifier] = None
-        self._marks: list[tuple[str, str]] = []   # settles the proxy answered, not yet written
 
     # ------------------------------------------------------------------ start and refresh
     async def start(self) -> None:
@@ -182,7 +183,6 @@ class Gateway:
             _, pending = await asyncio.wait(list(self._tasks), timeout=10)
             for t in pending:
                 t.cancel()
-        self.store.flush_marks(self._marks)
         await self._drop_proxy()
         if self.snapshots is not None:
             await self.snapshots.stop()
@@ -306,7 +306,7 @@ class Gateway:
         total if the voucher it holds is our own signature (and not for a disputed answer)."""
         for request_id, final in self.store.settling(ch.row.address):
             ok = await self._post_settle(conn, ch, request_id, final, quiet=True)
-            self.store.mark_request(request_id, {True: "settled", False: "superseded", None: "settling"}[ok])
+            self.store.submit(SQL.mark_op(request_id, {True: "settled", False: "superseded", None: "settling"}[ok]))
         # nothing of this process is in flight yet: a reservation the proxy reports is a job from before
         # a restart that is still ending; its cost lands in the proxy's total when it ends, so wait for it
         deadline = time.monotonic() + RESUME_WAIT
@@ -333,7 +333,7 @@ class Gateway:
         except (ValueError, KeyError, TypeError):
             log.warning("the proxy's channel record is unreadable: %r", body)
             return
-        if not E.Voucher(ch.address, amount, sig).verify(K.public_key_int(ch.key)):
+        if not V.Voucher(ch.address, amount, sig).verify(K.public_key_int(ch.key)):
             log.warning("the proxy holds a voucher that is not this gateway's signature; its totals are ignored")
             return
         owed = theirs - ch.row.disputed
@@ -350,13 +350,14 @@ class Gateway:
         row = ch.row
         if need_total <= row.deposited:
             return
-        remaining = s.budget - self.store.spent_total()
+        spent = self.store.spent_total(besides=row.address) + row.settled
+        remaining = s.budget - spent
         room = remaining - (row.deposited - row.settled)       # what the budget still allows to deposit
         short = need_total - row.deposited
         amount = min(room, max(short, s.deposit_step))
         if amount < short:
             raise payment_required(
-                f"the budget is spent: {self.store.spent_total() / 1e9:g} of {s.budget / 1e9:g} TON paid; this "
+                f"the budget is spent: {spent / 1e9:g} of {s.budget / 1e9:g} TON paid; this "
                 f"request may cost up to {(need_total - row.settled - sum(ch.inflight.values())) / 1e9:g} TON",
                 required=need_total, settled=row.settled)
         try:
@@ -364,8 +365,8 @@ class Gateway:
         except CocoonError as e:
             raise unavailable(f"cannot top up the escrow: {e}") from None
         c = await self.chain.escrow(ch.address)
-        self.store.update_channel(row.address, deposited=c.deposited if c else row.deposited + amount)
-        ch.row = self.store.channel(row.address)  # type: ignore[assignment]
+        row.deposited = c.deposited if c else row.deposited + amount
+        self.store.update_channel(row.address, deposited=row.deposited)
         self.metrics.chain_ops.labels("top_up").inc()
 
     # ------------------------------------------------------------------ requests
@@ -411,8 +412,7 @@ class Gateway:
         while True:
             ch = await self.ensure_channel(conn, max_cost)
             async with ch.lock:
-                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-                if ch.row.state != "open":   # closed by `cocoon client close`: open another
+                if self.store.channel_state(ch.row.address) != "open":   # closed by `cocoon client close`: open another
                     if self.channel is ch:
                         self.channel = None
                     continue
@@ -430,7 +430,7 @@ class Gateway:
             except (aiohttp.ClientConnectorError, RaTlsError) as e:   # it never reached the proxy
                 ch.inflight.pop(request_id, None)
                 job.ended = True
-                self.store.mark_request(request_id, "failed")
+                self.store.submit(SQL.mark_op(request_id, "failed"))
                 await self._proxy_failed(conn, e)
                 self.metrics.requests.labels(endpoint, "unavailable").inc()
                 raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
@@ -508,7 +508,7 @@ class Gateway:
         """Under the channel's lock: check the budget, fund the escrow, sign settled + everything in flight +
         this request's maximum cost, and record it; the voucher header's value."""
         reserved = sum(ch.inflight.values())
-        spent = self.store.spent_total()
+        spent = self.store.spent_total(besides=ch.row.address) + ch.settled
         if spent + reserved + max_cost > self.settings.budget:
             self.metrics.requests.labels(endpoint, "budget").inc()
             raise payment_required(
@@ -518,7 +518,9 @@ class Gateway:
         authorized = ch.settled + reserved + max_cost
         await self._fund(ch, authorized)
         voucher = ch.voucher(authorized)
-        self.store.authorize(request_id, ch.row.address, ch.settled, max_cost, authorized, self._marks)
+        # written in the next group commit while the request goes out: after a crash the highest voucher
+        # the proxy holds is taken from the proxy (PROTOCOL.md §6)
+        self.store.submit(SQL.authorize_op(request_id, ch.row.address, ch.settled, max_cost, authorized))
         ch.inflight[request_id] = max_cost
         return voucher
 
@@ -537,10 +539,11 @@ class Gateway:
             vd["checks"] = vd.get("checks", []) + [{"name": "price", "result": "FAIL", "detail": problems[0]}]
         cost = ev.cost if ev is not None else 0
         vd["paid"] = cost if ok else 0
-        receipt = None
+        receipt = view = None
         if ev is not None:
             record = ev.to_json()
-            record["registry_view"] = self._view_hash()
+            view = self._view_key()
+            record["registry_view"] = view[0]
             receipt = dict(request_id=job.request_id, channel=ch.row.address, proxy_owner=ch.row.proxy_owner,
                            endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
                            paid=vd["paid"], prompt_tokens=ev.usage.prompt_tokens,
@@ -548,27 +551,22 @@ class Gateway:
         job.ended = True
         if ev is not None:   # the proxy recorded this request as answered
             ch.last_answered = job.request_id
-        await ch.lock.acquire()
-        try:
-            ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-            others = sum(v for k, v in ch.inflight.items() if k != job.request_id)
+        async with ch.lock:   # the books in memory first; their row is written behind them, in order
+            ch.inflight.pop(job.request_id, None)
+            others = sum(ch.inflight.values())
             if ok:
-                new_settled = ch.settled + cost
-                final = new_settled + others
-                self.store.finish_request(job.request_id, "settling", cost, ch.row.address, new_settled, final,
-                                          receipt=receipt, marks=self._marks)
-                ch.inflight.pop(job.request_id, None)
-                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+                ch.row.settled += cost
+                final = ch.row.settled + others
+                durable = self.store.queue(SQL.finish_op(job.request_id, "settling", cost, ch.row.address,
+                                                         ch.row.settled, final, receipt=receipt, view=view))
                 # the settle goes out after the answer. A newer authorization may reach the proxy first;
                 # then the proxy keeps that one (it covers this total) and refuses this settle, harmlessly.
-                self.spawn(self._settle_in_order(conn, ch, job.request_id, final))
+                self.spawn(self._settle_in_order(conn, ch, job.request_id, final, durable))
             else:
-                self.store.finish_request(job.request_id, "unpaid", 0, ch.row.address, ch.settled, None, cost,
-                                          receipt=receipt)
-                ch.inflight.pop(job.request_id, None)
-                ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
-        finally:
-            ch.lock.release()
+                ch.row.disputed += cost
+                durable = self.store.queue(SQL.finish_op(job.request_id, "unpaid", 0, ch.row.address, ch.row.settled,
+                                                         None, cost, receipt=receipt, view=view))
+        await durable   # the receipt and the total are kept before the caller sees the answer's end
         if ev is not None:
             u = ev.usage
             self.metrics.tokens.labels("prompt").inc(u.prompt_tokens)
@@ -584,21 +582,26 @@ class Gateway:
                 await self._drop_proxy()
         return vd
 
-    def _view_hash(self) -> str:
+    def _view_key(self) -> tuple[str, str]:
+        """(hash, JSON) of the registry view receipts are checked against now; computed once per view."""
         v = self.view
         key = (v.snapshot, v.params.economics, v.codes.stake.hash if v.codes.stake is not None else None)
-        if getattr(self, "_view_key", None) != key:
-            self._view_key = key
-            self._view_h = self.store.put_view(view_record(self.chain.registry, v.snapshot, v.params.economics,
-                                                           v.codes.stake))
-        return self._view_h
+        if getattr(self, "_view_at", None) != key:
+            self._view_at = key
+            self._view = SQL.view_key(view_record(self.chain.registry, v.snapshot, v.params.economics, v.codes.stake))
+        return self._view
 
     async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int,
-                               mark: bool = True) -> None:
+                               durable: Optional[asyncio.Future] = None, mark: bool = True) -> None:
         async with ch.settle_lock:
+            if durable is not None:
+                try:
+                    await durable
+                except Exception:
+                    return
             acked = await self._post_settle(conn, ch, request_id, final, quiet=True)
-            if acked is not None and mark:   # written with the next request's books: a lost mark only re-sends a settle
-                self._marks.append((request_id, "settled" if acked else "superseded"))
+            if acked is not None and mark:   # a lost mark only re-sends a settle after a restart
+                self.store.submit(SQL.mark_op(request_id, "settled" if acked else "superseded"))
 
     async def release(self, job: "_Job") -> None:
         """A request that ended without an answer to pay: nothing is owed. The held authorization is
@@ -608,7 +611,7 @@ class Gateway:
         job.ended = True
         async with ch.lock:
             ch.inflight.pop(job.request_id, None)
-            self.store.mark_request(job.request_id, "refused")
+            self.store.submit(SQL.mark_op(job.request_id, "refused"))
             final = ch.settled + sum(ch.inflight.values())
         if ch.last_answered is not None:
             self.spawn(self._settle_in_order(job.conn, ch, ch.last_answered, final, mark=False))

@@ -19,6 +19,7 @@ from node.chain import keys_from_seed, open_network
 from node.tee.quote import image_hash
 from node.tee.simulated import DevRoot, default_measurements
 from tests.procs import COCOON, Procs, free_port, http_ready
+from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import keys as K
 from wrappers import registry as R
@@ -89,10 +90,10 @@ class Party:
 class ClientChannel:
     address: Address
     key: bytes                  # the payer key's seed
-    signer: E.VoucherSigner = field(init=False)
+    signer: V.VoucherSigner = field(init=False)
 
     def __post_init__(self):
-        self.signer = E.VoucherSigner(self.address, self.key)
+        self.signer = V.VoucherSigner(self.address, self.key)
 
     @property
     def raw(self) -> str:
