@@ -20,7 +20,8 @@ from . import cells as C
 from . import registry as R
 from .build import load_code
 from .errors import describe_error as _describe, names_for
-from .keys import KeyLike, public_key_int
+from . import keys as K
+from .keys import KeyLike
 
 # ---------------------------------------------------------------------------- opcodes, tags, errors
 OP = dict(
@@ -249,7 +250,7 @@ class EscrowReader:
     def payee_key_is(self, payee_key: Union[KeyLike, Ed25519PublicKey, int]) -> bool:
         """Whether the channel names ``payee_key`` as the payee's. A payee checks this before it
         serves: with another key there, the payer could sign a cooperative close on its own."""
-        return self.keys()[1] == public_key_int(payee_key)
+        return self.keys()[1] == K.public_key_int(payee_key)
 
 
 # ---------------------------------------------------------------------------- off-chain bookkeeping

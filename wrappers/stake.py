@@ -23,9 +23,6 @@ from . import keys as K
 from . import registry as R
 from .build import load_code
 from .errors import describe_error as _describe, names_for
-# the key helpers, here too under the names callers of this module know (defined in wrappers.keys)
-from .keys import public_key_int
-from .keys import signing_key as key_from_seed
 
 # ---------------------------------------------------------------------------- opcodes and errors
 OP = dict(
@@ -374,4 +371,4 @@ class EmbeddedStake:
 
 def derive_operator_key(label: str) -> Ed25519PrivateKey:
     """A reproducible test key from a label (tests and the demo; real keys come from the TEE)."""
-    return key_from_seed(hashlib.sha256(b"cocoon-operator:" + label.encode()).digest())
+    return K.signing_key(hashlib.sha256(b"cocoon-operator:" + label.encode()).digest())
