@@ -82,7 +82,7 @@ class Direct:
     def _headers(self, body: bytes) -> tuple[dict, str, int]:
         from node.openai import headers as H
         from wrappers import escrow as E
-        from wrappers.pricing import request_max_cost
+        from node.payments.pricing import request_max_cost
 
         mc = request_max_cost(body, 1000, self.economics)
         v = V.Voucher.sign(self.key, self.channel, self.settled + mc)

@@ -8,7 +8,7 @@ did something other than expected.
 
 Money moves by vouchers, as in production: before a job the client signs the previous total plus
 the job's maximum cost; after the answer it signs the exact new total; the proxy pays the worker the
-same way. Costs come from :mod:`wrappers.pricing` with the registry's prices and multipliers.
+same way. Costs come from :mod:`node.payments.pricing` with the registry's prices and multipliers.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from wrappers import stake as S
 from wrappers.build import load_code
 from wrappers.chain.emulated import EmbeddedChain
 from wrappers.chain.records import TxRecord
-from wrappers.pricing import COEF_ONE, Usage, charge, max_cost
-from wrappers.receipts import Receipt, content_hash
+from node.payments.pricing import COEF_ONE, Usage, charge, max_cost
+from node.payments.receipts import Receipt, content_hash
 from wrappers import TON
 
 DAY = 86400

@@ -76,7 +76,7 @@ async def _verify(record: dict, network, registry, dev_trust, pccs_url, accept_t
 
     from node.chain import open_network
     from node.client.chain import ClientChain
-    from node.client.receipts import EvidenceError, verify_record
+    from node.payments.receipts import EvidenceError, verify_record
     from node.tee.collateral import PccsCollateral
     from node.tee.simulated import DevTrust
 

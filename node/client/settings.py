@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from wrappers.pricing import COEF_ONE
+from node.payments.pricing import COEF_ONE
 from wrappers import TON
 
 

@@ -21,10 +21,9 @@ from typing import Any, ClassVar, Optional, Union
 
 from pytoniq_core import Address
 
+from node.payments.pricing import Usage, usage_from_openai, usage_to_openai
 from node.payments.vouchers import Voucher
-from wrappers.pricing import Usage
 
-from ..openai.protocol import usage_from_openai, usage_to_openai
 
 PROTOCOL = 1
 CLOSE_PROTOCOL_ERROR = 4400     # WebSocket close code after a frame error

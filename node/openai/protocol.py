@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
-from wrappers.pricing import Usage
+from node.payments.pricing import Usage, usage_to_openai
 
 from .errors import APIError, bad_request, unknown_field
 
@@ -334,37 +334,6 @@ def parse_request(endpoint: str, body: Union[bytes, str, dict], max_tokens_cap: 
 
 ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "completion": "/v1/completions"}
 PATH_ENDPOINTS = {v: k for k, v in ENDPOINT_PATHS.items()}
-
-
-# ---------------------------------------------------------------------------- usage
-def usage_to_openai(u: Usage) -> dict:
-    """An OpenAI ``usage`` object (cached within prompt, reasoning within completion)."""
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
-
-
-def usage_from_openai(d: Any) -> Usage:
-    """Read an OpenAI usage object; raises ValueError when it is not one (or its total is wrong)."""
-    if not isinstance(d, dict):
-        raise ValueError("usage is an object")
-
-    def count(v: Any, name: str) -> int:
-        if not _is_int(v) or v < 0 or v >= 2**32:
-            raise ValueError(f"{name} must be a non-negative 32-bit integer")
-        return v
-
-    p = count(d.get("prompt_tokens"), "prompt_tokens")
-    c = count(d.get("completion_tokens"), "completion_tokens")
-    if "total_tokens" in d and count(d["total_tokens"], "total_tokens") != p + c:
-        raise ValueError("total_tokens must equal prompt_tokens + completion_tokens")
-    ptd, ctd = d.get("prompt_tokens_details") or {}, d.get("completion_tokens_details") or {}
-    if not isinstance(ptd, dict) or not isinstance(ctd, dict):
-        raise ValueError("token details are objects")
-    cached = count(ptd.get("cached_tokens") or 0, "cached_tokens")
-    reasoning = count(ctd.get("reasoning_tokens") or 0, "reasoning_tokens")
-    return Usage(p, c, cached, reasoning)
 
 
 # ---------------------------------------------------------------------------- answers and chunks

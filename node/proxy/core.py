@@ -25,7 +25,10 @@ from node.link import frames as F
 from node.openai import errors as OE
 from node.openai import headers as H
 from node.openai import sse
-from node.openai.protocol import (ENDPOINT_PATHS, delivered, parse_request, usage_to_openai)
+from node.openai.protocol import ENDPOINT_PATHS, delivered, parse_request
+from node.payments.pricing import COEF_ONE, charge, request_max_cost, usage_to_openai
+from node.payments.receipts import Receipt, content_hash, response_hash
+from node.payments.vouchers import Voucher
 from node.tee.providers import ConfigfsTsmProvider, SimulatedProvider
 from node.tee.ratls import Identity, PeerVerifier
 from node.tee.registry_source import SnapshotSource
@@ -33,9 +36,6 @@ from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements, load
 from node.tee.verify import Policy
 from wrappers import escrow as E
 from wrappers import stake as S
-from node.payments.vouchers import Voucher
-from wrappers.pricing import COEF_ONE, charge, request_max_cost
-from wrappers.receipts import Receipt, content_hash, response_hash
 
 from . import routing
 from .chainview import ChainView, ClientChannel, raw

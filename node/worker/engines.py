@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import AsyncIterator, Optional, Union
 
 from node.openai import errors
-from node.openai.protocol import ChatRequest, CompletionRequest, usage_from_openai
+from node.openai.protocol import ChatRequest, CompletionRequest
+from node.payments.pricing import usage_from_openai
 from node.openai.sse import SSEDecoder, parse_event, DONE
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ The order is fixed by docs/PROTOCOL.md §3 and §6: output first, then the recei
 before it is sent. Usage is what the engine really processed: the prompt's tokens and the completion
 tokens of the text delivered (all of them for a finished job, those already sent for a cancelled or
 timed-out one). The response hash covers exactly the delivered text and tool calls
-(:func:`wrappers.receipts.response_hash`).
+(:func:`node.payments.receipts.response_hash`).
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from pytoniq_core import Address
 from node.link import frames as F
 from node.openai import errors
 from node.openai import protocol as P
-from wrappers.pricing import Usage, charge
-from wrappers.receipts import Receipt, response_hash
+from node.payments.pricing import Usage, charge
+from node.payments.receipts import Receipt, response_hash
 from wrappers.registry import Economics
 
 from .engines import Done, Piece

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from node.payments.vouchers import Voucher
-from wrappers.pricing import Usage
+from node.payments.pricing import Usage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (

@@ -289,8 +289,8 @@ async def _slash_worker(net) -> None:
     from wrappers import registry as R
     from wrappers import stake as S
     from wrappers import keys as K
-    from wrappers.pricing import Usage
-    from wrappers.receipts import Receipt, content_hash
+    from node.payments.pricing import Usage
+    from node.payments.receipts import Receipt, content_hash
 
     chain = await open_network(net.chain_url)
     try:

@@ -11,7 +11,7 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from node.client.receipts import CHECKS, Evidence, ReceiptVerifier, verify_record, view_record
+from node.payments.receipts import CHECKS, Evidence, ReceiptVerifier, verify_record, view_record
 from node.lifecycle import MODEL, ready
 from node.tee.providers import SimulatedProvider
 from node.tee.quote import parse_quote
@@ -20,8 +20,8 @@ from node.tee.registry_source import RegistrySnapshot, SnapshotSource
 from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements
 from node.tee.verify import Policy
 from wrappers import stake as S
-from wrappers.pricing import Usage, charge
-from wrappers.receipts import Receipt, response_hash
+from node.payments.pricing import Usage, charge
+from node.payments.receipts import Receipt, response_hash
 
 REQUEST = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":16}'
 USAGE = Usage(12, 7)

@@ -12,7 +12,7 @@ from wrappers import escrow as E
 from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.chain.records import find_transactions
-from wrappers.pricing import charge, max_cost
+from node.payments.pricing import charge, max_cost
 from wrappers import TON
 
 

@@ -19,7 +19,7 @@ from node.openai import headers as H
 from node.tee.ratls import Identity, client_context
 from tests.procs import COCOON, Proc, free_port, http_ready
 from node.payments.vouchers import Voucher
-from wrappers.pricing import request_max_cost
+from node.payments.pricing import request_max_cost
 
 from .devnet import ECONOMICS, Devnet, Party
 

@@ -10,7 +10,7 @@ from pytoniq_core import Address
 from node.link import endpoint as E
 from node.link import frames as F
 from node.payments.vouchers import Voucher
-from wrappers.pricing import Usage
+from node.payments.pricing import Usage
 
 CH = Address("0:" + "11" * 32)
 OWNER = "0:" + "22" * 32

@@ -5,7 +5,7 @@ import pytest
 
 from node.openai import errors, headers, protocol as P, sse
 from node.openai.errors import APIError
-from wrappers.pricing import Usage
+from node.payments.pricing import Usage, usage_from_openai, usage_to_openai
 
 OK_CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -94,13 +94,13 @@ def test_completion_requests():
 
 def test_usage_roundtrip_and_refusals():
     u = Usage(10, 4, 3, 1)
-    assert P.usage_from_openai(P.usage_to_openai(u)) == u
-    assert P.usage_from_openai({"prompt_tokens": 1, "completion_tokens": 2}) == Usage(1, 2)
+    assert usage_from_openai(usage_to_openai(u)) == u
+    assert usage_from_openai({"prompt_tokens": 1, "completion_tokens": 2}) == Usage(1, 2)
     for bad in [{"prompt_tokens": -1, "completion_tokens": 0}, {"prompt_tokens": 1}, [],
                 {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 3},
                 {"prompt_tokens": 1, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 2}}]:
         with pytest.raises(ValueError):
-            P.usage_from_openai(bad)
+            usage_from_openai(bad)
 
 
 def test_delivered_from_chunks_and_answer_agree():

@@ -1,12 +1,12 @@
-"""wrappers.receipts.response_hash (docs/PROTOCOL.md §5) and wrappers.pricing.request_max_cost (§4)."""
+"""node.payments.receipts.response_hash (docs/PROTOCOL.md §5) and node.payments.pricing.request_max_cost (§4)."""
 import hashlib
 import json
 
 import pytest
 from hypothesis import given, strategies as st
 
-from wrappers.pricing import Usage, charge, max_cost, prompt_token_bound, request_max_cost
-from wrappers.receipts import response_content, response_hash
+from node.payments.pricing import Usage, charge, max_cost, prompt_token_bound, request_max_cost
+from node.payments.receipts import response_content, response_hash
 from wrappers.registry import Economics
 
 

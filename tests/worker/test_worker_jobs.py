@@ -10,7 +10,7 @@ from node.link import frames as F
 from node.openai import protocol as P
 from wrappers import keys as K
 from wrappers import stake as S
-from wrappers.receipts import Receipt, response_hash
+from node.payments.receipts import Receipt, response_hash
 
 
 

@@ -1,7 +1,20 @@
-"""Checking a worker's receipt for one answer: the one implementation the client gateway (before it
-pays) and ``cocoon receipt verify`` (later, offline or against the chain) both use.
+"""Receipts: what a worker signs for every job it serves, and checking one before it is paid for.
 
-An answer is paid for only when every check passes (docs/PROTOCOL.md §4–§5):
+A receipt is a stake statement (stake.tlb) of kind KIND_JOB_RECEIPT, so its signature format is the
+one the stake contract checks: the worker's operator key signs (its stake address, kind, job id as
+context, seqno, payload). A worker that signs two different receipts for the same job and seqno has
+equivocated, and anyone holding both can have its stake slashed. The payload binds the request and
+the response by hash and the usage the client is charged for:
+
+    receipt_payload$_ request_hash:uint256 response_hash:uint256 prompt:uint32 cached:uint32
+                      completion:uint32 reasoning:uint32 coefficient:uint16 = ReceiptPayload;
+
+No contract reads the payload, so its layout is defined here; the statement around it is the stake
+contract's (:class:`wrappers.stake.Statement`).
+
+:class:`ReceiptVerifier` checks a worker's receipt for one answer: the one implementation the client
+gateway (before it pays) and ``cocoon receipt verify`` (later, offline or against the chain) both
+use. An answer is paid for only when every check passes (docs/PROTOCOL.md §4–§5):
 
 ``receipt_format``   the receipt is a signed stake statement of kind job receipt, seqno 1, for this job
 ``worker_cert``      the worker's RA-TLS certificate verifies (quote, image allowed, claims key =
@@ -11,7 +24,7 @@ An answer is paid for only when every check passes (docs/PROTOCOL.md §4–§5):
 ``stake``            the receipt names the stake of the claims' operator (derived from the registry),
                      and on chain that stake is active and bound to that key (skipped offline)
 ``request_hash``     SHA-256 of the exact request bytes the gateway sent
-``response_hash``    ``wrappers.receipts.response_hash`` of the content received
+``response_hash``    :func:`response_hash` of the content received
 ``usage``            the usage the proxy reports is the usage the worker signed
 ``coefficient``      the worker's coefficient is the signed one and at most the client's maximum
 ``price``            ``charge(usage, coefficient).client_cost`` equals what the proxy charges
@@ -24,20 +37,86 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Union
 
-from pytoniq_core import Address, Cell
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pytoniq_core import Address, Cell, begin_cell
 
-from node.openai.protocol import usage_from_openai, usage_to_openai
 from node.tee.ratls import PeerVerifier
 from node.tee.verify import Check
 from wrappers import registry as R
 from wrappers import stake as S
-from wrappers.pricing import Usage, charge
-from wrappers.receipts import Receipt
 
+from .pricing import Usage, charge, usage_from_openai, usage_to_openai
+
+# ---------------------------------------------------------------------------- the receipt
+@dataclass(frozen=True)
+class Receipt:
+    worker_stake: Address
+    job_id: int
+    request_hash: bytes
+    response_hash: bytes
+    usage: Usage
+    coefficient: int
+    seqno: int = 1
+
+    def payload(self) -> Cell:
+        u = self.usage
+        return (begin_cell().store_bytes(self.request_hash).store_bytes(self.response_hash)
+                .store_uint(u.prompt_tokens, 32).store_uint(u.cached_tokens, 32).store_uint(u.completion_tokens, 32)
+                .store_uint(u.reasoning_tokens, 32).store_uint(self.coefficient, 16).end_cell())
+
+    def statement(self) -> S.Statement:
+        return S.Statement(self.worker_stake, S.KIND_JOB_RECEIPT, self.job_id, self.seqno, self.payload())
+
+    def sign(self, key: Ed25519PrivateKey) -> S.SignedStatement:
+        return S.sign_statement(key, self.statement())
+
+    @classmethod
+    def from_statement(cls, st: S.Statement) -> "Receipt":
+        if st.kind != S.KIND_JOB_RECEIPT:
+            raise ValueError("not a job receipt")
+        s = st.payload.begin_parse()
+        req, resp = s.load_bytes(32), s.load_bytes(32)
+        p, c, comp, r = (s.load_uint(32) for _ in range(4))
+        coef = s.load_uint(16)
+        return cls(st.stake, st.context, req, resp, Usage(p, comp, c, r), coef, st.seqno)
+
+
+def content_hash(data: bytes | str) -> bytes:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).digest()
+
+
+ToolCall = Union[Mapping[str, str], tuple]
+
+
+def response_content(content: str, tool_calls: Iterable[ToolCall] = ()) -> bytes:
+    """The exact bytes a response hash covers (docs/PROTOCOL.md §5): the canonical JSON (sorted keys,
+    no spaces, UTF-8) of ``{"content": TEXT, "tool_calls": [{"name", "arguments"}, ...]}``. TEXT is
+    every delivered ``delta.content`` / ``text`` concatenated; tool calls come in index order with
+    their arguments as the delivered string. Each tool call is a mapping with ``name`` and
+    ``arguments`` (an OpenAI ``function`` object) or a ``(name, arguments)`` pair."""
+    if not isinstance(content, str):
+        raise TypeError("the response content is text")
+    calls = []
+    for c in tool_calls:
+        name, args = (c["name"], c["arguments"]) if isinstance(c, Mapping) else c
+        if not isinstance(name, str) or not isinstance(args, str):
+            raise TypeError("a tool call's name and arguments are strings")
+        calls.append({"name": name, "arguments": args})
+    return json.dumps({"content": content, "tool_calls": calls}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def response_hash(content: str, tool_calls: Iterable[ToolCall] = ()) -> bytes:
+    """SHA-256 of :func:`response_content`: the receipt's response hash, the one implementation."""
+    return hashlib.sha256(response_content(content, tool_calls)).digest()
+
+
+# ---------------------------------------------------------------------------- checking one
 CHECKS = ("receipt_format", "worker_cert", "model_hash", "signature", "stake", "request_hash",
           "response_hash", "usage", "coefficient", "price")
 
@@ -162,12 +241,6 @@ class ReceiptVerdict:
                 "checks": [{"name": c.name, "result": c.label, "detail": c.detail} for c in self.checks]}
 
 
-def response_hash_of(content: str, tool_calls: list) -> bytes:
-    from wrappers.receipts import response_hash
-
-    return response_hash(content, tool_calls)
-
-
 class ReceiptVerifier:
     """Runs every check of one answer. ``workers`` verifies the worker certificate (a
     :class:`PeerVerifier` with role worker over the registry snapshot); ``stake_code`` and ``registry``
@@ -239,7 +312,7 @@ class ReceiptVerifier:
                   "SHA-256 of the request sent" if r.request_hash == ev.request_hash
                   else "the worker signed another request than the one sent"))
         try:
-            got = response_hash_of(ev.content, ev.tool_calls)
+            got = response_hash(ev.content, ev.tool_calls)
             same = got == r.response_hash
             add(Check("response_hash", same, "matches the content received" if same
                       else "the content received is not what the worker signed"))

@@ -14,13 +14,15 @@ the proxy and the worker compute the same numbers.
     worker earns (prompt + cached + completion + reasoning) * worker_fee_per_token
 
 Coefficients use COEF_ONE = 1000 for 1.0 (a worker at 1500 charges 1.5x); multipliers use 10000.
+A usage travels as an OpenAI ``usage`` object (:func:`usage_to_openai`, :func:`usage_from_openai`).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from .registry import Economics
+from wrappers.registry import Economics
 
 COEF_ONE = 1000
 MULT_ONE = 10_000
@@ -40,6 +42,40 @@ class Usage:
             raise ValueError("token counts cannot be negative")
         if self.cached_tokens > self.prompt_tokens or self.reasoning_tokens > self.completion_tokens:
             raise ValueError("cached tokens are part of the prompt and reasoning tokens part of the completion")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def usage_to_openai(u: Usage) -> dict:
+    """An OpenAI ``usage`` object (cached within prompt, reasoning within completion)."""
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.prompt_tokens + u.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens}}
+
+
+def usage_from_openai(d: Any) -> Usage:
+    """Read an OpenAI usage object; raises ValueError when it is not one (or its total is wrong)."""
+    if not isinstance(d, dict):
+        raise ValueError("usage is an object")
+
+    def count(v: Any, name: str) -> int:
+        if not _is_int(v) or v < 0 or v >= 2**32:
+            raise ValueError(f"{name} must be a non-negative 32-bit integer")
+        return v
+
+    p = count(d.get("prompt_tokens"), "prompt_tokens")
+    c = count(d.get("completion_tokens"), "completion_tokens")
+    if "total_tokens" in d and count(d["total_tokens"], "total_tokens") != p + c:
+        raise ValueError("total_tokens must equal prompt_tokens + completion_tokens")
+    ptd, ctd = d.get("prompt_tokens_details") or {}, d.get("completion_tokens_details") or {}
+    if not isinstance(ptd, dict) or not isinstance(ctd, dict):
+        raise ValueError("token details are objects")
+    cached = count(ptd.get("cached_tokens") or 0, "cached_tokens")
+    reasoning = count(ctd.get("reasoning_tokens") or 0, "reasoning_tokens")
+    return Usage(p, c, cached, reasoning)
 
 
 def adjusted(n: int, coef: int, mult: int) -> int:
