@@ -1,15 +1,30 @@
 """The gateway's state in SQLite (WAL, synchronous=FULL): channels, the totals signed, requests and
-receipts. Every voucher is recorded here before it leaves the process (docs/PROTOCOL.md §6), so a
-``kill -9`` never loses a signature the proxy may hold.
+receipts.
+
+A write is an operation ``op(connection)`` (the ``*_op`` functions below). The commands run them one by
+one (:meth:`Store.do`); the running gateway hands them to a writer thread (:meth:`Store.start_writer`)
+that commits everything queued at once (one fsync for many requests) and never blocks the event loop.
+A request's voucher is queued as the request goes out and is committed with the next group; an
+answer's receipt and the new settled total are committed before the answer is returned. After a
+``kill -9`` the gateway takes the highest voucher the proxy holds from the proxy (its own signature,
+checked), so a voucher whose row was not yet written is not lost (docs/PROTOCOL.md §6).
 """
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import logging
+import queue
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
+
+log = logging.getLogger(__name__)
+Op = Callable[[sqlite3.Connection], Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -60,6 +75,133 @@ CREATE TABLE IF NOT EXISTS views (            -- registry views receipts were ch
 """
 
 
+# ---------------------------------------------------------------------------- write operations
+def authorize_op(request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int) -> Op:
+    """A request's authorization (the voucher's amount)."""
+    t = time.time()
+
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at) "
+                  "VALUES(?, ?, ?, ?, 'authorized', ?)", (request_id, channel, settled_before, max_cost, t))
+        c.execute("UPDATE channels SET signed_max=MAX(signed_max, ?) WHERE address=?", (voucher, channel))
+    return op
+
+
+def finish_op(request_id: str, state: str, cost: int, channel: str, settled: int, final: Optional[int] = None,
+              disputed: int = 0, receipt: Optional[dict] = None, view: Optional[tuple[str, str]] = None) -> Op:
+    """After the answer, in one transaction: the request's state and cost, the channel's settled total
+    (what this gateway agreed to pay), any disputed amount, the receipt (the keyword arguments of
+    :func:`receipt_op`) and the registry view it was checked against ((hash, JSON) of :func:`view_key`)."""
+    def op(c: sqlite3.Connection) -> None:
+        if view is not None:
+            c.execute("INSERT OR IGNORE INTO views(hash, json) VALUES(?, ?)", view)
+        if receipt is not None:
+            receipt_op(**receipt)(c)
+        c.execute("UPDATE requests SET state=?, cost=?, final=? WHERE request_id=?", (state, cost, final, request_id))
+        c.execute("UPDATE channels SET settled=MAX(settled, ?), disputed=disputed+? WHERE address=?",
+                  (settled, disputed, channel))
+    return op
+
+
+def mark_op(request_id: str, state: str) -> Op:
+    return lambda c: c.execute("UPDATE requests SET state=? WHERE request_id=?", (state, request_id))
+
+
+def receipt_op(*, request_id: str, channel: str, proxy_owner: str, endpoint: str, model: str, job_id: str,
+               ok: bool, paid: int, prompt_tokens: int, completion_tokens: int, record: dict, verdict: dict) -> Op:
+    t = time.time()
+
+    def op(c: sqlite3.Connection) -> int:
+        cur = c.execute(
+            "INSERT INTO receipts(request_id, channel, proxy_owner, endpoint, model, job_id, ok, paid, prompt_tokens, "
+            "completion_tokens, record, verdict, created_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (request_id, channel, proxy_owner, endpoint, model, job_id, int(ok), paid, prompt_tokens,
+             completion_tokens, json.dumps(record), json.dumps(verdict), t))
+        return int(cur.lastrowid)
+    return op
+
+
+def view_key(view: dict) -> tuple[str, str]:
+    """(hash, JSON text) of a registry view record: receipts name the view they were checked against."""
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest(), text
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+class _Writer:
+    """One thread, its own connection: takes every operation queued, runs each in a savepoint (one that
+    raises changes nothing), commits once, then resolves the callers' futures."""
+
+    def __init__(self, path: Path):
+        self.db = _connect(path)
+        self.q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="client-store-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        c = self.db
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            batch = [item]
+            while True:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.q.put(None)
+                    break
+                batch.append(nxt)
+            results = []
+            c.execute("BEGIN IMMEDIATE")
+            for i, (op, _loop, _fut) in enumerate(batch):
+                c.execute(f"SAVEPOINT s{i}")
+                try:
+                    results.append((True, op(c)))
+                    c.execute(f"RELEASE s{i}")
+                except BaseException as e:
+                    c.execute(f"ROLLBACK TO s{i}")
+                    c.execute(f"RELEASE s{i}")
+                    results.append((False, e))
+            try:
+                c.execute("COMMIT")
+            except BaseException as e:
+                try:
+                    c.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(False, e)] * len(batch)
+            for (op, loop, fut), (ok, res) in zip(batch, results):
+                if fut is None:
+                    if not ok:
+                        log.error("a queued write failed: %s", res)
+                elif loop is None:
+                    fut.set_result((ok, res))
+                else:
+                    loop.call_soon_threadsafe(_resolve, fut, ok, res)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join(timeout=30)
+        self.db.close()
+
+
+def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
+    if not fut.done():
+        if ok:
+            fut.set_result(res)
+        else:
+            fut.set_exception(res)
+
+
 @dataclass
 class ChannelRow:
     counter: int
@@ -97,13 +239,60 @@ class Store:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = _connect(path)
         self.db.executescript(SCHEMA)
+        self._writer: Optional[_Writer] = None
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.db.close()
+
+    # ------------------------------------------------------------------ running writes
+    def start_writer(self) -> None:
+        """From now on :meth:`submit` and :meth:`run` go through a writer thread with group commit."""
+        if self._writer is None:
+            self._writer = _Writer(self.path)
+
+    def do(self, op: Op) -> Any:
+        """Run one write and commit it, here (or through the writer, waiting for it)."""
+        if self._writer is not None:
+            import concurrent.futures
+
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            self._writer.q.put((op, None, fut))
+            ok, res = fut.result()
+            if not ok:
+                raise res
+            return res
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            return op(self.db)
+
+    def submit(self, op: Op) -> None:
+        """Queue a write for the next group commit without waiting for it."""
+        if self._writer is None:
+            self.do(op)
+        else:
+            self._writer.q.put((op, None, None))
+
+    def queue(self, op: Op) -> asyncio.Future:
+        """Queue a write for the next group commit; the future is done when it is durable."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._writer is None:
+            try:
+                fut.set_result(self.do(op))
+            except Exception as e:
+                fut.set_exception(e)
+        else:
+            self._writer.q.put((op, loop, fut))
+        return fut
+
+    async def run(self, op: Op) -> Any:
+        """Run a write in the next group commit and wait until it is durable."""
+        return await self.queue(op)
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str) -> Optional[str]:
@@ -111,8 +300,8 @@ class Store:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                        (key, value))
+        self.do(lambda c: c.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET "
+                                    "value=excluded.value", (key, value)))
 
     # ------------------------------------------------------------------ channels
     def _channel(self, row) -> Optional[ChannelRow]:
@@ -138,37 +327,30 @@ class Store:
         return 0 if row[0] is None else row[0] + 1
 
     def add_channel(self, counter: int, address: str, proxy_owner: str, payee_key: str, endpoint: str) -> ChannelRow:
-        self.db.execute("INSERT OR IGNORE INTO channels(counter, address, proxy_owner, payee_key, endpoint, state, "
-                        "created_at) VALUES(?, ?, ?, ?, ?, 'open', ?)",
-                        (counter, address, proxy_owner, payee_key, endpoint, time.time()))
+        t = time.time()
+        self.do(lambda c: c.execute("INSERT OR IGNORE INTO channels(counter, address, proxy_owner, payee_key, endpoint, "
+                                    "state, created_at) VALUES(?, ?, ?, ?, ?, 'open', ?)",
+                                    (counter, address, proxy_owner, payee_key, endpoint, t)))
         return self.channel(address)  # type: ignore[return-value]
 
     def update_channel(self, address: str, **fields) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
-        self.db.execute(f"UPDATE channels SET {cols} WHERE address=?", (*fields.values(), address))
+        self.do(lambda c: c.execute(f"UPDATE channels SET {cols} WHERE address=?", (*fields.values(), address)))
 
-    def spent_total(self) -> int:
-        """What every channel's settled totals add up to: the money the budget has paid."""
-        row = self.db.execute("SELECT COALESCE(SUM(settled), 0) FROM channels").fetchone()
+    def spent_total(self, besides: Optional[str] = None) -> int:
+        """What every channel's settled totals add up to: the money the budget has paid (on the
+        channels other than ``besides`` if given)."""
+        row = self.db.execute("SELECT COALESCE(SUM(settled), 0) FROM channels WHERE address IS NOT ?",
+                              (besides,)).fetchone()
         return int(row[0])
 
-    # ------------------------------------------------------------------ requests
-    def _marks(self, marks: Optional[list]) -> None:
-        while marks:
-            request_id, state = marks.pop()
-            self.db.execute("UPDATE requests SET state=? WHERE request_id=?", (state, request_id))
+    def channel_state(self, address: str) -> Optional[str]:
+        row = self.db.execute("SELECT state FROM channels WHERE address=?", (address,)).fetchone()
+        return row[0] if row else None
 
-    def authorize(self, request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int,
-                  marks: Optional[list] = None) -> None:
-        """Record a request's authorization (the voucher's amount) before the voucher is sent. ``marks``
-        are (request id, state) changes that need no commit of their own (a settle the proxy took)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._marks(marks)
-            self.db.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at) "
-                            "VALUES(?, ?, ?, ?, 'authorized', ?)",
-                            (request_id, channel, settled_before, max_cost, time.time()))
-            self.db.execute("UPDATE channels SET signed_max=MAX(signed_max, ?) WHERE address=?", (voucher, channel))
+    # ------------------------------------------------------------------ requests
+    def authorize(self, request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int) -> None:
+        self.do(authorize_op(request_id, channel, settled_before, max_cost, voucher))
 
     def request(self, request_id: str) -> Optional[tuple]:
         return self.db.execute("SELECT request_id, channel, settled_before, max_cost, state, cost, final FROM requests "
@@ -180,41 +362,20 @@ class Store:
                                     "ORDER BY created_at", (channel,)))
 
     def finish_request(self, request_id: str, state: str, cost: int, channel: str, settled: int,
-                       final: Optional[int] = None, disputed: int = 0, receipt: Optional[dict] = None,
-                       marks: Optional[list] = None) -> None:
-        """After the answer, in one transaction: the request's state and cost, the channel's settled
-        total (what this gateway agreed to pay), any disputed amount and the receipt (the
-        keyword arguments of :meth:`add_receipt`)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._marks(marks)
-            if receipt is not None:
-                self.add_receipt(**receipt)
-            self.db.execute("UPDATE requests SET state=?, cost=?, final=? WHERE request_id=?",
-                            (state, cost, final, request_id))
-            self.db.execute("UPDATE channels SET settled=MAX(settled, ?), disputed=disputed+? WHERE address=?",
-                            (settled, disputed, channel))
+                       final: Optional[int] = None, disputed: int = 0, receipt: Optional[dict] = None) -> None:
+        self.do(finish_op(request_id, state, cost, channel, settled, final, disputed, receipt))
 
     def mark_request(self, request_id: str, state: str) -> None:
-        self.db.execute("UPDATE requests SET state=? WHERE request_id=?", (state, request_id))
-
-    def flush_marks(self, marks: list) -> None:
-        if marks:
-            with self.db:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._marks(marks)
+        self.do(mark_op(request_id, state))
 
     def request_counts(self) -> dict[str, int]:
         return {s: n for s, n in self.db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state")}
 
     # ------------------------------------------------------------------ registry views
     def put_view(self, view: dict) -> str:
-        import hashlib
-
-        text = json.dumps(view, sort_keys=True, separators=(",", ":"))
-        h = hashlib.sha256(text.encode()).hexdigest()
-        self.db.execute("INSERT OR IGNORE INTO views(hash, json) VALUES(?, ?)", (h, text))
-        return h
+        key = view_key(view)
+        self.do(lambda c: c.execute("INSERT OR IGNORE INTO views(hash, json) VALUES(?, ?)", key))
+        return key[0]
 
     def view(self, h: str) -> Optional[dict]:
         row = self.db.execute("SELECT json FROM views WHERE hash=?", (h,)).fetchone()
@@ -231,15 +392,8 @@ class Store:
         return out
 
     # ------------------------------------------------------------------ receipts
-    def add_receipt(self, *, request_id: str, channel: str, proxy_owner: str, endpoint: str, model: str,
-                    job_id: str, ok: bool, paid: int, prompt_tokens: int, completion_tokens: int,
-                    record: dict, verdict: dict) -> int:
-        cur = self.db.execute(
-            "INSERT INTO receipts(request_id, channel, proxy_owner, endpoint, model, job_id, ok, paid, prompt_tokens, "
-            "completion_tokens, record, verdict, created_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (request_id, channel, proxy_owner, endpoint, model, job_id, int(ok), paid, prompt_tokens,
-             completion_tokens, json.dumps(record), json.dumps(verdict), time.time()))
-        return int(cur.lastrowid)
+    def add_receipt(self, **receipt) -> int:
+        return self.do(receipt_op(**receipt))
 
     def _receipt(self, r) -> ReceiptRow:
         return ReceiptRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10],

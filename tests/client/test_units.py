@@ -28,12 +28,10 @@ def test_store_books_survive_reopening(tmp_path):
     assert s.db.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
     s.add_channel(0, "0:" + "a" * 64, "0:" + "b" * 64, "c" * 64, "https://p:1")
     s.authorize("r1", "0:" + "a" * 64, 0, 500, 500)
-    marks = [("r0", "settled")]
-    s.finish_request("r1", "settling", 120, "0:" + "a" * 64, 120, 120, marks=marks,
+    s.finish_request("r1", "settling", 120, "0:" + "a" * 64, 120, 120,
                      receipt=dict(request_id="r1", channel="0:" + "a" * 64, proxy_owner="0:" + "b" * 64,
                                   endpoint="chat", model="m", job_id="f" * 64, ok=True, paid=120, prompt_tokens=3,
                                   completion_tokens=4, record={"x": 1}, verdict={"ok": True}))
-    assert marks == []
     s.close()
     s = Store(tmp_path / "c.sqlite")
     ch = s.live_channel()
@@ -42,6 +40,37 @@ def test_store_books_survive_reopening(tmp_path):
     assert s.receipt("1").paid == 120 and s.receipt("r1").ok and s.receipt("ffffffff").job_id == "f" * 64
     assert s.receipt_stats()["completion_tokens"] == 4
     assert s.next_counter() == 1
+
+
+def test_the_writer_commits_queued_writes_in_groups_and_keeps_them(tmp_path):
+    """The running gateway's writes: queued ones (a voucher's row) and awaited ones (an answer's receipt
+    and total) share group commits, in order; an operation that fails changes nothing and the others
+    stand; everything queued is on disk after close."""
+    import asyncio
+
+    from node.client import store as SQL
+
+    a, b = "0:" + "a" * 64, "0:" + "b" * 64
+    s = Store(tmp_path / "c.sqlite")
+    s.add_channel(0, a, b, "c" * 64, "https://p:1")
+    s.start_writer()
+
+    async def main():
+        for i in range(50):
+            s.submit(SQL.authorize_op(f"r{i}", a, 0, 100, 100 + i))
+        s.submit(SQL.authorize_op("r0", a, 0, 100, 10**9))   # a duplicate id: refused, changes nothing
+        done = [s.queue(SQL.finish_op(f"r{i}", "settling", 10, a, 10 * (i + 1), 10 * (i + 1))) for i in range(50)]
+        await asyncio.gather(*done)
+        return s.channel(a), s.request_counts()
+
+    ch, counts = asyncio.run(main())
+    assert (ch.settled, ch.signed_max) == (500, 149) and counts == {"settling": 50}
+    for i in range(50, 60):
+        s.submit(SQL.mark_op(f"r{i - 50}", "settled"))
+    s.close()
+    s = Store(tmp_path / "c.sqlite")
+    assert s.request_counts() == {"settling": 40, "settled": 10}
+    s.close()
 
 
 def test_run_refuses_bad_input_before_starting(tmp_path):
