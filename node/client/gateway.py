@@ -6,11 +6,11 @@ Per request, on the channel to the chosen proxy:
 1. the body is validated locally (400 before anything is signed); ``max_tokens`` is set to the
    model's ``max_output_tokens`` when the caller gave none; the bytes sent are what the receipt's
    request hash must cover;
-2. its maximum cost is ``wrappers.pricing.request_max_cost``; the budget is checked (402 when spent)
+2. its maximum cost is ``node.payments.pricing.request_max_cost``; the budget is checked (402 when spent)
    and the escrow topped up within it if the deposit is short;
 3. the voucher for settled + the maximum costs of the requests in flight is recorded in SQLite, then
    sent with the request;
-4. the answer's receipt is checked (:mod:`node.client.receipts`) before the caller sees the end of
+4. the answer's receipt is checked (:mod:`node.payments.receipts`) before the caller sees the end of
    it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
    is not paid, is reported to the caller and its cost is recorded as disputed;
 5. a request whose answer is not read to its end (the caller hung up, the proxy's stream broke) stays
@@ -53,12 +53,12 @@ from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import keys as K
 from wrappers import stake as S
-from wrappers.pricing import request_max_cost
+from node.payments.pricing import request_max_cost
 
 from .chain import ClientChain, RegistryView, owner_address, payment_key, raw
 from .metrics import Metrics
 from .proxies import Candidate, ProxyConnection, candidates, describe_failure, with_clients_address
-from .receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
+from node.payments.receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
 from .settings import Settings
 from . import store as SQL
 from .store import ChannelRow, Store
