@@ -177,16 +177,17 @@ def test_no_scripts_package_is_installed(tmp_path):
 
 
 def test_cli_registers_its_groups_by_plain_imports():
-    """node/cli/root.py imports every command module by name (a missing one is an ImportError, not a
-    silently absent command), and no CLI module imports another's underscore helper."""
+    """node/cli/root.py imports every command's module by name (a missing one is an ImportError, not a
+    silently absent command), each command comes from its own module, and no CLI module imports
+    another's underscore helper."""
     src = (ROOT / "node" / "cli" / "root.py").read_text()
     assert "importlib" not in src
     from node.cli import main
     from node.cli.root import main as root_main
 
     assert main is root_main
-    for name in ("attest", "registry", "worker", "demo", "stake", "escrow", "reputation", "deploy", "chain",
-                 "wallet", "client", "receipt", "proxy", "devnet"):
+    for name in ("attest", "build", "registry", "worker", "demo", "stake", "escrow", "reputation", "deploy",
+                 "chain", "wallet", "client", "receipt", "proxy", "devnet"):
         assert name in main.commands, name
         assert main.commands[name].callback.__module__ == f"node.cli.{name}", name   # one module per group
     bad = {}
