@@ -22,7 +22,6 @@ SERVICES_AND_CLI = ("node.worker", "node.proxy", "node.client", "node.devnet", "
 LOWER = {"node.chain": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.payments": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.tee": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
-         "node.payments": SERVICES_AND_CLI + ("node.openai", "node.link", "node.deploy"),
          "node.openai": SERVICES_AND_CLI + ("node.deploy",),
          "node.link": SERVICES_AND_CLI + ("node.deploy",),
          "node.deploy": SERVICES_AND_CLI}
