@@ -19,7 +19,11 @@ at 32 concurrent requests, with the error count. The ledger's fsync is on the cr
 disk's own fsync latency is measured in the same run and printed (the state folder is on the same
 disk as --state-dir, default a temporary folder).
 
-    .venv/bin/python benchmarks/proxy.py [--requests 400] [--state-dir DIR]
+    .venv/bin/python benchmarks/proxy.py [--requests 400] [--state-dir DIR] [--profile DIR]
+
+On a shared machine the latencies move with the load, so the CPU time the proxy and the worker
+processes spend per request (from /proc, user + system) is printed too, with the load average.
+--profile runs both under cProfile and writes proxy.prof and worker.prof to DIR.
 
 Bars: p50 added at most 5 ms, p99 added at most 25 ms, at least 300 requests per second at 32
 concurrent, zero errors. Prints a table, then one JSON object as the last line.
@@ -157,6 +161,41 @@ def own_ms(before: dict, after: dict) -> tuple[float, float]:
     return worker * 1e3, (total - worker) * 1e3
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PROFILE_RUNNER = """import cProfile, runpy, sys, time
+out, mod = sys.argv[1], sys.argv[2]
+sys.argv = [mod] + sys.argv[3:]
+prof = cProfile.Profile(time.thread_time)   # CPU time of the event loop's thread: load-independent
+prof.enable()
+try:
+    runpy.run_module(mod, run_name="__main__", alter_sys=True)
+finally:
+    prof.disable()
+    prof.dump_stats(out)
+"""
+
+
+def profiled_cocoon(directory: Path, python: str) -> str:
+    """A `cocoon` stand-in that runs `proxy run` / `worker run` under cProfile, timing the main
+    thread's CPU (stats written at a clean stop); the worker starts as `python -m node.cli.worker`
+    so it needs no re-exec."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "runner.py").write_text(PROFILE_RUNNER)
+    script = directory / "cocoon-profiled"
+    script.write_text(f"""#!/bin/sh
+group="$1"; shift
+if [ "$group" = worker ]; then mod=node.cli.worker; else mod=node.cli; set -- "$group" "$@"; fi
+exec {python} {directory}/runner.py {directory}/"$group".prof "$mod" "$@"
+""")
+    script.chmod(0o755)
+    return str(script)
+
+
 def fsync_ms(directory: Path) -> float:
     p = directory / ".fsync-probe"
     fd = os.open(p, os.O_WRONLY | os.O_CREAT)
@@ -177,6 +216,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--requests", type=int, default=400, help="requests per measurement")
     ap.add_argument("--state-dir", type=Path, help="where the network's state goes (default: a temporary folder)")
+    ap.add_argument("--profile", type=Path, help="run the proxy and the worker under cProfile; stats go to this folder")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
@@ -185,7 +225,8 @@ def main() -> None:
 
     from node.openai import headers as H
     from tests.procs import PYTHON, Procs, free_port, http_ready
-    from tests.proxy.devnet import Devnet, TON, model_file_hash
+    from tests.devnet_kit import Devnet, TON, model_file_hash
+    from tests.proxy import kit
     from tests.proxy.kit import client_ssl, smollm_path, start_proxy, start_worker
     from node.payments.vouchers import Voucher
 
@@ -195,6 +236,8 @@ def main() -> None:
     base = args.state_dir or Path(tempfile.mkdtemp(prefix="cocoon-bench-proxy-"))
     base.mkdir(parents=True, exist_ok=True)
     procs = Procs(base)
+    if args.profile:
+        kit.COCOON = profiled_cocoon(args.profile.resolve(), PYTHON)
     try:
         eport = free_port()
         procs.start("echo", [PYTHON, __file__, "--echo-server", str(eport)],
@@ -202,7 +245,7 @@ def main() -> None:
         net = Devnet(procs, base).start({"smol": model_file_hash(model)})
         pp = start_proxy(net, "bench-proxy", "--settle-grace", "1000000000", "--max-fee-share", "0",
                          "--exposure-limit", "100000", "--log-level", "warning", "--max-output-tokens", "16")
-        start_worker(net, "bench-worker", pp, "--engine", "http", "--engine-url", f"http://127.0.0.1:{eport}",
+        wp = start_worker(net, "bench-worker", pp, "--engine", "http", "--engine-url", f"http://127.0.0.1:{eport}",
                      "--parallel", "48", "--queue", "16", "--max-output-tokens", "16")
         ch = net.open_channel(net.party("bench-client"), pp.party, 5_000 * TON)
         # one authorization for the whole run: each request is admitted against it (the books still
@@ -224,34 +267,43 @@ def main() -> None:
                 d = asyncio.run(run_load(f"http://127.0.0.1:{eport}/v1/chat/completions", direct_body, args.requests,
                                          conc, stream, lambda i: {}, None))
                 before = scrape(pp.metrics_url)
+                cpu0 = (cpu_seconds(pp.proc.pid), cpu_seconds(wp.pid))
                 p = asyncio.run(run_load(f"{pp.base}/v1/chat/completions", body, args.requests, conc, stream,
                                          proxy_headers, ctx))
+                cpu1 = (cpu_seconds(pp.proc.pid), cpu_seconds(wp.pid))
+                p["proxy_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.requests
+                p["worker_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.requests
                 worker_ms, own = own_ms(before, scrape(pp.metrics_url)) if not stream else (None, None)
                 rows.append({"concurrency": conc, "mode": "ttft" if stream else "whole", "direct": d, "proxy": p,
                              "added_p50_ms": p["p50_ms"] - d["p50_ms"], "added_p99_ms": p["p99_ms"] - d["p99_ms"],
                              "worker_mean_ms": worker_ms, "proxy_own_mean_ms": own})
         disk_fsync = fsync_ms(pp.state)
+        load = os.getloadavg()
     finally:
         procs.stop_all()
 
     print(f"{'conc':>4} {'mode':<6} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} "
-          f"{'added p50':>10} {'added p99':>10} {'proxy rps':>10} {'errors':>6} {'on worker':>10} {'in proxy':>10}")
+          f"{'added p50':>10} {'added p99':>10} {'proxy rps':>10} {'errors':>6} {'on worker':>10} {'in proxy':>10} "
+          f"{'cpu proxy':>10} {'cpu worker':>10}")
     for r in rows:
         d, p = r["direct"], r["proxy"]
         split = (f"{r['worker_mean_ms']:>8.2f}ms {r['proxy_own_mean_ms']:>8.2f}ms" if r["worker_mean_ms"] is not None
                  else f"{'':>10} {'':>10}")
         print(f"{r['concurrency']:>4} {r['mode']:<6} {d['p50_ms']:>8.2f}ms {d['p99_ms']:>8.2f}ms {p['p50_ms']:>8.2f}ms "
               f"{p['p99_ms']:>8.2f}ms {r['added_p50_ms']:>8.2f}ms {r['added_p99_ms']:>8.2f}ms {p['rps']:>10.0f} "
-              f"{p['errors'] + d['errors']:>6} {split}")
+              f"{p['errors'] + d['errors']:>6} {split} {p['proxy_cpu_ms']:>8.2f}ms {p['worker_cpu_ms']:>8.2f}ms")
     print("on worker / in proxy: mean time per request from the proxy's own histograms, between sending the job "
           "and its receipt / the rest of the proxy's handling (server side)")
-    print(f"disk fsync p50 {disk_fsync:.2f} ms (the ledger syncs before forwarding and before answering)")
+    print("cpu proxy / cpu worker: CPU time (user + system) each process spent per request")
+    print(f"disk fsync p50 {disk_fsync:.2f} ms (the ledger syncs before forwarding and before answering); "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} during the run, on {os.cpu_count()} cores")
     worst_p50 = max(r["added_p50_ms"] for r in rows)
     worst_p99 = max(r["added_p99_ms"] for r in rows)
     rps = min(r["proxy"]["rps"] for r in rows if r["concurrency"] == 32 and r["mode"] == "whole")
     errors = sum(r["proxy"]["errors"] + r["direct"]["errors"] for r in rows)
     ok = worst_p50 <= BAR_P50_MS and worst_p99 <= BAR_P99_MS and rps >= BAR_RPS and errors == 0
-    print(json.dumps({"benchmark": "proxy", "requests": args.requests, "rows": rows, "fsync_p50_ms": disk_fsync,
+    print(json.dumps({"benchmark": "proxy", "requests": args.requests, "rows": rows, "fsync_p50_ms": disk_fsync, "load_average": load,
+                      "cpus": os.cpu_count(),
                       "added_p50_ms": worst_p50, "added_p99_ms": worst_p99, "rps_32": rps, "errors": errors,
                       "bars": {"added_p50_ms": BAR_P50_MS, "added_p99_ms": BAR_P99_MS, "rps": BAR_RPS},
                       "meets_bars": ok}))

@@ -14,19 +14,37 @@ import hashlib
 from pytoniq_core import Address
 
 
-def ordinary_hash(value: int, nbits: int, refs: tuple[tuple[int, bytes], ...] = ()) -> bytes:
-    """Hash of the ordinary cell whose data is ``value`` as ``nbits`` bits (big-endian) and whose
-    references are ``(depth, hash)`` pairs."""
-    if not 0 <= nbits <= 1023 or value >> nbits or len(refs) > 4:
+def _repr(value: int, nbits: int, nrefs: int) -> bytes:
+    """d1 ‖ d2 ‖ the data completed to whole bytes: how a cell starts in its hash and in a BoC."""
+    if not 0 <= nbits <= 1023 or value >> nbits or nrefs > 4:
         raise ValueError("an ordinary cell holds at most 1023 bits and 4 references")
     whole, rem = divmod(nbits, 8)
     size = whole + (1 if rem else 0)
     if rem:
         pad = 8 - rem
         value = (value << pad) | (1 << (pad - 1))
-    out = bytes((len(refs), whole + size)) + value.to_bytes(size, "big")
+    return bytes((nrefs, whole + size)) + value.to_bytes(size, "big")
+
+
+def ordinary_hash(value: int, nbits: int, refs: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+    """Hash of the ordinary cell whose data is ``value`` as ``nbits`` bits (big-endian) and whose
+    references are ``(depth, hash)`` pairs."""
+    out = _repr(value, nbits, len(refs))
     out += b"".join(d.to_bytes(2, "big") for d, _ in refs) + b"".join(h for _, h in refs)
     return hashlib.sha256(out).digest()
+
+
+def chain_boc(cells: list[tuple[int, int]]) -> bytes:
+    """The BoC (no index, no CRC, one root) of a chain of ordinary cells given as (value, nbits),
+    root first, each referring to the next: byte for byte what pytoniq's ``to_boc()`` writes."""
+    n = len(cells)
+    if not 0 < n < 256:
+        raise ValueError("a chain of 1 to 255 cells")
+    payload = b"".join(_repr(v, b, 1 if i + 1 < n else 0) + (bytes((i + 1,)) if i + 1 < n else b"")
+                       for i, (v, b) in enumerate(cells))
+    size = (len(payload).bit_length() + 7) // 8
+    return (b"\xb5\xee\x9c\x72" + bytes((1, size, n, 1, 0)) + len(payload).to_bytes(size, "big") + b"\x00"
+            + payload)
 
 
 def depth(refs: tuple[tuple[int, bytes], ...]) -> int:

@@ -19,6 +19,7 @@ from pytoniq_core import Address, Builder, Cell, HashMap, begin_cell
 from pytoniq_core.tlb.account import StateInit
 
 from . import TON
+from . import cells as C
 from . import keys as K
 from . import registry as R
 from .build import load_code
@@ -118,6 +119,13 @@ def stake_code(lang: str) -> Cell:
 
 
 # ---------------------------------------------------------------------------- keys and statements
+def statement_bits(stake: Address, kind: int, context: int, seqno: int) -> tuple[int, int]:
+    """``tag:uint32 stake:MsgAddressInt kind:uint32 context:uint256 seqno:uint64`` as (value, bit
+    count): a stake statement cell's data; its one reference is the payload."""
+    acc = C.push_address(C.push_uint((0, 0), STATEMENT_TAG, 32), stake)
+    return C.push_uint(C.push_uint(C.push_uint(acc, kind, 32), context, 256), seqno, 64)
+
+
 @dataclass(frozen=True)
 class Statement:
     """stake_statement of stake.tlb: what an operator key says about (kind, context, seqno)."""
@@ -128,8 +136,8 @@ class Statement:
     payload: Cell
 
     def to_cell(self) -> Cell:
-        return (begin_cell().store_uint(STATEMENT_TAG, 32).store_address(self.stake).store_uint(self.kind, 32)
-                .store_uint(self.context, 256).store_uint(self.seqno, 64).store_ref(self.payload).end_cell())
+        value, n = statement_bits(self.stake, self.kind, self.context, self.seqno)
+        return begin_cell().store_uint(value, n).store_ref(self.payload).end_cell()
 
     @classmethod
     def from_cell(cls, c: Cell) -> "Statement":
@@ -143,7 +151,9 @@ class Statement:
 
     @property
     def hash(self) -> bytes:
-        return self.to_cell().hash
+        """The statement cell's representation hash, computed without building it."""
+        return C.ordinary_hash(*statement_bits(self.stake, self.kind, self.context, self.seqno),
+                               ((self.payload.get_depth(), self.payload.hash),))
 
 
 @dataclass(frozen=True)

@@ -47,12 +47,19 @@ from pytoniq_core import Address, Cell, begin_cell
 
 from node.tee.ratls import PeerVerifier
 from node.tee.verify import Check
+from wrappers import cells as C
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import stake as S
 
 from .pricing import Usage, charge, usage_from_openai, usage_to_openai
 
 # ---------------------------------------------------------------------------- the receipt
+# where the signature starts in a receipt's BoC: magic (4), flags, size, cells, roots, absent, the
+# payload's length (1), the root's index, then the root cell's two descriptor bytes
+SIGNATURE_AT = 13
+
+
 @dataclass(frozen=True)
 class Receipt:
     worker_stake: Address
@@ -63,17 +70,52 @@ class Receipt:
     coefficient: int
     seqno: int = 1
 
-    def payload(self) -> Cell:
+    def payload_bits(self) -> tuple[int, int]:
+        """The payload's data as (value, bit count): the one definition of its layout."""
         u = self.usage
-        return (begin_cell().store_bytes(self.request_hash).store_bytes(self.response_hash)
-                .store_uint(u.prompt_tokens, 32).store_uint(u.cached_tokens, 32).store_uint(u.completion_tokens, 32)
-                .store_uint(u.reasoning_tokens, 32).store_uint(self.coefficient, 16).end_cell())
+        acc = (int.from_bytes(self.request_hash + self.response_hash, "big"), 512)
+        for n in (u.prompt_tokens, u.cached_tokens, u.completion_tokens, u.reasoning_tokens):
+            acc = C.push_uint(acc, n, 32)
+        return C.push_uint(acc, self.coefficient, 16)
+
+    def payload(self) -> Cell:
+        value, n = self.payload_bits()
+        return begin_cell().store_uint(value, n).end_cell()
 
     def statement(self) -> S.Statement:
         return S.Statement(self.worker_stake, S.KIND_JOB_RECEIPT, self.job_id, self.seqno, self.payload())
 
     def sign(self, key: Ed25519PrivateKey) -> S.SignedStatement:
         return S.sign_statement(key, self.statement())
+
+    # The same statement without pytoniq cells (a worker signs one per job, a proxy checks one per
+    # job): tests/payments/test_receipts_fast.py proves both paths give the same bytes.
+    def _cells(self, signature: bytes) -> list[tuple[int, int]]:
+        if len(self.request_hash) != 32 or len(self.response_hash) != 32:
+            raise ValueError("the request and response hashes are 32 bytes")
+        return [(int.from_bytes(signature, "big"), 512),
+                S.statement_bits(self.worker_stake, S.KIND_JOB_RECEIPT, self.job_id, self.seqno),
+                self.payload_bits()]
+
+    def statement_hash(self) -> bytes:
+        """The hash the operator key signs (:attr:`wrappers.stake.Statement.hash`)."""
+        _, st, pl = self._cells(bytes(64))
+        return C.ordinary_hash(*st, ((0, C.ordinary_hash(*pl)),))
+
+    def signed_boc(self, key: Ed25519PrivateKey) -> bytes:
+        """``self.sign(key).to_cell().to_boc()``, byte for byte."""
+        return C.chain_boc(self._cells(key.sign(self.statement_hash())))
+
+    def signs(self, boc: bytes, public_key) -> bool:
+        """Whether ``boc`` is exactly this receipt in :meth:`signed_boc`'s form, signed by
+        ``public_key``. False for anything else, including the same receipt in another valid BoC
+        form (then parse it with :meth:`from_statement`)."""
+        sig = boc[SIGNATURE_AT:SIGNATURE_AT + 64]
+        try:
+            return (len(sig) == 64 and C.chain_boc(self._cells(sig)) == boc
+                    and K.verify(public_key, sig, self.statement_hash()))
+        except ValueError:
+            return False
 
     @classmethod
     def from_statement(cls, st: S.Statement) -> "Receipt":

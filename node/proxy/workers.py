@@ -13,18 +13,21 @@ link dies every job on it receives :data:`LINK_LOST` at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pytoniq_core import Address
 
 from node.link import frames as F
-from node.tee.ratls import peer_verdict
-from wrappers import stake as S
 from node.payments.vouchers import Voucher
+from node.tee.ratls import peer_verdict
+from wrappers import keys as K
+from wrappers import stake as S
 
 from .routing import WorkerLoad
 
@@ -60,6 +63,15 @@ class WorkerLink:
     @property
     def owner_address(self) -> Address:
         return Address(self.owner)
+
+    @functools.cached_property
+    def public_key(self) -> Ed25519PublicKey:
+        """The operator key as a key object, made once (it checks every receipt)."""
+        return K.public_key(self.operator_key)
+
+    @functools.cached_property
+    def stake_address(self) -> Address:
+        return Address(self.stake)
 
     @property
     def operator_int(self) -> int:

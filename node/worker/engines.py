@@ -165,6 +165,7 @@ class Tokenizer:
                           if self.template else None)
         self.template_knows_tools = bool(self.template and "tools" in self.template)
         self._lock = threading.Lock()
+        self._buf, self._buf_len = None, 8192
 
     def render(self, req: ChatRequest) -> str:
         if self.formatter is None:
@@ -187,15 +188,29 @@ class Tokenizer:
             raise errors.bad_request(f"The chat template refused these messages: {e}", "messages",
                                      "invalid_messages") from None
 
-    def prompt_tokens(self, req: Request) -> list[int]:
+    def _tokenize(self, text: bytes, add_bos: bool, special: bool) -> list[int]:
+        """llama.cpp's tokenizer into one reused buffer (Llama.tokenize allocates one of the training
+        context's size per call, which costs more than the work for a short piece)."""
+        import llama_cpp
+
         with self._lock:
-            if isinstance(req, ChatRequest):
-                return self.llm.tokenize(self.render(req).encode("utf-8"), add_bos=False, special=True)
-            return self.llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+            if self._buf is None:
+                self._buf = (llama_cpp.llama_token * self._buf_len)()
+            n = llama_cpp.llama_tokenize(self.llm._model.vocab, text, len(text), self._buf, self._buf_len,
+                                         add_bos, special)
+            if n >= 0:
+                return self._buf[:n]
+        return self.llm.tokenize(text, add_bos=add_bos, special=special)    # longer than the buffer
+
+    def prompt_tokens(self, req: Request) -> list[int]:
+        if isinstance(req, ChatRequest):
+            with self._lock:
+                text = self.render(req)
+            return self._tokenize(text.encode("utf-8"), False, True)
+        return self._tokenize(req.prompt.encode("utf-8"), True, False)
 
     def count(self, text: str) -> int:
-        with self._lock:
-            return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
+        return len(self._tokenize(text.encode("utf-8"), False, False)) if text else 0
 
 
 def _utf8_complete(b: bytes) -> int:

@@ -72,7 +72,7 @@ class Server:
         req_hash = hashlib.sha256(job.body).digest()
         resp_hash = response_hash(content, calls)
         rc = Receipt(self.ident.stake, job.job_int, req_hash, resp_hash, usage, self.ident.coefficient)
-        return req_hash, resp_hash, rc.sign(self.ident.key).to_cell().to_boc()
+        return req_hash, resp_hash, rc.signed_boc(self.ident.key)
 
     async def _sign_and_store(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
                               cancelled: bool) -> F.ReceiptFrame:
