@@ -26,7 +26,6 @@ authorization already covers it), which is harmless.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -55,9 +54,9 @@ from wrappers import keys as K
 from wrappers import stake as S
 from node.payments.pricing import request_max_cost
 
-from .chain import ClientChain, RegistryView, owner_address, payment_key, raw
+from .chain import ClientChain, RegistryView, payment_key, raw
 from .metrics import Metrics
-from .proxies import Candidate, ProxyConnection, candidates, describe_failure, with_clients_address
+from .proxies import ProxyConnection, candidates, describe_failure, with_clients_address
 from node.payments.receipts import Evidence, EvidenceError, ReceiptVerdict, ReceiptVerifier, view_record
 from .settings import Settings
 from . import store as SQL
@@ -89,20 +88,38 @@ class LiveChannel:
 
 
 class StakeCache:
-    """Workers' stake readings, reused for ``ttl`` seconds."""
+    """Workers' stake readings, reused for ``ttl`` seconds; one older than half of that is read again in
+    the background, so an answer waits for the chain only when a reading has expired."""
 
     def __init__(self, chain: ClientChain, ttl: float):
         self.chain, self.ttl = chain, ttl
         self._d: dict[str, tuple[float, Optional[S.StakeState]]] = {}
+        self._reading: dict[str, asyncio.Task] = {}
 
     async def __call__(self, address: Address) -> Optional[S.StakeState]:
         k = raw(address)
         hit = self._d.get(k)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
-            return hit[1]
+        if hit is not None:
+            age = time.monotonic() - hit[0]
+            if age < self.ttl:
+                if age > self.ttl / 2 and k not in self._reading:
+                    self._reading[k] = asyncio.get_running_loop().create_task(self._ahead(k, address))
+                return hit[1]
+        return await self._read(k, address)
+
+    async def _read(self, k: str, address: Address) -> Optional[S.StakeState]:
+        t = time.monotonic()
         st = await self.chain.stake(address)
-        self._d[k] = (time.monotonic(), st)
+        self._d[k] = (t, st)
         return st
+
+    async def _ahead(self, k: str, address: Address) -> None:
+        try:
+            await self._read(k, address)
+        except Exception as e:   # the reading in hand stays until it expires
+            log.warning("cannot read the stake %s ahead of time: %s", k, e)
+        finally:
+            self._reading.pop(k, None)
 
 
 class Gateway:
@@ -289,8 +306,8 @@ class Gateway:
             raise unavailable("the registry has no escrow code")
         addr = E.escrow_address(code, self.chain.registry, self.wallet_address, payee, payer_key)
         # the row exists before any money moves, so a crash during the open loses nothing
-        row = self.store.add_channel(counter, raw(addr), raw(payee), f"{payee_key:064x}",
-                                     conn.cand.endpoint.clients_url)
+        self.store.add_channel(counter, raw(addr), raw(payee), f"{payee_key:064x}",
+                              conn.cand.endpoint.clients_url)
         try:
             await self.chain.open_escrow(code, payee, payee_key, payer_key, amount, timeout=s.open_timeout,
                                          on_progress=lambda m: log.info("%s", m))
@@ -518,9 +535,11 @@ class Gateway:
         authorized = ch.settled + reserved + max_cost
         await self._fund(ch, authorized)
         voucher = ch.voucher(authorized)
-        # written in the next group commit while the request goes out: after a crash the highest voucher
-        # the proxy holds is taken from the proxy (PROTOCOL.md §6)
-        self.store.submit(SQL.authorize_op(request_id, ch.row.address, ch.settled, max_cost, authorized))
+        # written in the group commit under way once the request has gone out (waking the writer before
+        # would cost the first token a thread switch): after a crash the highest voucher the proxy holds
+        # is taken from the proxy (PROTOCOL.md §6)
+        asyncio.get_running_loop().call_soon(self.store.submit, SQL.authorize_op(request_id, ch.row.address,
+                                                                                  ch.settled, max_cost, authorized))
         ch.inflight[request_id] = max_cost
         return voucher
 

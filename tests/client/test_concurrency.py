@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 
-import openai
 import pytest
 
 from tests.client.devnet import DevNet
