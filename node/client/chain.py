@@ -16,6 +16,7 @@ from pytoniq_core import Address
 from node.chain import CocoonError, Keys, Network
 from node.tee.registry_source import RegistrySnapshot
 from wrappers import escrow as E
+from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import stake as S
 
@@ -26,7 +27,7 @@ def payment_key(wallet: Keys, counter: int) -> Ed25519PrivateKey:
     """The payer key of the client's ``counter``-th channel (docs/PROTOCOL.md §2): HMAC-SHA256 keyed by
     the wallet's seed over a domain tag and the counter. Nothing but the counter needs keeping."""
     seed = hmac.new(wallet.private[:32], PAYMENT_KEY_DOMAIN + counter.to_bytes(8, "big"), hashlib.sha256).digest()
-    return Ed25519PrivateKey.from_private_bytes(seed)
+    return K.signing_key(seed)
 
 
 def owner_address(owner_hash: int) -> Address:
