@@ -15,23 +15,22 @@ What is stored, and when (docs/PROTOCOL.md §6):
 - ``claims``: recorded before they are sent, reconciled with the chain after a restart;
 - ``reports``: the epoch statistics sent to the workers' reputation records.
 
-Every write is a function ``op(cursor)`` run by :class:`Ledger` in its writer thread; the writer takes
-all the operations queued, runs each inside its own savepoint (an operation that raises changes
-nothing), commits once (one fsync for many requests) and then resolves each caller's future. The
+Every write is a function ``op(cursor)`` run by :class:`Ledger` in its writer thread with group commit
+(:class:`node.durable.GroupCommit`: each operation in its own savepoint, an operation that raises
+changes nothing, one commit and one fsync for all the operations queued, then each caller released). The
 admission check runs inside the same serialized operation that stores the voucher and the
 reservation, so concurrent requests on one channel cannot both spend the same authorization.
 """
 from __future__ import annotations
 
-import asyncio
 import json
-import queue
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
+
+from node.durable import GroupCommit, connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -194,105 +193,13 @@ class WorkerPay:
     signature: bytes
 
 
-def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-    else:
-        con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=FULL")
-    con.execute("PRAGMA busy_timeout=5000")
-    con.row_factory = sqlite3.Row
-    return con
-
-
-class Ledger:
+class Ledger(GroupCommit):
     """The books of one proxy. ``await ledger.run(op)`` runs ``op(cursor)`` durably (committed and
-    synced before it returns); ``ledger.read(fn)`` reads on a separate connection."""
+    synced before it returns, in a group commit: :mod:`node.durable`); ``ledger.read(fn)`` reads on
+    a separate connection."""
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = connect(self.path)
-        self._con.executescript(SCHEMA)
-        self._reader = connect(self.path)
-        self._rlock = threading.Lock()
-        self._q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()    # C queue: no lock dance per put
-        self._thread = threading.Thread(target=self._writer, name="ledger-writer", daemon=True)
-        self._thread.start()
-        self.commits = 0
-
-    # ------------------------------------------------------------------------ writer
-    def _writer(self) -> None:
-        con = self._con
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            while True:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    break
-                batch.append(nxt)
-            results = []
-            con.execute("BEGIN IMMEDIATE")
-            for i, (op, _loop, _fut) in enumerate(batch):
-                sp = f"op{i}"
-                con.execute(f"SAVEPOINT {sp}")
-                try:
-                    res = op(con)
-                    con.execute(f"RELEASE {sp}")
-                    results.append((True, res))
-                except BaseException as e:  # the op's changes are undone; the others stand
-                    con.execute(f"ROLLBACK TO {sp}")
-                    con.execute(f"RELEASE {sp}")
-                    results.append((False, e))
-            try:
-                con.execute("COMMIT")
-                self.commits += 1
-            except BaseException as e:
-                try:
-                    con.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(False, e)] * len(batch)
-            for (op, loop, fut), (ok, res) in zip(batch, results):
-                if loop is None:
-                    fut.set_result((ok, res))
-                else:
-                    loop.call_soon_threadsafe(_resolve, fut, ok, res)
-
-    async def run(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._q.put((op, loop, fut))
-        return await fut
-
-    def run_sync(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
-        """The same from a thread without an event loop (start-up, the status command, tests)."""
-        import concurrent.futures
-
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._q.put((op, None, fut))
-        ok, res = fut.result()
-        if not ok:
-            raise res
-        return res
-
-    def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        with self._rlock:
-            return fn(self._reader)
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=10)
-        self._con.close()
-        self._reader.close()
+        super().__init__(path, SCHEMA, name="ledger-writer", rows=True)
 
     # ------------------------------------------------------------------------ meta
     def get_meta(self, k: str) -> Optional[str]:
@@ -650,7 +557,7 @@ class Ledger:
 
 def read_summary(path: Path | str) -> dict:
     """The status command's figures from a ledger file, read only (the proxy may be running)."""
-    con = connect(path, readonly=True)
+    con = connect(path, readonly=True, rows=True)
     try:
         return summary(con)
     finally:
@@ -687,15 +594,6 @@ def summary(c: sqlite3.Connection) -> dict:
         "reports": one("SELECT COUNT(*) FROM reports WHERE status='sent'"),
         "workers": workers,
     }
-
-
-def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(res)
-    else:
-        fut.set_exception(res)
 
 
 def _claimed(c: sqlite3.Connection, channel: str, claimed: int) -> None:

@@ -6,10 +6,7 @@ recorded before it is sent and reconciled with the chain afterwards.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -17,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from node.payments.vouchers import Voucher
+from node.durable import GroupCommit
 from node.payments.pricing import Usage
+from node.payments.vouchers import Voucher
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (
@@ -79,119 +77,43 @@ class ConflictError(RuntimeError):
 
 
 class Store:
-    """Writes go through one writer thread with group commit: it takes every operation queued, runs
-    each in its own savepoint, commits once (one fsync for the batch) and only then releases each
-    caller. Reads use a second connection (WAL readers never wait for the writer). What the hot path
+    """Writes go through one writer thread with group commit (:class:`node.durable.GroupCommit`: each
+    operation in its own savepoint, one commit and one fsync for the batch, then each caller
+    released). Reads use a second connection (WAL readers never wait for the writer). What the hot path
     asks for each job (earned per channel, the vouchers held) is kept in memory, loaded at start and
     updated after each commit."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = self._connect()
-        self.db.executescript(SCHEMA)
-        self._reader = self._connect()
-        self._lock = threading.Lock()            # the reader connection
+        self._db = GroupCommit(self.path, SCHEMA, name="worker-store")
         self._mem = threading.Lock()             # the in-memory totals
-        self._earned: dict[str, int] = {ch: int(fee) for ch, fee in self.db.execute(
+        self._earned: dict[str, int] = {ch: int(fee) for ch, fee in self._all(
             "SELECT channel, COALESCE(SUM(fee),0) FROM receipts GROUP BY channel")}
-        self._paid: dict[str, int] = {ch: int(a) for ch, a in self.db.execute("SELECT channel, amount FROM vouchers")}
-        self.commits = 0
-        self._closed = False
-        self._q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._writer, name="worker-store", daemon=True)
-        self._thread.start()
+        self._paid: dict[str, int] = {ch: int(a) for ch, a in self._all("SELECT channel, amount FROM vouchers")}
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA busy_timeout=5000")
-        return db
+    @property
+    def commits(self) -> int:
+        return self._db.commits
 
     def close(self) -> None:
-        self._closed = True
-        self._q.put(None)                        # operations queued before it are committed first
-        self._thread.join(timeout=30)
-        self.db.close()
-        self._reader.close()
-
-    # ------------------------------------------------------------------ the writer
-    def _writer(self) -> None:
-        db = self.db
-        while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch = [first]
-            stop = False
-            while True:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            results: list[tuple[bool, object]] = []
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                for i, (op, _done) in enumerate(batch):
-                    db.execute(f"SAVEPOINT s{i}")
-                    try:
-                        results.append((True, op(db)))
-                        db.execute(f"RELEASE s{i}")
-                    except Exception as e:       # this operation changes nothing; the others stand
-                        db.execute(f"ROLLBACK TO s{i}")
-                        db.execute(f"RELEASE s{i}")
-                        results.append((False, e))
-                db.execute("COMMIT")
-                self.commits += 1
-            except Exception as e:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(False, e)] * len(batch)
-            for (_op, done), (ok, res) in zip(batch, results):
-                if done is not None:
-                    done(ok, res)
-            if stop:
-                return
+        self._db.close()                         # operations queued before it are committed first
 
     def _submit(self, op, done) -> None:
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        self._q.put((op, done))
+        self._db.submit(op, done)
 
     def _write(self, op):
         """Run ``op(db)`` in the writer and wait until it is committed and synced."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
-        self._submit(op, lambda ok, res: fut.set_result(res) if ok else fut.set_exception(res))
-        return fut.result()
+        return self._db.run_sync(op)
 
     async def _write_async(self, op):
         """The same, awaited: the event loop runs on while the batch commits."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-
-        def done(ok, res) -> None:
-            def resolve() -> None:
-                if not fut.done():
-                    fut.set_result(res) if ok else fut.set_exception(res)
-            loop.call_soon_threadsafe(resolve)
-
-        self._submit(op, done)
-        return await fut
+        return await self._db.run(op)
 
     def _one(self, sql: str, args=()) -> Optional[tuple]:
-        with self._lock:
-            return self._reader.execute(sql, args).fetchone()
+        return self._db.read(lambda c: c.execute(sql, args).fetchone())
 
     def _all(self, sql: str, args=()) -> list:
-        with self._lock:
-            return self._reader.execute(sql, args).fetchall()
+        return self._db.read(lambda c: c.execute(sql, args).fetchall())
 
     # ------------------------------------------------------------------ receipts
     _RCOLS = ("job_id, channel, endpoint, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, "

@@ -1,0 +1,147 @@
+"""Durable state in SQLite for the services: one writer thread with group commit.
+
+Why: a service must not acknowledge money or a receipt before it is on disk (docs/PROTOCOL.md §6:
+WAL, synchronous=FULL), but an fsync costs milliseconds and an event loop that waits for one per
+request serves a few hundred requests a second at best. So every write is a function ``op(db)``
+handed to :class:`GroupCommit`, whose one thread takes every operation queued, runs each in its own
+savepoint (an operation that raises changes nothing, the others stand), commits once (one fsync for
+the whole batch) and only then releases each caller: the callers of one batch share one fsync, and
+the event loop never blocks on the disk. Reads use a second connection (WAL readers never wait for
+the writer).
+
+Used by the proxy's ledger (node/proxy/ledger.py), the worker's store (node/worker/store.py) and the
+client gateway's store.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+Op = Callable[[sqlite3.Connection], Any]
+Done = Callable[[bool, Any], None]
+
+
+def connect(path: Path | str, readonly: bool = False, rows: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, synchronous=FULL; ``rows``:
+    rows as :class:`sqlite3.Row`."""
+    if readonly:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA busy_timeout=5000")
+    if rows:
+        con.row_factory = sqlite3.Row
+    return con
+
+
+class GroupCommit:
+    """The database at ``path`` (created with ``schema``), written by one thread with group commit.
+    ``await run(op)`` returns ``op(db)``'s result once it is committed and synced (or raises what
+    ``op`` raised, having changed nothing); ``read(fn)`` runs ``fn(reader)`` on the read connection."""
+
+    def __init__(self, path: Path | str, schema: str = "", *, name: str = "durable-writer", rows: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = connect(self.path, rows=rows)
+        if schema:
+            self.db.executescript(schema)
+        self.reader = connect(self.path, rows=rows)
+        self._rlock = threading.Lock()
+        self.commits = 0                   # batches committed (each one fsync)
+        self._closed = False
+        self._q: "queue.SimpleQueue[Optional[tuple[Op, Optional[Done]]]]" = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._writer, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the writer thread
+    def _writer(self) -> None:
+        db = self.db
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while True:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:           # close(): what was queued before it is committed first
+                    stop = True
+                    break
+                batch.append(nxt)
+            results: list[tuple[bool, Any]] = []
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for i, (op, _done) in enumerate(batch):
+                    db.execute(f"SAVEPOINT s{i}")
+                    try:
+                        results.append((True, op(db)))
+                        db.execute(f"RELEASE s{i}")
+                    except BaseException as e:   # this operation changes nothing; the others stand
+                        db.execute(f"ROLLBACK TO s{i}")
+                        db.execute(f"RELEASE s{i}")
+                        results.append((False, e))
+                db.execute("COMMIT")
+                self.commits += 1
+            except BaseException as e:            # the commit failed: nothing of the batch is stored
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(False, e)] * len(batch)
+            for (_op, done), (ok, res) in zip(batch, results):
+                if done is not None:
+                    done(ok, res)
+            if stop:
+                return
+
+    # ------------------------------------------------------------------ callers
+    def submit(self, op: Op, done: Optional[Done] = None) -> None:
+        """Queue ``op``; ``done(ok, result_or_exception)`` is called in the writer thread after the
+        commit (keep it short: the next batch waits for it)."""
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        self._q.put((op, done))
+
+    async def run(self, op: Op) -> Any:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.submit(op, lambda ok, res: loop.call_soon_threadsafe(_resolve, fut, ok, res))
+        return await fut
+
+    def run_sync(self, op: Op) -> Any:
+        """:meth:`run` from a thread without an event loop (start-up, status commands, tests)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self.submit(op, lambda ok, res: fut.set_result(res) if ok else fut.set_exception(res))
+        return fut.result()
+
+    def read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._rlock:
+            return fn(self.reader)
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close both connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join(timeout=30)
+        self.db.close()
+        self.reader.close()
+
+
+def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(res)
+    else:
+        fut.set_exception(res)

@@ -1,0 +1,58 @@
+"""node/durable.py, the group-commit writer the proxy's ledger and the worker's store share: many
+callers share one commit, an operation that raises changes nothing while the rest of its batch
+stands, close() commits what was queued, and what run() returned is on disk for a new connection."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from node.durable import GroupCommit
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT NOT NULL);"
+
+
+def _insert(k: int, v: str):
+    return lambda db: db.execute("INSERT INTO t (k, v) VALUES (?, ?)", (k, v)).lastrowid
+
+
+def test_callers_share_commits_and_a_failed_op_changes_nothing(tmp_path):
+    gc = GroupCommit(tmp_path / "d.sqlite", SCHEMA)
+    gate = threading.Event()
+    gc.submit(lambda db: gate.wait(10))           # holds the writer so the next ones queue up
+
+    async def main():
+        tasks = [asyncio.create_task(gc.run(_insert(k, f"v{k}"))) for k in range(50)]
+        tasks.append(asyncio.create_task(gc.run(_insert(7, "dup"))))     # primary key taken: fails
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        res = asyncio.run(main())
+        assert res[:50] == list(range(50)) and isinstance(res[50], sqlite3.IntegrityError)
+        assert gc.commits <= 3          # the holder's batch, then the 51 together (at most split once)
+        assert gc.read(lambda c: c.execute("SELECT COUNT(*), MAX(v) FROM t WHERE k=7").fetchone()) == (1, "v7")
+        with pytest.raises(ZeroDivisionError):
+            gc.run_sync(lambda db: (db.execute("INSERT INTO t VALUES (100, 'x')"), 1 / 0))
+        assert gc.read(lambda c: c.execute("SELECT COUNT(*) FROM t WHERE k=100").fetchone()[0]) == 0
+    finally:
+        gc.close()
+
+
+def test_close_commits_what_was_queued_and_it_is_on_disk(tmp_path):
+    path = tmp_path / "d.sqlite"
+    gc = GroupCommit(path, SCHEMA)
+    done = []
+    for k in range(20):
+        gc.submit(_insert(k, "x"), lambda ok, res: done.append(ok))
+    gc.close()
+    assert done == [True] * 20
+    with pytest.raises(RuntimeError):
+        gc.submit(_insert(99, "late"))
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 20
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
