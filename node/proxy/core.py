@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Address, Cell
 
 from node.chain import CocoonError, keys_from_seed, open_network
@@ -35,6 +34,7 @@ from node.tee.registry_source import SnapshotSource
 from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements, load_measurements
 from node.tee.verify import Policy
 from wrappers import escrow as E
+from wrappers import keys as K
 from wrappers import stake as S
 
 from . import routing
@@ -92,8 +92,8 @@ class ProxyCore:
         self.identity: Optional[Identity] = None
         self.client_verifier: Optional[PeerVerifier] = None
         self.worker_verifier: Optional[PeerVerifier] = None
-        self.operator = Ed25519PrivateKey.from_private_bytes(settings.operator_seed)
-        self.operator_public = int.from_bytes(self.operator.public_key().public_bytes_raw(), "big")
+        self.operator = K.signing_key(settings.operator_seed)
+        self.operator_public = K.public_key_int(self.operator)
         self.owner_raw = ""
         self.image_hash: Optional[bytes] = None
         self.channels: dict[str, ClientChannel] = {}
