@@ -16,7 +16,7 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
 from pytoniq_core import Address
@@ -113,29 +113,114 @@ def _usage(v: Any) -> Usage:
         raise FrameError(f"usage: {e}") from None
 
 
+# ---------------------------------------------------------------------------- the field table
+# A check takes (value, field name) and returns the value or raises FrameError; each frame lists its
+# fields with their checks (CHECKS) and, for fields whose wire form differs from the value (bytes as
+# base64, a usage or a voucher object), a (read, write) pair in WIRE.
+def _ranged(lo: int = 0, hi: Optional[int] = None):
+    return lambda v, name: _int(v, name, lo, hi)
+
+
+def _text(max_len: int, required: bool = False):
+    def check(v: Any, name: str) -> str:
+        if not _str(v, name, max_len) and required:
+            raise FrameError(f"{name} must not be empty")
+        return v
+    return check
+
+
+def _hex64(v: Any, name: str) -> str:
+    if not isinstance(v, str) or not _HASH.match(v):
+        raise FrameError(f"{name} must be 64 lowercase hex digits")
+    return v
+
+
+def _blob(required: bool = False):
+    def check(v: Any, name: str) -> bytes:
+        if not isinstance(v, (bytes, bytearray)) or (required and not v):
+            raise FrameError(f"{name} must be {'a BoC' if required else 'bytes'}")
+        return v
+    return check
+
+
+def _flag(v: Any, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise FrameError(f"{name} must be true or false")
+    return v
+
+
+def _seconds(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 86400:
+        raise FrameError(f"{name} must be a number of seconds above 0 and at most 86400")
+    return v
+
+
+def _endpoint(v: Any, name: str) -> str:
+    if v not in ENDPOINTS:
+        raise FrameError(f"{name} must be one of {', '.join(ENDPOINTS)}")
+    return v
+
+
+def _of(kind: type, what: str):
+    def check(v: Any, name: str):
+        if not isinstance(v, kind):
+            raise FrameError(f"{name} must be {what}")
+        return v
+    return check
+
+
+def _optional(check):
+    return lambda v, name: None if v is None else check(v, name)
+
+
+_ID = lambda v, name: _job_id(v)    # noqa: E731
+_OBJ = _obj
+_ADDR = _address
+B64 = (_b64, lambda b: base64.b64encode(b).decode())
+USAGE = (lambda v, name: _usage(v), usage_to_openai)
+VOUCHER = (lambda v, name: _voucher(v, name), voucher_dict)
+OPT_VOUCHER = (lambda v, name: None if v is None else _voucher(v, name),
+               lambda v: None if v is None else voucher_dict(v))
+
+
 # ---------------------------------------------------------------------------- frames
 @dataclass(frozen=True)
 class Frame:
     TYPE: ClassVar[str] = ""
     SENDER: ClassVar[str] = ""      # "worker" or "proxy"
+    CHECKS: ClassVar[dict] = {}      # field -> check(value, name)
+    WIRE: ClassVar[dict] = {}        # field -> (read(wire value, name), write(value)) where they differ
 
     def to_dict(self) -> dict:
         d = {"type": self.TYPE}
-        d.update({f.name: getattr(self, f.name) for f in fields(self)})
+        for name in self.CHECKS:
+            v = getattr(self, name)
+            conv = self.WIRE.get(name)
+            d[name] = conv[1](v) if conv else v
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Frame":
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        wire = cls.WIRE
+        return cls(**{n: (wire[n][0](d[n], n) if n in wire else d[n]) for n in cls.CHECKS})
 
     def validate(self) -> None:
         """Raise FrameError unless every field is well formed."""
+        for name, check in self.CHECKS.items():
+            check(getattr(self, name), name)
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields, beyond the table."""
 
 
 @dataclass(frozen=True)
 class Hello(Frame):
     TYPE: ClassVar[str] = "hello"
     SENDER: ClassVar[str] = "worker"
+    CHECKS: ClassVar[dict] = {"protocol": _ranged(), "owner": _ADDR, "model": _text(256, required=True),
+                              "model_hash": _hex64, "coefficient": _ranged(1, 65535), "max_jobs": _ranged(1, 100_000),
+                              "credit": _ranged()}
     protocol: int
     owner: str
     model: str
@@ -144,43 +229,24 @@ class Hello(Frame):
     max_jobs: int
     credit: int
 
-    def validate(self) -> None:
-        if _int(self.protocol, "protocol") != PROTOCOL:
+    def check(self) -> None:
+        if self.protocol != PROTOCOL:
             raise FrameError(f"protocol {self.protocol} is not supported (this side speaks {PROTOCOL})")
-        _address(self.owner, "owner")
-        if not _str(self.model, "model", 256):
-            raise FrameError("model must not be empty")
-        if not isinstance(self.model_hash, str) or not _HASH.match(self.model_hash):
-            raise FrameError("model_hash must be 64 lowercase hex digits")
-        _int(self.coefficient, "coefficient", 1, 65535)
-        _int(self.max_jobs, "max_jobs", 1, 100_000)
-        _int(self.credit, "credit")
 
 
 @dataclass(frozen=True)
 class Welcome(Frame):
     TYPE: ClassVar[str] = "welcome"
     SENDER: ClassVar[str] = "proxy"
+    CHECKS: ClassVar[dict] = {"proxy_owner": _ADDR, "channel": _ADDR, "paid": _ranged(),
+                              "voucher": _optional(_of(Voucher, "a voucher"))}
+    WIRE: ClassVar[dict] = {"proxy_owner": (_address, str), "channel": (_address, str), "voucher": OPT_VOUCHER}
     proxy_owner: str
     channel: str
     paid: int
     voucher: Optional[Voucher]
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["voucher"] = voucher_dict(self.voucher) if self.voucher else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Welcome":
-        v = d["voucher"]
-        return cls(_address(d["proxy_owner"], "proxy_owner"), _address(d["channel"], "channel"), d["paid"],
-                   None if v is None else _voucher(v))
-
-    def validate(self) -> None:
-        _address(self.proxy_owner, "proxy_owner")
-        _address(self.channel, "channel")
-        _int(self.paid, "paid")
+    def check(self) -> None:
         if self.voucher is not None:
             if self.voucher.amount != self.paid:
                 raise FrameError("paid must equal the voucher's amount")
@@ -194,42 +260,22 @@ class Welcome(Frame):
 class Refused(Frame):
     TYPE: ClassVar[str] = "refused"
     SENDER: ClassVar[str] = "proxy"
+    CHECKS: ClassVar[dict] = {"reason": _text(4096)}
     reason: str
-
-    def validate(self) -> None:
-        _str(self.reason, "reason", 4096)
 
 
 @dataclass(frozen=True)
 class Job(Frame):
     TYPE: ClassVar[str] = "job"
     SENDER: ClassVar[str] = "proxy"
+    CHECKS: ClassVar[dict] = {"job_id": _ID, "endpoint": _endpoint, "body": _blob(), "stream": _flag,
+                              "timeout": _seconds}
+    WIRE: ClassVar[dict] = {"body": B64}
     job_id: str
     endpoint: str
     body: bytes
     stream: bool
     timeout: float
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        d["body"] = base64.b64encode(self.body).decode()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Job":
-        return cls(d["job_id"], d["endpoint"], _b64(d["body"], "body"), d["stream"], d["timeout"])
-
-    def validate(self) -> None:
-        _job_id(self.job_id)
-        if self.endpoint not in ENDPOINTS:
-            raise FrameError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
-        if not isinstance(self.body, (bytes, bytearray)):
-            raise FrameError("body must be bytes")
-        if not isinstance(self.stream, bool):
-            raise FrameError("stream must be true or false")
-        t = self.timeout
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= 86400:
-            raise FrameError("timeout must be a number of seconds above 0 and at most 86400")
 
     @property
     def job_int(self) -> int:
@@ -240,94 +286,59 @@ class Job(Frame):
 class Chunk(Frame):
     TYPE: ClassVar[str] = "chunk"
     SENDER: ClassVar[str] = "worker"
+    CHECKS: ClassVar[dict] = {"job_id": _ID, "data": _OBJ}
     job_id: str
     data: dict
-
-    def validate(self) -> None:
-        _job_id(self.job_id)
-        _obj(self.data, "data")
 
 
 @dataclass(frozen=True)
 class Result(Frame):
     TYPE: ClassVar[str] = "result"
     SENDER: ClassVar[str] = "worker"
+    CHECKS: ClassVar[dict] = {"job_id": _ID, "status": _ranged(100, 599), "body": _OBJ}
     job_id: str
     status: int
     body: dict
-
-    def validate(self) -> None:
-        _job_id(self.job_id)
-        _int(self.status, "status", 100, 599)
-        _obj(self.body, "body")
 
 
 @dataclass(frozen=True)
 class ReceiptFrame(Frame):
     TYPE: ClassVar[str] = "receipt"
     SENDER: ClassVar[str] = "worker"
+    CHECKS: ClassVar[dict] = {"job_id": _ID, "receipt": _blob(required=True), "usage": _of(Usage, "a usage object"),
+                              "coefficient": _ranged(1, 65535)}
+    WIRE: ClassVar[dict] = {"receipt": B64, "usage": USAGE}
     job_id: str
     receipt: bytes          # BoC of the signed stake statement
     usage: Usage
     coefficient: int
-
-    def to_dict(self) -> dict:
-        return {"type": self.TYPE, "job_id": self.job_id, "receipt": base64.b64encode(self.receipt).decode(),
-                "usage": usage_to_openai(self.usage), "coefficient": self.coefficient}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ReceiptFrame":
-        return cls(d["job_id"], _b64(d["receipt"], "receipt"), _usage(d["usage"]), d["coefficient"])
-
-    def validate(self) -> None:
-        _job_id(self.job_id)
-        if not isinstance(self.receipt, (bytes, bytearray)) or not self.receipt:
-            raise FrameError("receipt must be a BoC")
-        if not isinstance(self.usage, Usage):
-            raise FrameError("usage must be a usage object")
-        _int(self.coefficient, "coefficient", 1, 65535)
 
 
 @dataclass(frozen=True)
 class Cancel(Frame):
     TYPE: ClassVar[str] = "cancel"
     SENDER: ClassVar[str] = "proxy"
+    CHECKS: ClassVar[dict] = {"job_id": _ID}
     job_id: str
-
-    def validate(self) -> None:
-        _job_id(self.job_id)
 
 
 @dataclass(frozen=True)
 class Pay(Frame):
     TYPE: ClassVar[str] = "pay"
     SENDER: ClassVar[str] = "proxy"
+    CHECKS: ClassVar[dict] = {"voucher": _of(Voucher, "a voucher")}
+    WIRE: ClassVar[dict] = {"voucher": VOUCHER}
     voucher: Voucher
-
-    def to_dict(self) -> dict:
-        return {"type": self.TYPE, "voucher": voucher_dict(self.voucher)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Pay":
-        return cls(_voucher(d["voucher"]))
-
-    def validate(self) -> None:
-        if not isinstance(self.voucher, Voucher):
-            raise FrameError("voucher must be a voucher")
 
 
 @dataclass(frozen=True)
 class Load(Frame):
     TYPE: ClassVar[str] = "load"
     SENDER: ClassVar[str] = "worker"
+    CHECKS: ClassVar[dict] = {"active": _ranged(), "queued": _ranged(), "max_jobs": _ranged(1)}
     active: int
     queued: int
     max_jobs: int
-
-    def validate(self) -> None:
-        _int(self.active, "active")
-        _int(self.queued, "queued")
-        _int(self.max_jobs, "max_jobs", 1)
 
 
 FrameType = Union[Hello, Welcome, Refused, Job, Chunk, Result, ReceiptFrame, Cancel, Pay, Load]
@@ -369,11 +380,11 @@ def decode(text: Union[str, bytes], sender: Optional[str] = None) -> Frame:
         raise FrameError(f"unknown frame type {t!r}")
     if sender is not None and cls.SENDER != sender:
         raise FrameError(f"a {t} frame comes from the {cls.SENDER}, not the {sender}")
-    names = {f.name for f in fields(cls)}
-    keys = set(d) - {"type"}
-    if names - keys:
-        raise FrameError(f"{t} frame lacks {', '.join(sorted(names - keys))}")
-    if keys - names:
+    names = cls.CHECKS.keys()
+    if len(d) != len(names) + 1 or not names <= d.keys():
+        keys = set(d) - {"type"}
+        if names - keys:
+            raise FrameError(f"{t} frame lacks {', '.join(sorted(names - keys))}")
         raise FrameError(f"{t} frame has unknown fields {', '.join(sorted(keys - names))}")
     try:
         frame = cls.from_dict(d)
