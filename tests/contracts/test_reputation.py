@@ -325,6 +325,21 @@ def test_refused_report_returns_its_value_to_the_relayer(env: Env):
     assert fees < 50_000_000
 
 
+def test_report_refused_by_a_parse_failure_returns_its_value(env: Env):
+    """A refusal inside the report that no check throws, a cell underflow (9) on an overlong stats
+    cell, returns the value to the relayer too, minus the fees: nothing bounces to the registry."""
+    env.expect_ok(env.submit(env.report(epoch=env.chain.now - 1)))
+    long_stats = begin_cell().store_slice(GOOD.to_cell().begin_parse()).store_uint(1, 1).end_cell()
+    s = env.report().to_cell().begin_parse()
+    bad = begin_cell().store_bits(s.load_bits(s.remaining_bits)).store_ref(long_stats).end_cell()
+    with Unchanged(env):
+        txs = env.apply(bad, value=TON)
+    env.expect_error(txs, 9)
+    back = find_transactions(txs, from_=env.rep, to=env.relayer.address, op=P.OP_EXCESSES)
+    assert len(back) == 1 and back[0].value > TON - 50_000_000
+    assert not has_transaction(txs, to=env.reg.address, bounced=True)
+
+
 @pytest.mark.parametrize("offset,code", [
     (-P.REPORT_WINDOW, None), (-P.REPORT_WINDOW - 1, Err.STALE_REPORT),
     (P.MAX_FUTURE, None), (P.MAX_FUTURE + 1, Err.FUTURE_REPORT),
