@@ -68,9 +68,14 @@ class ClientChain:
         return RegistryView(params, await rd.child_codes(), snap, await rd.proxies(), time.time())
 
     async def stake(self, address: Address) -> Optional[S.StakeState]:
-        if await self.net.status(address) != "active":
-            return None
-        return await self.net.reader(S.StakeReader, address).state()
+        """The stake's state; None when no active contract is there. The account's status (a whole
+        account state to fetch and parse) is read only when the get-method fails."""
+        try:
+            return await self.net.reader(S.StakeReader, address).state()
+        except CocoonError:
+            if await self.net.status(address) != "active":
+                return None
+            raise
 
     async def escrow(self, address: Address) -> Optional[E.Channel]:
         if await self.net.status(address) != "active":
