@@ -54,7 +54,7 @@ class Direct:
         from node.tee.registry_source import SnapshotSource
         from node.tee.simulated import DevTrust
         from node.tee.verify import Policy
-        from tests.client.devnet import seed
+        from tests.devnet_kit import seed
         from wrappers import keys as K
 
         self.chain_net = await open_network(self.net.chain_url)

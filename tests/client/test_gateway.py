@@ -19,7 +19,8 @@ import urllib.request
 import openai
 import pytest
 
-from tests.client.devnet import DevNet, raw, seed
+from tests.client.devnet import DevNet
+from tests.devnet_kit import raw, seed
 from tests.procs import PYTHON, Procs, free_port, port_ready
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="services run on Linux")

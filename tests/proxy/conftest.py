@@ -5,7 +5,7 @@ import pytest
 
 from tests.procs import Procs
 
-from .devnet import Devnet
+from tests.devnet_kit import Devnet
 
 
 @pytest.fixture(scope="module")

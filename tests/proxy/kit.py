@@ -1,4 +1,4 @@
-"""Starting proxies and workers as processes on a :class:`~tests.proxy.devnet.Devnet`, and a paying client.
+"""Starting proxies and workers as processes on a :class:`~tests.devnet_kit.Devnet`, and a paying client.
 
 The client is the `openai` SDK over HTTPS with a client RA-TLS certificate (the proxy's clients
 listener asks for one), plus the Cocoon headers: a voucher for the settled total plus a bound on the
@@ -21,7 +21,7 @@ from tests.procs import COCOON, Proc, free_port, http_ready
 from node.payments.vouchers import Voucher
 from node.payments.pricing import request_max_cost
 
-from .devnet import ECONOMICS, Devnet, Party
+from tests.devnet_kit import ECONOMICS, Devnet, Party
 
 def smollm_path() -> Optional[str]:
     try:

@@ -34,7 +34,7 @@ from node.openai import headers as H
 from node.payments.vouchers import Voucher
 
 from .conftest import make_devnet
-from .devnet import TON, model_file_hash
+from tests.devnet_kit import TON, model_file_hash
 from .kit import PaidClient, restart_proxy, smollm_path, start_proxy, start_worker, wait_for
 
 MODEL = smollm_path()

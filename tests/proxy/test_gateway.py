@@ -8,7 +8,7 @@ import pytest
 from tests.procs import COCOON, free_port, http_ready
 
 from .conftest import make_devnet
-from .devnet import model_file_hash
+from tests.devnet_kit import model_file_hash
 from .kit import smollm_path, start_proxy, start_worker
 
 MODEL = smollm_path()

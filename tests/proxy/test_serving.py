@@ -11,7 +11,7 @@ from node.openai import headers as H
 from node.payments.vouchers import Voucher
 
 from .conftest import make_devnet
-from .devnet import TON, model_file_hash
+from tests.devnet_kit import TON, model_file_hash
 from .kit import PaidClient, smollm_path, start_proxy, start_worker
 
 MODEL = smollm_path()

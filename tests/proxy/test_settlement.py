@@ -9,7 +9,7 @@ from wrappers import escrow as E
 from wrappers import reputation as P
 
 from .conftest import make_devnet
-from .devnet import ECONOMICS, TON, model_file_hash
+from tests.devnet_kit import ECONOMICS, TON, model_file_hash
 from .kit import PaidClient, smollm_path, start_proxy, start_worker, wait_for
 
 MODEL = smollm_path()

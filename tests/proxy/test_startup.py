@@ -9,7 +9,7 @@ import pytest
 from tests.procs import free_port
 
 from .conftest import make_devnet
-from .devnet import image_of
+from tests.devnet_kit import image_of
 from .kit import proxy_argv, start_proxy
 
 

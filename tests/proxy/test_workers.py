@@ -21,7 +21,7 @@ from wrappers import keys as K
 from wrappers import stake as S
 
 from .conftest import make_devnet
-from .devnet import TON, WORKER_IMAGE, image_of, model_file_hash
+from tests.devnet_kit import TON, WORKER_IMAGE, image_of, model_file_hash
 from .kit import PaidClient, smollm_path, start_proxy, start_worker, wait_for
 
 MODEL = smollm_path()

