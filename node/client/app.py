@@ -76,7 +76,6 @@ def init(settings: Settings) -> web.Application:
         keys = load_keys(settings.mnemonic_file, settings.key_file)
         net = await open_network(settings.network, api_key=settings.api_key_chain)
         store = Store(settings.db_path)
-        store.start_writer()
         gw = Gateway(settings, store, ClientChain(net, Address(settings.registry), keys, settings.wallet_version),
                      Metrics())
         try:

@@ -1,9 +1,9 @@
 """The gateway's state in SQLite (WAL, synchronous=FULL): channels, the totals signed, requests and
 receipts.
 
-A write is an operation ``op(connection)`` (the ``*_op`` functions below). The commands run them one by
-one (:meth:`Store.do`); the running gateway hands them to a writer thread (:meth:`Store.start_writer`)
-that commits everything queued at once (one fsync for many requests) and never blocks the event loop.
+A write is an operation ``op(connection)`` (the ``*_op`` functions below) run by one writer thread
+with group commit (:class:`node.durable.GroupCommit`): everything queued is committed at once (one
+fsync for many requests) and the event loop never waits on the disk; reads use a second connection.
 A request's voucher is queued as the request goes out and is committed with the next group; an
 answer's receipt and the new settled total are committed before the answer is returned. After a
 ``kill -9`` the gateway takes the highest voucher the proxy holds from the proxy (its own signature,
@@ -15,16 +15,15 @@ import asyncio
 import hashlib
 import json
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
+
+from node.durable import GroupCommit, Op
 
 log = logging.getLogger(__name__)
-Op = Callable[[sqlite3.Connection], Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -127,79 +126,17 @@ def view_key(view: dict) -> tuple[str, str]:
     return hashlib.sha256(text.encode()).hexdigest(), text
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    return db
-
-
-class _Writer:
-    """One thread, its own connection: takes every operation queued, runs each in a savepoint (one that
-    raises changes nothing), commits once, then resolves the callers' futures."""
-
-    def __init__(self, path: Path):
-        self.db = _connect(path)
-        self.q: "queue.SimpleQueue[Optional[tuple]]" = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._loop, name="client-store-writer", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        c = self.db
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            batch = [item]
-            while True:
-                try:
-                    nxt = self.q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self.q.put(None)
-                    break
-                batch.append(nxt)
-            results = []
-            c.execute("BEGIN IMMEDIATE")
-            for i, (op, _loop, _fut) in enumerate(batch):
-                c.execute(f"SAVEPOINT s{i}")
-                try:
-                    results.append((True, op(c)))
-                    c.execute(f"RELEASE s{i}")
-                except BaseException as e:
-                    c.execute(f"ROLLBACK TO s{i}")
-                    c.execute(f"RELEASE s{i}")
-                    results.append((False, e))
-            try:
-                c.execute("COMMIT")
-            except BaseException as e:
-                try:
-                    c.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(False, e)] * len(batch)
-            for (op, loop, fut), (ok, res) in zip(batch, results):
-                if fut is None:
-                    if not ok:
-                        log.error("a queued write failed: %s", res)
-                elif loop is None:
-                    fut.set_result((ok, res))
-                else:
-                    loop.call_soon_threadsafe(_resolve, fut, ok, res)
-
-    def close(self) -> None:
-        self.q.put(None)
-        self.thread.join(timeout=30)
-        self.db.close()
-
-
 def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
     if not fut.done():
         if ok:
             fut.set_result(res)
         else:
             fut.set_exception(res)
+
+
+def _logged(ok: bool, res: Any) -> None:
+    if not ok:
+        log.error("a queued write failed: %s", res)
 
 
 @dataclass
@@ -237,62 +174,28 @@ class ReceiptRow:
 
 class Store:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = _connect(path)
-        self.db.executescript(SCHEMA)
-        self._writer: Optional[_Writer] = None
+        self.gc = GroupCommit(path, SCHEMA, name="client-store-writer")
+        self.db = self.gc.reader     # reads; every write goes through the writer
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self.db.close()
+        self.gc.close()
 
     # ------------------------------------------------------------------ running writes
-    def start_writer(self) -> None:
-        """From now on :meth:`submit` and :meth:`run` go through a writer thread with group commit."""
-        if self._writer is None:
-            self._writer = _Writer(self.path)
-
     def do(self, op: Op) -> Any:
-        """Run one write and commit it, here (or through the writer, waiting for it)."""
-        if self._writer is not None:
-            import concurrent.futures
-
-            fut: concurrent.futures.Future = concurrent.futures.Future()
-            self._writer.q.put((op, None, fut))
-            ok, res = fut.result()
-            if not ok:
-                raise res
-            return res
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            return op(self.db)
+        """Run one write and wait until it is committed (start-up, commands, rare changes)."""
+        return self.gc.run_sync(op)
 
     def submit(self, op: Op) -> None:
         """Queue a write for the next group commit without waiting for it."""
-        if self._writer is None:
-            self.do(op)
-        else:
-            self._writer.q.put((op, None, None))
+        self.gc.submit(op, _logged)
 
     def queue(self, op: Op) -> asyncio.Future:
         """Queue a write for the next group commit; the future is done when it is durable."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        if self._writer is None:
-            try:
-                fut.set_result(self.do(op))
-            except Exception as e:
-                fut.set_exception(e)
-        else:
-            self._writer.q.put((op, loop, fut))
+        self.gc.submit(op, lambda ok, res: loop.call_soon_threadsafe(_resolve, fut, ok, res))
         return fut
-
-    async def run(self, op: Op) -> Any:
-        """Run a write in the next group commit and wait until it is durable."""
-        return await self.queue(op)
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str) -> Optional[str]:

@@ -53,7 +53,6 @@ def test_the_writer_commits_queued_writes_in_groups_and_keeps_them(tmp_path):
     a, b = "0:" + "a" * 64, "0:" + "b" * 64
     s = Store(tmp_path / "c.sqlite")
     s.add_channel(0, a, b, "c" * 64, "https://p:1")
-    s.start_writer()
 
     async def main():
         for i in range(50):
