@@ -264,3 +264,24 @@ def test_readme_lists_every_command(group):
     lines = " ".join(ln for ln in block.splitlines() if ln.startswith(f"cocoon {group} "))
     missing = [name for name in main.commands[group].commands if name not in lines]
     assert not missing, f"README's `cocoon {group}` line lacks {missing}"
+
+
+def test_every_option_and_command_says_what_it_is_for():
+    """`--help` explains each option of every `cocoon` command, and each command has a docstring."""
+    import click
+
+    missing = []
+
+    def walk(cmd, path):
+        if not (cmd.help or "").strip():
+            missing.append(" ".join(path) or "cocoon")
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, path + [name])
+            return
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden and "--help" not in p.opts and not (p.help or "").strip():
+                missing.append(f"{' '.join(path)} {p.opts[0]}")
+
+    walk(main, [])
+    assert len(main.commands) >= 15 and missing == []

@@ -368,8 +368,10 @@ def dev_root_cmd(directory: str, days: int) -> None:
               help="Development root directory (from `attest dev-root`).")
 @click.option("--measurements", type=click.Path(dir_okay=False, exists=True),
               help="JSON with hex measurements (mr_td, rt_mr0..3, ...), or {\"name\": ...}.")
-@click.option("--role", type=click.Choice(["worker", "proxy"]), default="worker", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--role", type=click.Choice(["worker", "proxy"]), default="worker", show_default=True,
+              help="The role its certificate claims; without --measurements, also the name its measurements "
+                   "derive from.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free port).")
 def serve_simulated_cmd(dev_root: str, measurements: str | None, role: str, host: str, port: int) -> None:
     """Serve an RA-TLS endpoint backed by the SIMULATED TEE (to try `attest verify HOST:PORT`).

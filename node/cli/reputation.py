@@ -197,9 +197,10 @@ def _rows_from_history(ctx: ChainContext, reg: Address, key: int, limit: int, no
 @click.option("--operator-key-file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The proxy's operator key: a 32-byte Ed25519 seed (hex or raw). Never printed.")
 @click.option("--epoch", type=int, help="Unix time the reported period ended (default: now).")
-@click.option("--succeeded", type=int, default=0, show_default=True)
-@click.option("--failed", type=int, default=0, show_default=True)
-@click.option("--timed-out", type=int, default=0, show_default=True)
+@click.option("--succeeded", type=int, default=0, show_default=True, help="Jobs the worker finished in the period.")
+@click.option("--failed", type=int, default=0, show_default=True, help="Jobs that failed on the worker.")
+@click.option("--timed-out", type=int, default=0, show_default=True,
+              help="Jobs that ran past their time limit (a report needs at least one job in all).")
 @click.option("--tokens", type=int, default=0, show_default=True, help="Tokens served in the period.")
 @click.option("--latency-ms", type=int, default=0, show_default=True,
               help="Mean latency of the succeeded jobs, milliseconds.")
