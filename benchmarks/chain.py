@@ -21,7 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wrappers import registry as R  # noqa: E402
+from wrappers.chain.contract import Instant  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers.chain.provider import EmbeddedProvider  # noqa: E402
 from wrappers import TON  # noqa: E402
 
 LANGS = ("func", "tolk")
@@ -35,7 +37,9 @@ def setup(lang: str):
     chain = EmbeddedChain()
     owner, other = chain.treasury("owner"), chain.treasury("other")
     params = R.NetworkParams(staking=R.Staking(treasury=owner.address), governance_delay=60)
-    reg, _ = R.EmbeddedRegistry.deploy(chain, owner, lang, params, worker_images={h(i): 1 for i in range(8)})
+    reg = Instant(R.Registry.from_init(EmbeddedProvider(chain), owner.address, params, lang=lang,
+                                       worker_images={h(i): 1 for i in range(8)}))
+    reg.send_deploy(owner)
     return chain, owner, other, reg
 
 

@@ -36,7 +36,9 @@ from wrappers import keys as K  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers import reputation as P  # noqa: E402
 from wrappers.build import load_code  # noqa: E402
+from wrappers.chain.contract import Instant  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers.chain.provider import EmbeddedProvider  # noqa: E402
 from wrappers import TON  # noqa: E402
 
 LANGS = ("func", "tolk")
@@ -54,7 +56,9 @@ class Bench:
         self.owner, self.relayer = c.treasury("owner"), c.treasury("relayer")
         self.code = load_code("reputation", lang)
         params = R.NetworkParams(staking=R.Staking(treasury=self.owner.address), max_proxies=8)
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, params, R.ChildCodes(STAKE_CODE, None, self.code))
+        self.reg = Instant(R.Registry.from_init(EmbeddedProvider(c), self.owner.address, params,
+                                                R.ChildCodes(STAKE_CODE, None, self.code), lang=lang))
+        self.reg.send_deploy(self.owner)
         self.worker = c.treasury("worker").address
         self.rep = P.reputation_address(self.code, self.reg.address, self.worker)
         self.proxies = {}

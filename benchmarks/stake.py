@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from wrappers import keys as K  # noqa: E402
 from wrappers import registry as R  # noqa: E402
 from wrappers import stake as S  # noqa: E402
+from wrappers.chain.contract import Instant  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers.chain.provider import EmbeddedProvider  # noqa: E402
 from wrappers import TON  # noqa: E402
 
 LANGS = ("func", "tolk")
@@ -41,8 +43,10 @@ def measure(lang: str) -> dict:
     owner, provider, reporter, dao = (chain.treasury(n) for n in ("owner", "provider", "reporter", "dao"))
     code = S.stake_code(lang)
     params = R.NetworkParams(staking=R.Staking(treasury=dao.address, unbonding_period=UNBOND), governance_delay=DELAY)
-    reg, _ = R.EmbeddedRegistry.deploy(chain, owner, lang, params, R.ChildCodes(code, None, None))
-    st = S.EmbeddedStake(chain, code, reg.address, provider.address, S.ROLE_WORKER)
+    pv = EmbeddedProvider(chain)
+    reg = Instant(R.Registry.from_init(pv, owner.address, params, R.ChildCodes(code, None, None), lang=lang))
+    reg.send_deploy(owner)
+    st = Instant(S.Stake.from_init(pv, reg.address, provider.address, S.ROLE_WORKER, code=code))
     key = S.derive_operator_key("bench-1")
     out: dict = {}
 

@@ -14,6 +14,7 @@ from pytoniq_core.tlb.account import StateInit
 
 from . import TON
 from .build import load_code
+from .chain.contract import Contract, address_of, reader_class
 from .errors import describe_error as _describe, names_for
 
 # ---------------------------------------------------------------------------- opcodes and errors
@@ -202,10 +203,6 @@ def initial_data(owner: Address, params: NetworkParams, codes: ChildCodes = Chil
 
 def state_init(code: Cell, data: Cell) -> StateInit:
     return StateInit(code=code, data=data)
-
-
-def address_of(si: StateInit, workchain: int = 0) -> Address:
-    return Address((workchain, si.serialize().hash))
 
 
 # ---------------------------------------------------------------------------- child addresses
@@ -406,48 +403,82 @@ class Proposal:
     action: Cell
 
 
-class RegistryReader:
-    """Reads a deployed registry through any provider with ``run_get_method`` semantics.
+class Registry(Contract):
+    """The registry at ``address`` over ``provider`` (see :mod:`wrappers.chain.contract`):
+    ``from_init`` derives the address, ``send_*`` send its messages, ``get_*`` parse its getters."""
 
-    ``call(address, method, stack) -> list`` is the synchronous or async get-method callable; the
-    embedded chain passes ``chain.get_method``.
-    """
+    SEND_VALUE = 50_000_000
 
-    def __init__(self, call, address: Address):
-        self.call, self.address = call, address
+    @classmethod
+    def from_init(cls, provider, owner: Address, params: NetworkParams, codes: ChildCodes = ChildCodes(), *,
+                  lang: str = "tolk", code: Optional[Cell] = None, workchain: int = 0, **trust) -> "Registry":
+        """The registry ``owner`` deploys with these parameters, child codes and initial trust lists
+        (``worker_images``, ``proxy_images``, ``models``); ``code`` defaults to the ``lang`` build."""
+        si = state_init(code or registry_code(lang), initial_data(owner, params, codes, **trust))
+        return cls(provider, address_of(si, workchain), si)
 
-    def _get(self, method: str, *args) -> list:
-        return self.call(self.address, method, list(args))
+    # ------------------------------------------------------------------ messages
+    async def send_deploy(self, via, value: int = None) -> list:
+        return await self.send(via, DEPLOY_VALUE if value is None else value, None, bounce=False, deploy=True)
 
-    def owner(self) -> tuple[Address, Optional[Address]]:
-        o, p = self._get("get_owner")
+    async def send_propose(self, via, action: Cell, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, propose(action, query_id))
+
+    async def send_execute_proposal(self, via, pid: int, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, execute_proposal(pid, query_id))
+
+    async def send_cancel_proposal(self, via, pid: int, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, cancel_proposal(pid, query_id))
+
+    async def send_revoke(self, via, kind: str, h: int | bytes, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, revoke(kind, h, query_id))
+
+    async def send_remove_proxy(self, via, owner_hash: int | bytes, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, remove_proxy(owner_hash, query_id))
+
+    async def send_transfer_ownership(self, via, new_owner: Optional[Address], value: int = None,
+                                      query_id: int = 0) -> list:
+        return await self.send(via, value, transfer_ownership(new_owner, query_id))
+
+    async def send_accept_ownership(self, via, value: int = None, query_id: int = 0) -> list:
+        return await self.send(via, value, accept_ownership(query_id))
+
+    async def send_report(self, via, signature: bytes, report: Cell, value: int = REPORT_VALUE,
+                          query_id: int = 0) -> list:
+        """Relay a signed reputation report (anyone may)."""
+        return await self.send(via, value, submit_report(signature, report, query_id))
+
+    # ------------------------------------------------------------------ getters
+    async def get_owner(self) -> tuple[Address, Optional[Address]]:
+        o, p = await self.get("get_owner")
         return o.load_address(), p.load_address()
 
-    def version(self) -> int:
-        return self._get("get_version")[0]
+    async def get_version(self) -> int:
+        return (await self.get("get_version"))[0]
 
-    def params(self) -> NetworkParams:
-        return NetworkParams.from_cell(self._get("get_params")[0])
+    async def get_params(self) -> NetworkParams:
+        return NetworkParams.from_cell((await self.get("get_params"))[0])
 
-    def trust(self) -> dict[str, dict[int, int]]:
-        w, p, m = self._get("get_trust")
+    async def get_trust(self) -> dict[str, dict[int, int]]:
+        w, p, m = await self.get("get_trust")
         return {"worker_images": _dict_keys(w), "proxy_images": _dict_keys(p), "models": _dict_keys(m)}
 
-    def is_allowed(self, kind: str, h: int | bytes | str) -> bool:
-        return bool(self._get(f"is_{kind}_allowed", _int(h))[0])
+    async def is_allowed(self, kind: str, h: int | bytes | str) -> bool:
+        """kind: 'worker_image', 'proxy_image' or 'model'."""
+        return bool((await self.get(f"is_{kind}_allowed", _int(h)))[0])
 
-    def child_codes(self) -> ChildCodes:
-        return ChildCodes(*self._get("get_child_codes"))
+    async def get_child_codes(self) -> ChildCodes:
+        return ChildCodes(*await self.get("get_child_codes"))
 
-    def proxy(self, owner: Address | int) -> Optional[ProxyInfo]:
+    async def get_proxy(self, owner: Address | int) -> Optional[ProxyInfo]:
         key = owner if isinstance(owner, int) else int.from_bytes(owner.hash_part, "big")
-        found, op_key, stake, active, at, endpoint = self._get("get_proxy", key)
+        found, op_key, stake, active, at, endpoint = await self.get("get_proxy", key)
         if not found:
             return None
         return ProxyInfo(key, op_key, stake, bool(active), at, endpoint_str(endpoint))
 
-    def proxies(self) -> list[ProxyInfo]:
-        c, _count = self._get("get_proxies")
+    async def get_proxies(self) -> list[ProxyInfo]:
+        c, _count = await self.get("get_proxies")
         if c is None:
             return []
         out = []
@@ -458,12 +489,13 @@ class RegistryReader:
                                  endpoint_str(s.load_ref())))
         return out
 
-    def proposal(self, pid: int) -> Optional[Proposal]:
-        found, after, action = self._get("get_proposal", pid)
+    async def get_proposal(self, pid: int) -> Optional[Proposal]:
+        found, after, action = await self.get("get_proposal", pid)
         return Proposal(pid, after, action) if found else None
 
-    def proposals(self) -> tuple[list[Proposal], int]:
-        c, next_id, _open = self._get("get_proposals")
+    async def get_proposals(self) -> tuple[list[Proposal], int]:
+        """(open proposals, the id the next one gets)."""
+        c, next_id, _open = await self.get("get_proposals")
         out = []
         if c is not None:
             raw = HashMap.parse(c.begin_parse(), 32, lambda k: int(k, 2), lambda s: s)
@@ -471,47 +503,40 @@ class RegistryReader:
                 out.append(Proposal(pid, s.load_uint(32), s.load_ref()))
         return out, next_id
 
-    def stake_address(self, owner: Address, role: int) -> Address:
-        return self._get("get_stake_address", owner, role)[0].load_address()
+    async def get_stake_address(self, owner: Address, role: int) -> Address:
+        return (await self.get("get_stake_address", owner, role))[0].load_address()
 
-    def escrow_address(self, payer: Address, payee: Address, payer_key: int | bytes) -> Address:
-        return self._get("get_escrow_address", payer, payee, _int(payer_key))[0].load_address()
+    async def get_escrow_address(self, payer: Address, payee: Address, payer_key: int | bytes) -> Address:
+        return (await self.get("get_escrow_address", payer, payee, _int(payer_key)))[0].load_address()
 
-    def reputation_address(self, worker_owner: Address) -> Address:
-        return self._get("get_reputation_address", worker_owner)[0].load_address()
+    async def get_reputation_address(self, worker_owner: Address) -> Address:
+        return (await self.get("get_reputation_address", worker_owner))[0].load_address()
+
+
+RegistryReader = reader_class(
+    Registry, ("owner", "version", "params", "trust", "is_allowed", "child_codes", "proxy", "proxies", "proposal",
+               "proposals", "stake_address", "escrow_address", "reputation_address"),
+    "Reads a registry through a synchronous ``call(address, method, stack) -> list`` (the services'\n"
+    "``net.reader(RegistryReader, address)``); each method is :class:`Registry`'s ``get_*``.")
 
 
 def registry_code(lang: str) -> Cell:
     return load_code("registry", lang)
 
 
-# ---------------------------------------------------------------------------- the embedded chain
-DEPLOY_VALUE = 1 * TON
+DEPLOY_VALUE = 1 * TON  # what deploying the registry sends (its first balance)
+
 
 
 class EmbeddedRegistry:
-    """A registry deployed on an :class:`~wrappers.chain.emulated.EmbeddedChain`: its address, its
-    reader, and a ``send`` that goes through a real wallet."""
+    """Until the escrow callers move (then removed): ``Instant(Registry.from_init(...))`` and its deploy."""
 
-    def __init__(self, chain, address: Address):
-        self.chain, self.address = chain, address
-        self.read = RegistryReader(chain.get_method, address)
+    @staticmethod
+    def deploy(chain, owner_wallet, lang: str, params: NetworkParams, codes: ChildCodes = ChildCodes(),
+               value: int = DEPLOY_VALUE, **trust):
+        from .chain.contract import Instant
+        from .chain.provider import EmbeddedProvider
 
-    @classmethod
-    def deploy(cls, chain, owner_wallet, lang: str, params: NetworkParams, codes: ChildCodes = ChildCodes(),
-               value: int = DEPLOY_VALUE, **trust) -> tuple["EmbeddedRegistry", list]:
-        si = state_init(registry_code(lang), initial_data(owner_wallet.address, params, codes, **trust))
-        addr = address_of(si)
-        txs = owner_wallet.send(addr, value, None, state_init=si, bounce=False)
-        return cls(chain, addr), txs
-
-    def send(self, wallet, body: Cell, value: int = 50_000_000) -> list:
-        return wallet.send(self.address, value, body)
-
-    @property
-    def data_hash(self) -> bytes:
-        return self.chain.state(self.address)[2].hash
-
-    @property
-    def balance(self) -> int:
-        return self.chain.balance(self.address)
+        reg = Instant(Registry.from_init(EmbeddedProvider(chain), owner_wallet.address, params, codes, lang=lang,
+                                         **trust))
+        return reg, reg.send_deploy(owner_wallet, value)

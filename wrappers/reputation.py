@@ -18,6 +18,8 @@ from pytoniq_core.tlb.account import StateInit
 from . import TON
 from . import keys as K
 from . import registry as R
+from .build import load_code
+from .chain.contract import Contract, reader_class
 from .errors import describe_error as _describe, names_for
 
 # ---------------------------------------------------------------------------- opcodes and errors
@@ -428,47 +430,61 @@ class ReputationRecord:
                 .end_cell())
 
 
-class ReputationReader:
-    """Reads a record through any provider's get-method callable ``call(address, method, stack)``."""
+class Reputation(Contract):
+    """The reputation record of a worker owner over ``provider`` (see :mod:`wrappers.chain.contract`).
+    The registry deploys and writes it; proxies reach it through :meth:`Registry.send_report
+    <wrappers.registry.Registry.send_report>`, so it has getters only."""
 
-    def __init__(self, call, address: Address):
-        self.call, self.address = call, address
+    @classmethod
+    def from_init(cls, provider, registry: Address, worker_owner: Address, *, code: Optional[Cell] = None,
+                  lang: str = "tolk") -> "Reputation":
+        """``code`` defaults to the ``lang`` build; it must be the registry's reputation code."""
+        si = state_init(code or load_code("reputation", lang), registry, worker_owner)
+        out = cls(provider, R.address_of(si), si)
+        out.registry, out.worker_owner = registry, worker_owner
+        return out
 
-    def _get(self, method: str, *args) -> list:
-        return self.call(self.address, method, list(args))
-
-    def data(self) -> tuple[Address, Address, bool]:
-        reg, worker, init = self._get("get_reputation_data")
+    async def get_data(self) -> tuple[Address, Address, bool]:
+        """(registry, worker owner, whether a report initialized it)."""
+        reg, worker, init = await self.get("get_reputation_data")
         return reg.load_address(), worker.load_address(), bool(init)
 
-    def totals(self) -> Totals:
-        return Totals(*self._get("get_totals"))
+    async def get_totals(self) -> Totals:
+        return Totals(*await self.get("get_totals"))
 
-    def score_state(self) -> ScoreState:
-        return ScoreState(*self._get("get_score_state"))
+    async def get_score_state(self) -> ScoreState:
+        return ScoreState(*await self.get("get_score_state"))
 
-    def score(self) -> int:
-        return self._get("get_score")[0]
+    async def get_score(self) -> int:
+        return (await self.get("get_score"))[0]
 
-    def score_at(self, t: int) -> int:
-        return self._get("get_score_at", t)[0]
+    async def get_score_at(self, t: int) -> int:
+        return (await self.get("get_score_at", t))[0]
 
-    def slashes(self) -> Slashes:
-        count, total, last_at, log = self._get("get_slashes")
+    async def get_slashes(self) -> Slashes:
+        count, total, last_at, log = await self.get("get_slashes")
         return Slashes(count, total, last_at, parse_slash_log(log))
 
-    def reporter(self, proxy_owner_hash: int) -> Optional[int]:
-        found, epoch = self._get("get_reporter", proxy_owner_hash)
+    async def get_reporter(self, proxy_owner_hash: int) -> Optional[int]:
+        """The last epoch this proxy reported, or None."""
+        found, epoch = await self.get("get_reporter", proxy_owner_hash)
         return epoch if found else None
 
-    def reporters(self) -> dict[int, int]:
-        d, _count = self._get("get_reporters")
+    async def get_reporters(self) -> dict[int, int]:
+        d, _count = await self.get("get_reporters")
         return parse_reporters(d)
 
-    def record(self) -> ReputationRecord:
-        registry, worker, init = self.data()
-        return ReputationRecord(registry, worker, init, self.reporters(), self.totals(), self.score_state(),
-                                self.slashes())
+    async def get_record(self) -> ReputationRecord:
+        """Everything the record holds, from its getters."""
+        registry, worker, init = await self.get_data()
+        return ReputationRecord(registry, worker, init, await self.get_reporters(), await self.get_totals(),
+                                await self.get_score_state(), await self.get_slashes())
+
+
+ReputationReader = reader_class(
+    Reputation, ("data", "totals", "score_state", "score", "score_at", "slashes", "reporter", "reporters", "record"),
+    "Reads a record through a synchronous ``call(address, method, stack) -> list``; each method is\n"
+    ":class:`Reputation`'s ``get_*``.")
 
 
 # ---------------------------------------------------------------------------- what proxies reported

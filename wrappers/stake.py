@@ -23,6 +23,7 @@ from . import cells as C
 from . import keys as K
 from . import registry as R
 from .build import load_code
+from .chain.contract import Contract, reader_class
 from .errors import describe_error as _describe, names_for
 
 # ---------------------------------------------------------------------------- opcodes and errors
@@ -292,47 +293,86 @@ class Slashing:
     evidence: int
 
 
-class StakeReader:
-    """Reads a stake contract through any ``call(address, method, stack) -> list`` (the embedded
-    chain's ``get_method`` or the CLI's context)."""
+class Stake(Contract):
+    """The stake of (registry, owner, role) over ``provider`` (see :mod:`wrappers.chain.contract`).
+    ``from_init`` derives its address; its first message (a deposit) deploys it."""
 
-    def __init__(self, call, address: Address):
-        self.call, self.address = call, address
+    DEPLOYS_ON_SEND = True
+    SEND_VALUE = OP_VALUE
 
-    def _get(self, method: str, *args) -> list:
-        return self.call(self.address, method, list(args))
+    @classmethod
+    def from_init(cls, provider, registry: Address, owner: Address, role: int, *, code: Optional[Cell] = None,
+                  lang: str = "tolk") -> "Stake":
+        """``code`` defaults to the ``lang`` build; it must be the registry's stake code."""
+        si = stake_state_init(code or stake_code(lang), registry, owner, role)
+        out = cls(provider, R.address_of(si), si)
+        out.registry, out.owner, out.role = registry, owner, role
+        return out
 
-    def state(self) -> StakeState:
-        reg, owner, role, key, active, unbonding, jailed, is_active, ready = self._get("get_stake")
+    # ------------------------------------------------------------------ messages (the owner's, bar reports)
+    async def send_deposit(self, via, value: int, query_id: int = 0) -> list:
+        """Attach ``value``; :func:`credited` (value - DEPOSIT_FEE) is what the active stake gains."""
+        return await self.send(via, value, deposit(query_id))
+
+    async def send_unbond(self, via, amount: int, value: int = OP_VALUE, query_id: int = 0) -> list:
+        return await self.send(via, value, unbond(amount, query_id))
+
+    async def send_withdraw(self, via, value: int = OP_VALUE, query_id: int = 0) -> list:
+        return await self.send(via, value, withdraw(query_id))
+
+    async def send_set_operator(self, via, key: int | bytes, value: int = OP_VALUE, query_id: int = 0) -> list:
+        return await self.send(via, value, set_operator(key, query_id))
+
+    async def send_register_proxy(self, via, endpoint: str, value: int = OP_VALUE, query_id: int = 0) -> list:
+        return await self.send(via, value, register_proxy(endpoint, query_id))
+
+    async def send_refresh_params(self, via, value: int = REFRESH_VALUE, query_id: int = 0) -> list:
+        return await self.send(via, value, refresh_params(query_id))
+
+    async def send_report_equivocation(self, via, first: SignedStatement | Cell, second: SignedStatement | Cell,
+                                       value: int = REPORT_VALUE, query_id: int = 0) -> list:
+        """Anyone may report; the reporter's share of the slash is paid to ``via``."""
+        return await self.send(via, value, report_equivocation(first, second, query_id))
+
+    # ------------------------------------------------------------------ getters
+    async def get_state(self) -> StakeState:
+        reg, owner, role, key, active, unbonding, jailed, is_active, ready = await self.get("get_stake")
         return StakeState(reg.load_address(), owner.load_address(), role, key, active, unbonding,
                           bool(jailed), bool(is_active), bool(ready))
 
-    def unbonding(self) -> Unbonding:
-        queue, _count, withdrawable, next_unlock = self._get("get_unbonding")
+    async def get_unbonding(self) -> Unbonding:
+        queue, _count, withdrawable, next_unlock = await self.get("get_unbonding")
         reqs = []
         if queue is not None:
             raw = HashMap.parse(queue.begin_parse(), 32, lambda k: int(k, 2), lambda s: (s.load_coins(), s.load_uint(32)))
             reqs = [UnbondRequest(i, a, u) for i, (a, u) in sorted(raw.items())]
         return Unbonding(reqs, withdrawable, next_unlock)
 
-    def params(self) -> tuple[int, Optional[R.Staking]]:
-        version, staking = self._get("get_params")
+    async def get_params(self) -> tuple[int, Optional[R.Staking]]:
+        """(the registry's parameter version it holds, its staking parameters or None before any)."""
+        version, staking = await self.get("get_params")
         return version, (R.Staking.from_cell(staking) if staking is not None else None)
 
-    def keys(self) -> Keys:
-        return Keys(*self._get("get_keys"))
+    async def get_keys(self) -> Keys:
+        return Keys(*await self.get("get_keys"))
 
-    def slashing(self) -> Slashing:
-        return Slashing(*self._get("get_slashing"))
+    async def get_slashing(self) -> Slashing:
+        return Slashing(*await self.get("get_slashing"))
 
-    def is_active(self) -> bool:
-        return bool(self._get("is_active")[0])
+    async def is_active(self) -> bool:
+        return bool((await self.get("is_active"))[0])
 
-    def serves_with(self, operator_key: int | bytes) -> bool:
+    async def serves_with(self, operator_key: int | bytes) -> bool:
         """What a proxy checks before routing to a worker: the stake is active (at least the minimum,
         not jailed) and bound to the key in the worker's attestation."""
-        st = self.state()
+        st = await self.get_state()
         return st.is_active and st.operator_key == K.key_int(operator_key)
+
+
+StakeReader = reader_class(
+    Stake, ("state", "unbonding", "params", "keys", "slashing", "is_active", "serves_with"),
+    "Reads a stake through a synchronous ``call(address, method, stack) -> list``; each method is\n"
+    ":class:`Stake`'s ``get_*`` (or predicate).")
 
 
 def storage_deficit(balance: int, state: "StakeState") -> int:
@@ -355,30 +395,14 @@ def payout_reason(body: Cell) -> Optional[int]:
     return s.load_uint(8)
 
 
-# ---------------------------------------------------------------------------- the embedded chain
-class EmbeddedStake:
-    """A stake contract on an :class:`~wrappers.chain.emulated.EmbeddedChain`: its address, reader and
-    a ``send`` through a real wallet. Deployed by its first deposit (``deploy=True``)."""
-
-    def __init__(self, chain, code: Cell, registry: Address, owner: Address, role: int):
-        self.chain, self.code, self.registry, self.owner, self.role = chain, code, registry, owner, role
-        self.state_init = stake_state_init(code, registry, owner, role)
-        self.address = R.address_of(self.state_init)
-        self.read = StakeReader(chain.get_method, self.address)
-
-    def send(self, wallet, body: Cell, value: int = OP_VALUE, deploy: bool = False) -> list:
-        si = self.state_init if deploy or self.chain.state(self.address)[0] != "active" else None
-        return wallet.send(self.address, value, body, state_init=si)
-
-    @property
-    def balance(self) -> int:
-        return self.chain.balance(self.address)
-
-    @property
-    def data_hash(self) -> bytes:
-        return self.chain.state(self.address)[2].hash
-
-
 def derive_operator_key(label: str) -> Ed25519PrivateKey:
     """A reproducible test key from a label (tests and the demo; real keys come from the TEE)."""
     return K.signing_key(hashlib.sha256(b"cocoon-operator:" + label.encode()).digest())
+
+
+def EmbeddedStake(chain, code: Cell, registry: Address, owner: Address, role: int):
+    """Until the escrow callers move (then removed): ``Instant(Stake.from_init(...))``."""
+    from .chain.contract import Instant
+    from .chain.provider import EmbeddedProvider
+
+    return Instant(Stake.from_init(EmbeddedProvider(chain), registry, owner, role, code=code))

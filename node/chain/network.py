@@ -116,6 +116,21 @@ class Network:
         """A wrappers reader (``RegistryReader``...) over this network; its methods are coroutines."""
         return AsyncReader(reader_cls, address, self.get_method)
 
+    @property
+    def contract_provider(self) -> "_CheckedProvider":
+        """The provider for contract objects (:mod:`wrappers.chain.contract`): ``provider``, with a
+        failing get-method reported as a :class:`CocoonError`."""
+        return _CheckedProvider(self)
+
+    def contract(self, contract_cls: type, address: Address):
+        """``contract_cls(provider, address)`` over this network (``Registry``, ``Stake``...)."""
+        return contract_cls(self.contract_provider, address)
+
+    def sender(self, wallet, on_progress: Optional[Progress] = None, timeout: float = 90.0) -> "WalletSender":
+        """``wallet`` as the sender of contract objects' ``send_*``: each message goes through
+        :meth:`send` (waits for the seqno, returns the transactions where the network tells)."""
+        return WalletSender(self, wallet, on_progress, timeout)
+
     # ------------------------------------------------------------------------ development chains
     def _need_dev(self, what: str) -> None:
         if not self.dev:
@@ -234,6 +249,35 @@ class Network:
         close = getattr(self.provider, "close_all", None) or getattr(self.provider, "close", None)
         if close is not None:
             await close()
+
+
+class _CheckedProvider:
+    """The network's provider with get-methods through :meth:`Network.get_method`."""
+
+    def __init__(self, net: Network):
+        self._net = net
+
+    async def run_get_method(self, address, method, stack, block=None) -> list:
+        return await self._net.get_method(address, method, stack)
+
+    def __getattr__(self, name: str):
+        return getattr(self._net.provider, name)
+
+
+class WalletSender:
+    """A wallet on a :class:`Network` as a :class:`~wrappers.chain.contract.Sender`."""
+
+    def __init__(self, net: Network, wallet, on_progress: Optional[Progress] = None, timeout: float = 90.0):
+        self.net, self.wallet, self.on_progress, self.timeout = net, wallet, on_progress, timeout
+
+    @property
+    def address(self) -> Address:
+        return self.wallet.address
+
+    async def send_message(self, dest: Address, value: int, body: Optional[Cell] = None, *,
+                           state_init: Optional[StateInit] = None, bounce: bool = True) -> list:
+        return await self.net.send(self.wallet, dest, value, body, state_init, bounce, on_progress=self.on_progress,
+                                   timeout=self.timeout)
 
 
 async def open_network(name: str, state_file: Optional[Union[str, Path]] = None, api_key: Optional[str] = None,

@@ -99,10 +99,10 @@ async def send_one(net, wallet, msg: Message, registry: Address, network: str, r
     await wallet.update()
     before = wallet.balance
     reg_before = await read_account(net.provider, registry)
-    rd = net.reader(R.RegistryReader, registry)
+    reg = net.contract(R.Registry, registry)
     next_id = None
     if msg.kind == "propose":
-        next_id = (await rd.proposals())[1]
+        next_id = (await reg.get_proposals())[1]
     with report.waiting("waiting for the transaction") as progress:
         txs = await net.send(wallet, msg.dest, msg.value, msg.body, state_init=msg.state_init, bounce=msg.bounce,
                              on_progress=progress)
@@ -114,7 +114,7 @@ async def send_one(net, wallet, msg: Message, registry: Address, network: str, r
             await wait_until(net, report, f"the registry at {fmt_addr(registry, network)} to become active", active)
         else:
             async def opened() -> bool:
-                return any(p.action.hash == msg.action.hash for p in (await rd.proposals())[0])
+                return any(p.action.hash == msg.action.hash for p in (await reg.get_proposals())[0])
             await wait_until(net, report, f"the proposal to open at {fmt_addr(registry, network)}", opened)
 
     await wallet.update()
@@ -144,7 +144,7 @@ async def send_one(net, wallet, msg: Message, registry: Address, network: str, r
     if msg.kind == "deploy" and sent.ok and not reg_after.active:
         sent.ok, sent.error = False, f"the registry is {reg_after.status} after the deploy message"
     if msg.kind == "propose" and sent.ok:
-        for p in (await rd.proposals())[0]:
+        for p in (await reg.get_proposals())[0]:
             if p.action.hash == msg.action.hash and (next_id is None or p.id >= next_id):
                 sent.proposal_id, sent.execute_after = p.id, p.execute_after
         if sent.proposal_id is None:

@@ -76,13 +76,13 @@ async def observe(net, address: Address) -> Observed:
     obs = await read_account(net.provider, address)
     if not obs.active:
         return obs
-    rd = net.reader(R.RegistryReader, address)
-    obs.owner = (await rd.owner())[0]
-    obs.params = await rd.params()
-    codes = await rd.child_codes()
+    reg = net.contract(R.Registry, address)
+    obs.owner = (await reg.get_owner())[0]
+    obs.params = await reg.get_params()
+    codes = await reg.get_child_codes()
     obs.children = {n: (getattr(codes, n).hash.hex() if getattr(codes, n) is not None else None) for n in CHILDREN}
-    obs.trust = {k: set(v) for k, v in (await rd.trust()).items()}
-    obs.proposals, obs.next_proposal = await rd.proposals()
+    obs.trust = {k: set(v) for k, v in (await reg.get_trust()).items()}
+    obs.proposals, obs.next_proposal = await reg.get_proposals()
     return obs
 
 

@@ -7,7 +7,9 @@ from tests.conftest import per_language
 from pytoniq_core import Address, Cell, begin_cell
 
 from wrappers import registry as R
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.records import find_transactions, has_transaction
 from wrappers import TON
 from wrappers.registry import Err, ROLE_PROXY, ROLE_WORKER
@@ -30,9 +32,10 @@ class Env:
         self.dao = c.treasury("dao")
         self.params = R.NetworkParams(staking=R.Staking(treasury=self.dao.address), governance_delay=DELAY,
                                       max_proxies=2)
-        self.reg, self.deploy_txs = R.EmbeddedRegistry.deploy(
-            c, self.owner, lang, self.params, R.ChildCodes(STAKE_CODE, ESCROW_CODE, REPUTATION_CODE),
-            worker_images={IMG_A: 1}, models={MODEL_A: 1})
+        self.reg = Instant(R.Registry.from_init(
+            EmbeddedProvider(c), self.owner.address, self.params, R.ChildCodes(STAKE_CODE, ESCROW_CODE, REPUTATION_CODE),
+            lang=lang, worker_images={IMG_A: 1}, models={MODEL_A: 1}))
+        self.deploy_txs = self.reg.send_deploy(self.owner)
         self.read = self.reg.read
 
     def send(self, wallet, body: Cell, value: int = 50_000_000):
@@ -118,7 +121,9 @@ def test_child_addresses_match_python_derivation(env: Env):
 def test_child_address_without_code_fails(lang):
     c = EmbeddedChain()
     owner = c.treasury("owner")
-    reg, _ = R.EmbeddedRegistry.deploy(c, owner, lang, R.NetworkParams(staking=R.Staking(treasury=owner.address)))
+    reg = Instant(R.Registry.from_init(EmbeddedProvider(c), owner.address,
+                                       R.NetworkParams(staking=R.Staking(treasury=owner.address)), lang=lang))
+    reg.send_deploy(owner)
     from wrappers.chain.getmethod import GetMethodError
     with pytest.raises(GetMethodError) as e:
         reg.read.stake_address(owner.address, ROLE_WORKER)

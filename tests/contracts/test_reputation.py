@@ -18,7 +18,9 @@ from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers.build import load_code
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.getmethod import run_get_method
 from wrappers.chain.records import find_transactions, has_transaction
 from wrappers import TON
@@ -46,8 +48,9 @@ class Env:
         self.worker = c.treasury("worker").address
         self.code = load_code("reputation", lang)
         params = R.NetworkParams(staking=R.Staking(treasury=self.dao.address), governance_delay=3600, max_proxies=8)
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, params,
-                                                R.ChildCodes(STAKE_CODE, ESCROW_CODE, self.code))
+        self.reg = Instant(R.Registry.from_init(EmbeddedProvider(c), self.owner.address, params,
+                                                R.ChildCodes(STAKE_CODE, ESCROW_CODE, self.code), lang=lang))
+        self.reg.send_deploy(self.owner)
         self.rep = P.reputation_address(self.code, self.reg.address, self.worker)
         self.read = P.ReputationReader(c.get_method, self.rep)
         for n in PROXIES:
@@ -705,11 +708,13 @@ def test_end_to_end_with_real_stake_contracts(lang):
     params = R.NetworkParams(staking=R.Staking(treasury=dao.address, min_worker_stake=10 * TON,
                                                min_proxy_stake=50 * TON, slash_bps=2_000, reporter_bps=1_000),
                              max_proxies=4)
-    reg, _ = R.EmbeddedRegistry.deploy(c, owner, lang, params, R.ChildCodes(stake_code, None, rep_code))
+    reg = Instant(R.Registry.from_init(EmbeddedProvider(c), owner.address, params,
+                                       R.ChildCodes(stake_code, None, rep_code), lang=lang))
+    reg.send_deploy(owner)
 
     def staked(name: str, role: int, amount: int):
         who, key = c.treasury(name), S.derive_operator_key(name)
-        st = S.EmbeddedStake(c, stake_code, reg.address, who.address, role)
+        st = Instant(S.Stake.from_init(EmbeddedProvider(c), reg.address, who.address, role, code=stake_code))
         st.send(who, S.deposit(), amount + S.DEPOSIT_FEE)
         st.send(who, S.set_operator(K.public_key_int(key)))
         return who, key, st

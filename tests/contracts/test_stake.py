@@ -18,7 +18,9 @@ from pytoniq_core.tlb.transaction import MessageAny
 from wrappers import keys as K
 from wrappers import registry as R
 from wrappers import stake as S
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.records import find_transactions, has_transaction
 from wrappers import TON
 from wrappers.stake import Err, ROLE_PROXY, ROLE_WORKER
@@ -53,7 +55,9 @@ class Env:
             staking=R.Staking(treasury=self.dao.address, min_worker_stake=MIN_WORKER, min_proxy_stake=MIN_PROXY,
                               unbonding_period=UNBOND, slash_bps=SLASH_BPS, reporter_bps=REPORTER_BPS),
             governance_delay=DELAY, max_proxies=4)
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, self.params, R.ChildCodes(self.code, None, None))
+        self.reg = Instant(R.Registry.from_init(EmbeddedProvider(c), self.owner.address, self.params,
+                                                R.ChildCodes(self.code, None, None), lang=lang))
+        self.reg.send_deploy(self.owner)
         self.worker = self.stake(self.provider.address, ROLE_WORKER)
         self.deploy_txs = self.worker.send(self.provider, S.deposit(), WORKER_STAKE + S.DEPOSIT_FEE)
         self.worker.send(self.provider, S.set_operator(K.public_key_int(self.op_key)))
@@ -61,8 +65,9 @@ class Env:
         self.proxy.send(self.proxy_owner, S.deposit(), PROXY_STAKE + S.DEPOSIT_FEE)
         self.proxy.send(self.proxy_owner, S.set_operator(K.public_key_int(self.proxy_key)))
 
-    def stake(self, owner: Address, role: int, registry: Address | None = None) -> S.EmbeddedStake:
-        return S.EmbeddedStake(self.chain, self.code, registry or self.reg.address, owner, role)
+    def stake(self, owner: Address, role: int, registry: Address | None = None) -> Instant:
+        return Instant(S.Stake.from_init(EmbeddedProvider(self.chain), registry or self.reg.address, owner, role,
+                                         code=self.code))
 
     def forge(self, src: Address, dest: Address, body: Cell, value: int = 50_000_000, bounced: bool = False):
         """A message from an address we do not control (the registry, a bounce): only the emulator can
@@ -112,7 +117,7 @@ class Unchanged:
     """Asserts that a refused operation changed no state of the stake contract and moved no funds:
     its data and balance are what they were (storage rent aside) and it sent nothing but the bounce."""
 
-    def __init__(self, env: Env, stake: S.EmbeddedStake | None = None):
+    def __init__(self, env: Env, stake: Instant | None = None):
         self.env, self.stake = env, stake or env.worker
 
     def __enter__(self):

@@ -9,7 +9,9 @@ import pytest
 from node.tee.registry_chain import read_snapshot, registry_fetch
 from node.tee.registry_source import SnapshotSource, revoked_images
 from wrappers import registry as R
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 
 IMG, MODEL = 0xAB << 248, 0xCD << 248
 
@@ -19,8 +21,9 @@ def test_snapshot_follows_the_registry(lang):
     c = EmbeddedChain()
     owner = c.treasury("owner")
     params = R.NetworkParams(staking=R.Staking(treasury=owner.address), is_test=True)
-    reg, _ = R.EmbeddedRegistry.deploy(c, owner, lang, params, worker_images={IMG: 1}, proxy_images={IMG + 1: 1},
-                                       models={MODEL: 1})
+    reg = Instant(R.Registry.from_init(EmbeddedProvider(c), owner.address, params, lang=lang,
+                                       worker_images={IMG: 1}, proxy_images={IMG + 1: 1}, models={MODEL: 1}))
+    reg.send_deploy(owner)
     snap = read_snapshot(c.get_method, reg.address)
     assert snap.worker_image_hashes == {IMG.to_bytes(32, "big")}
     assert snap.proxy_image_hashes == {(IMG + 1).to_bytes(32, "big")}

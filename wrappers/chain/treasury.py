@@ -61,6 +61,11 @@ class Treasury:
         self.seqno += 1
         return txs
 
+    async def send_message(self, dest: Address, value: int, body: Optional[Cell] = None, *,
+                           state_init: Optional[StateInit] = None, bounce: bool = True) -> list["TxRecord"]:
+        """:meth:`send` as a :class:`~wrappers.chain.contract.Sender`: contract objects send through it."""
+        return self.send(dest, value, body, state_init=state_init, bounce=bounce)
+
     @property
     def balance(self) -> int:
         return self.chain.balance(self.address)

@@ -22,7 +22,9 @@ from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers import stake as S
 from wrappers.build import load_code
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.fastparse import account_balance, load_addr
 from wrappers.chain.cells import to_tonpy as _t
 from wrappers.chain.getmethod import GetMethodError, run_get_method
@@ -133,9 +135,12 @@ class World:
         self.w = {n: c.treasury(n) for n in WALLETS}
         self.addr = {n: w.address for n, w in self.w.items()} | {"ghost": GHOST}
         self.codes = R.ChildCodes(S.stake_code(lang), E.escrow_code(lang), load_code("reputation", lang))
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.w["owner"], lang, self.params(0), self.codes,
-                                                worker_images={1 << 240: 1})
-        self.stakes = {(o, r): S.EmbeddedStake(c, self.codes.stake, self.reg.address, self.w[o].address, r)
+        self.provider = EmbeddedProvider(c)
+        self.reg = Instant(R.Registry.from_init(self.provider, self.w["owner"].address, self.params(0), self.codes,
+                                                lang=lang, worker_images={1 << 240: 1}))
+        self.reg.send_deploy(self.w["owner"])
+        self.stakes = {(o, r): Instant(S.Stake.from_init(self.provider, self.reg.address, self.w[o].address, r,
+                                                         code=self.codes.stake))
                        for o in STAKE_OWNERS for r in ROLES}
         self.escrows = {ch: E.EmbeddedEscrow(c, self.codes.escrow, self.reg.address, self.addr[a], self.addr[b],
                                              payer_key_int(k))
