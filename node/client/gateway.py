@@ -706,6 +706,12 @@ def _record(endpoint: str, stream: bool, body: bytes) -> tuple[Optional[dict], s
     return cocoon, content, calls
 
 
+class _SSEResponse(web.StreamResponse):
+    """A stream whose headers leave with its first event (as aiohttp's ``web.Response`` does): one
+    write, so one wake-up of the caller, for the first token."""
+    _send_headers_immediately = False
+
+
 class _Job:
     """One forwarded request and its answer. It ends paid (:meth:`Gateway.settle`) or released
     (:meth:`Gateway.release`); one that cannot end here goes to :meth:`Gateway.recover`."""
@@ -823,7 +829,7 @@ class _Job:
         await self._send(out, sse.event(obj) + ending)
 
     async def stream(self) -> web.StreamResponse:
-        out = web.StreamResponse(status=200, headers=sse.HEADERS)
+        out = _SSEResponse(status=200, headers=sse.HEADERS)
         await out.prepare(self.request)
         decoder = sse.SSEDecoder()
         chunks: list[dict] = []
