@@ -11,7 +11,7 @@ import json
 import openai
 import pytest
 
-from tests.e2e.devnet_kit import (TON, advance, ask, books, check_books, cli, cli_json, make_devnet, openai_client,
+from tests.devnet_kit import (TON, advance, ask, books, check_books, cli, cli_json, make_devnet, openai_client,
                                   time_limit, wait_for)
 from node.devnet import money
 

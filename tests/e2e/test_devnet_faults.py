@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.devnet_kit import check_books, cli, make_devnet, openai_client, time_limit, wait_for, worker_jobs
+from tests.devnet_kit import check_books, cli, make_devnet, openai_client, time_limit, wait_for, worker_jobs
 from node.devnet.network import _worker_connected
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.devnet_kit import cli_json, make_devnet, openai_client, time_limit
+from tests.devnet_kit import cli_json, make_devnet, openai_client, time_limit
 
 
 @pytest.fixture(scope="module")
