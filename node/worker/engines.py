@@ -20,7 +20,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Optional, Union
+from typing import AsyncIterator, Callable, Optional, Union
 
 from node.openai import errors
 from node.openai.protocol import ChatRequest, CompletionRequest
@@ -35,7 +35,14 @@ Request = Union[ChatRequest, CompletionRequest]
 @dataclass
 class Piece:
     text: str
-    tokens: int             # completion tokens this text accounts for
+    tokens: Optional[int]   # completion tokens this text accounts for; None: ``count(text)``, when asked
+    count: Optional[Callable[[str], int]] = None
+
+    def token_count(self) -> int:
+        """The tokens of this piece, counted once and only when asked (a cancelled job's bill)."""
+        if self.tokens is None:
+            self.tokens = self.count(self.text) if self.text and self.count else 0
+        return self.tokens
 
 
 @dataclass
@@ -524,7 +531,6 @@ class HttpEngine:
         path = "/v1/chat/completions" if isinstance(req, ChatRequest) else "/v1/completions"
         finish, usage, text = "stop", None, []
         calls: dict[int, list] = {}
-        delivered_tokens = 0
         try:
             async with self.session.post(self.url + path, json=self._body(req)) as r:
                 if r.status != 200:
@@ -561,9 +567,7 @@ class HttpEngine:
                                 finish = ch["finish_reason"]
                             if piece:
                                 text.append(piece)
-                                n = self.tokenizer.count(piece)
-                                delivered_tokens += n
-                                yield Piece(piece, n)
+                                yield Piece(piece, None, self.tokenizer.count)
                         if cancel.is_set():
                             finish = "cancelled"
                             break
@@ -579,6 +583,7 @@ class HttpEngine:
             prompt_n = usage.prompt_tokens
         else:
             joined = "".join(text) + "".join(a for _, a in calls.values())
-            completion = self.tokenizer.count(joined) if finish != "cancelled" else delivered_tokens
+            completion = (self.tokenizer.count(joined) if finish != "cancelled"
+                          else sum(self.tokenizer.count(p) for p in text))
             prompt_n = len(prompt)
         yield Done(finish, prompt_n, completion, [{"name": n, "arguments": a} for _, (n, a) in sorted(calls.items())])

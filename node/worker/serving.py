@@ -132,7 +132,7 @@ class Server:
         created = int(time.time())
         model = self.model_name
         texts: list[str] = []
-        delivered_tokens = 0
+        delivered: list[Piece] = []         # their tokens are counted only if the bill needs them
         done: Optional[Done] = None
         error: Optional[errors.APIError] = None
         link_lost = False
@@ -181,7 +181,7 @@ class Server:
                                 await send(F.Chunk(job.job_id, data))
                             if not cancel.is_set():
                                 texts.append(item.text)
-                                delivered_tokens += item.tokens
+                                delivered.append(item)
                 except StopAsyncIteration:
                     raise errors.internal("the engine ended without a result") from None
                 except asyncio.TimeoutError:
@@ -192,8 +192,10 @@ class Server:
             finally:
                 slots.release()
                 gen_time = time.monotonic() - gen_start
-                if delivered_tokens and gen_time > 0:
-                    self.metrics.tokens_per_second.set(delivered_tokens / gen_time)
+                made = (done.completion_tokens if done is not None and done.finish_reason != "cancelled"
+                        else sum(p.token_count() for p in delivered))
+                if made and gen_time > 0:
+                    self.metrics.tokens_per_second.set(made / gen_time)
         except errors.APIError as e:
             error = e
         except Exception as e:
@@ -208,7 +210,7 @@ class Server:
             completion = done.completion_tokens
             prompt_n = done.prompt_tokens
         else:
-            completion = delivered_tokens
+            completion = sum(p.token_count() for p in delivered)
             prompt_n = len(prompt) if started else 0
             if not req.stream:          # an answer that never went out delivered nothing
                 completion, content = 0, ""
