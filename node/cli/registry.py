@@ -6,8 +6,6 @@ execute after the governance delay (``cocoon registry execute ID``).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
-from typing import Optional
 
 import click
 from pytoniq_core import Address
@@ -17,7 +15,7 @@ from wrappers.build import load_code
 from wrappers.chain.records import fmt_ton
 from wrappers.errors import explain_error
 
-from .context import DEFAULT_STATE, ChainContext, UserError, chain_now, guarded, load_keys, open_wallet
+from .context import ChainContext, UserError, chain_now, guarded, load_keys, open_wallet
 from .options import (Nanotons, TonAmount, check_advance, lang_option, network_option, network_options, not_sent,
                       owner_address, parse_address, parse_hex256, registry_address, registry_file, registry_option,
                       state_file_option, uint, utc)
