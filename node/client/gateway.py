@@ -482,10 +482,15 @@ class Gateway:
         deadline = time.monotonic() + self.settings.request_timeout + RESUME_WAIT
         delay, server_errors = 0.2, 0
         while True:
-            status, body, why = None, b"", ""
+            status, body, why = None, b"", "the proxy is not in use"
+            conn = job.conn
+            if conn.http.closed:   # the proxy was dropped meanwhile; its connection may be open again
+                p = self.proxy
+                conn = p if p is not None and raw(p.cand.owner) == ch.row.proxy_owner else None
             try:
-                async with job.conn.http.post(ENDPOINT_PATHS[job.endpoint], data=job.sent, headers=headers) as r:
-                    status, body = r.status, await r.read()
+                if conn is not None:
+                    async with conn.http.post(ENDPOINT_PATHS[job.endpoint], data=job.sent, headers=headers) as r:
+                        status, body = r.status, await r.read()
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 why = describe_failure(e)
             if status == 200:
@@ -500,8 +505,8 @@ class Gateway:
                     await self.release(job)
                     return
             if time.monotonic() > deadline:
-                log.warning("request %s: the proxy's record could not be read (%s); the channel's totals are taken "
-                            "from the proxy when it is next resumed", job.request_id, why)
+                log.warning("request %s: the proxy's record could not be read (%s); it is no longer counted in "
+                            "flight", job.request_id, why)
                 async with ch.lock:
                     ch.inflight.pop(job.request_id, None)
                 return
@@ -638,6 +643,8 @@ class Gateway:
     async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
                            quiet: bool = False) -> Optional[bool]:
         """True: the proxy holds this total; False: it refused it; None: it could not be reached."""
+        if conn.http.closed:   # the proxy was dropped: the next settle (or a restart) covers this total
+            return None
         body = {"channel": ch.row.address, "request_id": request_id, "voucher": ch.voucher(amount)}
         try:
             async with conn.http.post("/v1/cocoon/settle", json=body) as r:
