@@ -183,6 +183,28 @@ class ChainContext:
     async def status(self, address: Address) -> str:
         return await self.net.status(address)
 
+    def contract(self, contract_cls: type, address: Address):
+        """``contract_cls(provider, address)`` (``Registry``, ``Stake``...) on this network, used
+        synchronously: ``.read.params()``, ``.deployed``, ``.balance`` (:class:`~wrappers.chain.contract.Instant`)."""
+        return self.instant(contract_cls(self.provider, address))
+
+    def instant(self, contract):
+        """A contract object built on :attr:`contract_provider` (``Stake.from_init(ctx.contract_provider,
+        ...)``), used synchronously."""
+        from wrappers.chain.contract import Instant
+
+        return Instant(contract, self.call)
+
+    @property
+    def contract_provider(self):
+        """The provider contract objects are built on: a failing get-method raises its own error
+        (``GetMethodError``, with the exit code), which :func:`guarded` turns into one line."""
+        return self.provider
+
+    def sender(self, wallet) -> "_ProgressSender":
+        """``wallet`` as the sender of contract objects' ``send_*``, with a progress bar while it waits."""
+        return _ProgressSender(self, wallet)
+
     # ------------------------------------------------------------------------ signing and sending
     async def wallet(self, keys: Keys):
         def funded(address: Address, amount: int) -> None:
@@ -214,9 +236,24 @@ class ChainContext:
             progress.done()
 
 
+class _ProgressSender:
+    """A wallet as the sender of contract objects, through :meth:`ChainContext.send` (progress bar)."""
+
+    def __init__(self, ctx: "ChainContext", wallet):
+        self.ctx, self.wallet = ctx, wallet
+
+    @property
+    def address(self) -> Address:
+        return self.wallet.address
+
+    async def send_message(self, dest: Address, value: int, body: Optional[Cell] = None, *,
+                           state_init: Optional[StateInit] = None, bounce: bool = True) -> list:
+        return await self.ctx.send(self.wallet, dest, value, body, state_init, bounce)
+
+
 def chain_now(ctx: "ChainContext") -> int:
     """The chain's time: the embedded chain's (or chain server's) clock, or the wall clock."""
-    return ctx.chain.now if ctx.chain is not None else int(time.time())
+    return ctx.call(ctx.net.now())
 
 
 def guarded(f):

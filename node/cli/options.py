@@ -71,9 +71,10 @@ def not_sent(ctx, where: str) -> str:
     import time
 
     text = f"the message did not reach {where}; nothing changed"
-    if ctx.chain is not None and ctx.chain.now > time.time() + 60:
-        text += (f" (the wallet signs messages valid until this computer's clock + 60 s, and the embedded chain's "
-                 f"clock, {utc(ctx.chain.now)}, is past that)")
+    now = ctx.call(ctx.net.now())  # the wall clock on a real network: never ahead
+    if now > time.time() + 60:
+        text += (f" (the wallet signs messages valid until this computer's clock + 60 s, and the local chain's "
+                 f"clock, {utc(now)}, is past that)")
     return text
 
 

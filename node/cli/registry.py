@@ -29,7 +29,7 @@ def _parse_hash(value: str) -> int:
 
 
 def _check_result(ctx: ChainContext, txs, registry: Address, what: str) -> None:
-    """On the embedded chain, say whether the registry accepted the message, and why not."""
+    """From the transactions the network reported, say whether the registry accepted the message, and why not."""
     mine = [t for t in txs if t.account.hash_part == registry.hash_part and not t.bounced]
     if not mine:
         raise UserError(not_sent(ctx, f"the registry {registry.to_str()}"))
@@ -67,17 +67,17 @@ def deploy(network, state_file, mnemonic_file, key_file, wallet_version, lang, t
         if problems:
             raise UserError("; ".join(problems))
         codes = R.ChildCodes(*[_maybe_code(n, lang) for n in ("stake", "escrow", "reputation")])
-        si = R.state_init(load_code("registry", lang), R.initial_data(me, params, codes))
-        addr = R.address_of(si)
-        if ctx.call(ctx.status(addr)) == "active":
+        reg = ctx.instant(R.Registry.from_init(ctx.contract_provider, me, params, codes, lang=lang))
+        addr = reg.address
+        if reg.deployed:
             raise UserError(f"your registry with this code and these parameters is already deployed at "
                             f"{addr.to_str()}; use it (--registry) or deploy with other parameters")
         w = ctx.call(ctx.wallet(keys))
         click.echo(f"deploying the registry ({lang}) at {addr.to_str()} from {w.address.to_str()}")
-        txs = ctx.call(ctx.send(w, addr, value, None, state_init=si, bounce=False))
-        if network == "embedded":
-            if ctx.chain.state(addr)[0] != "active":
-                raise UserError("the registry did not deploy; " + "; ".join(t.describe() for t in txs))
+        txs = reg.send_deploy(ctx.sender(w), value)
+        if txs and not reg.deployed:  # the network reported the transactions: they say why
+            raise UserError("the registry did not deploy; " + "; ".join(t.describe() for t in txs))
+        if network == "embedded":  # the embedded chain's registry file, next to its state file
             registry_file(state_file).parent.mkdir(parents=True, exist_ok=True)
             registry_file(state_file).write_text(addr.to_str() + "\n")
         click.echo(f"registry: {addr.to_str()}")
@@ -98,7 +98,7 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry)
     """Print everything the registry holds."""
     addr = registry_address(registry, state_file, network)
     with ChainContext(network, state_file, wallet_version) as ctx:
-        rd = R.RegistryReader(ctx.get_method, addr)
+        rd = ctx.contract(R.Registry, addr).read
         owner, pending = rd.owner()
         p = rd.params()
         click.echo(f"registry      {addr.to_str()}")
@@ -127,9 +127,9 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry)
                        f"{'active' if px.active else 'INACTIVE'}")
         props, next_id = rd.proposals()
         click.echo(f"proposals     {len(props)} open (next id {next_id})")
-        now = ctx.chain.now if ctx.chain is not None else None
+        now = chain_now(ctx)
         for pr in props:
-            when = ("ready" if now is not None and now >= pr.execute_after else f"after {utc(pr.execute_after)}")
+            when = ("ready" if now >= pr.execute_after else f"after {utc(pr.execute_after)}")
             click.echo(f"  #{pr.id} {R.describe_action(pr.action)} [{when}]")
 
 
@@ -177,15 +177,16 @@ def _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, regi
     addr = registry_address(registry, state_file, network)
     keys = load_keys(mnemonic_file, key_file)
     with ChainContext(network, state_file, wallet_version) as ctx:
-        rd = R.RegistryReader(ctx.get_method, addr)
+        reg = ctx.contract(R.Registry, addr)
+        rd = reg.read
         me = _wallet_address(ctx, keys)
         if owner_only:
             _require_owner(rd, me)
         if check is not None:
             body, value = check(ctx, rd, me) or (body, value)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, int(round(value * 1e9)), body))
-        if network == "embedded":
+        txs = reg.send(ctx.sender(w), body, int(round(value * 1e9)))
+        if txs:  # the network reported the transactions (the embedded chain, the chain server)
             _check_result(ctx, txs, addr, what)
         else:
             click.echo(f"sent: {what}; check the result with `cocoon registry show`")
@@ -211,7 +212,7 @@ def add(network, state_file, mnemonic_file, key_file, wallet_version, registry, 
 
     ctx, rd = _owner_op(network, state_file, mnemonic_file, key_file, wallet_version, registry,
                         R.propose(R.action_add(KINDS[kind], h)), f"proposal: allow {kind} {h:064x}", check=check)
-    p = rd.proposal(pid) if ctx.chain is not None else None
+    p = rd.proposal(pid)  # None while a real network has not shown it yet
     when = f"executable after {utc(p.execute_after)}" if p is not None else "executable after the governance delay"
     click.echo(f"proposal #{pid}: {when} (`cocoon registry execute {pid}`)")
 
@@ -309,8 +310,8 @@ def execute(network, state_file, mnemonic_file, key_file, wallet_version, regist
         p = _open_proposal(rd, proposal_id)
         now = chain_now(ctx)
         if now < p.execute_after:
-            hint = (f"; on the embedded chain move the clock with `cocoon registry advance-time {p.execute_after - now}`"
-                    if ctx.chain is not None else "")
+            hint = (f"; on a local chain move the clock with `cocoon registry advance-time {p.execute_after - now}`"
+                    if ctx.net.dev else "")
             raise _refuse(R.Err.PROPOSAL_NOT_READY, f"proposal #{proposal_id} is executable after "
                           f"{utc(p.execute_after)}, in {p.execute_after - now} s{hint}")
         if p.action.begin_parse().preload_uint(8) == R.ACTION["slash_stake"]:
@@ -371,10 +372,9 @@ def advance_time(state_file, seconds, network="embedded"):
     past a governance delay); at most ten years per step."""
     check_advance(0, seconds)  # the sign and the size of the step, before the chain is opened
     with ChainContext(network, state_file) as ctx:
-        if ctx.chain is None:
+        if not ctx.net.dev:
             raise UserError(f"{network} has no clock to move: only the embedded chain and the chain server")
-        now = ctx.chain.now
-        check_advance(now, seconds)
-        now = ctx.chain.advance(seconds)
-        where = "embedded" if ctx.net.chain is not None else "local"
+        check_advance(chain_now(ctx), seconds)
+        now = ctx.call(ctx.net.advance(seconds))
+        where = "embedded" if network == "embedded" else "local"
         click.echo(f"{where} chain time is now {utc(now)} ({now})")

@@ -46,7 +46,7 @@ def _record_address(ctx: ChainContext, registry: Address, worker: Address) -> Ad
     from wrappers.chain.getmethod import GetMethodError
 
     try:
-        return R.RegistryReader(ctx.get_method, registry).reputation_address(worker)
+        return ctx.contract(R.Registry, registry).read.reputation_address(worker)
     except GetMethodError as e:
         if e.exit_code == R.Err.NO_CHILD_CODE:
             raise UserError("this registry holds no reputation code; its owner must set the child codes "
@@ -55,8 +55,6 @@ def _record_address(ctx: ChainContext, registry: Address, worker: Address) -> Ad
 
 
 def _deployed(ctx: ChainContext, address: Address) -> bool:
-    if ctx.chain is not None:
-        return ctx.chain.state(address)[0] == "active"
     return ctx.call(ctx.status(address)) == "active"
 
 
@@ -89,7 +87,7 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry,
                 click.echo(f"no record yet for {w.to_str()}: no proxy has reported this worker and no slash "
                            f"was recorded (its record will be {addr.to_str()})")
             return
-        rd = P.ReputationReader(ctx.get_method, addr)
+        rd = ctx.contract(P.Reputation, addr).read
         rec, score = rd.record(), rd.score()
         if as_json:
             click.echo(json.dumps(_record_json(w, addr, rec, score, now)))
@@ -138,13 +136,13 @@ def reported(network, state_file, mnemonic_file, key_file, wallet_version, regis
     if limit <= 0:
         raise UserError("--limit must be positive")
     with ChainContext(network, state_file, wallet_version) as ctx:
-        code = R.RegistryReader(ctx.get_method, reg).child_codes().reputation
+        code = ctx.contract(R.Registry, reg).read.child_codes().reputation
         if code is None:
             raise UserError("this registry holds no reputation code, so no worker has a record")
         now = _now(ctx)
         if ctx.net.chain is not None:  # the in-process chain: every account is at hand
             rows = [(rec.worker_owner, addr, rec.reporters[key], rec.score_at(now), rec.totals.reports)
-                    for addr, rec in P.records_on_chain(ctx.chain, code, reg) if key in rec.reporters]
+                    for addr, rec in P.records_on_chain(ctx.net.chain, code, reg) if key in rec.reporters]
             source = "the records on the embedded chain"
         else:
             rows = _rows_from_history(ctx, reg, key, limit, now)
@@ -230,19 +228,19 @@ def submit(network, state_file, mnemonic_file, key_file, wallet_version, registr
         addr = _precheck(ctx, reg, proxy, w, report, operator.private)
         body = P.signed_submission(report, operator.private)
         wallet = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(wallet, reg, value, body))
-        if ctx.chain is None:
+        txs = ctx.contract(R.Registry, reg).send(ctx.sender(wallet), body, value)
+        if not txs:  # the network does not report transactions
             click.echo(f"sent; check it with `cocoon reputation show {w.to_str()} --network {network}`")
             return
         _explain(ctx, txs, reg, addr)
         click.echo(f"ok: report for epoch {report.epoch} applied to {addr.to_str()}; "
-                   f"score now {P.ReputationReader(ctx.get_method, addr).score()}")
+                   f"score now {ctx.contract(P.Reputation, addr).read.score()}")
 
 
 def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, report: P.Report,
               operator_key: bytes) -> Address:
     """The checks the registry and the record will make, done first so a refusal costs nothing."""
-    info = R.RegistryReader(ctx.get_method, reg).proxy(proxy)
+    info = ctx.contract(R.Registry, reg).read.proxy(proxy)
     if info is None:
         raise UserError(f"{proxy.to_str()} is not a registered proxy (the registry would answer 206); "
                         "register it through its stake contract first")
@@ -252,7 +250,7 @@ def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, 
     if info.operator_key != K.public_key_int(operator_key):
         raise UserError("that operator key is not the proxy's registered key (the registry would answer 213); "
                         "use the key the proxy's stake contract bound")
-    rd = R.RegistryReader(ctx.get_method, reg)
+    rd = ctx.contract(R.Registry, reg).read
     stake = rd.stake_address(worker, R.ROLE_WORKER)
     if not _deployed(ctx, stake):
         raise UserError(f"{worker.to_str()} has no worker stake under this registry ({stake.to_str()}), so it is "
@@ -264,7 +262,7 @@ def _precheck(ctx: ChainContext, reg: Address, proxy: Address, worker: Address, 
     if report.epoch < now - P.REPORT_WINDOW:
         raise UserError(f"epoch {report.epoch} is older than the {P.REPORT_WINDOW // 86400}-day report window (500)")
     if _deployed(ctx, addr):
-        last = P.ReputationReader(ctx.get_method, addr).reporter(report.proxy_owner_hash)
+        last = ctx.contract(P.Reputation, addr).read.reporter(report.proxy_owner_hash)
         if last is not None and report.epoch <= last:
             raise UserError(f"this proxy already reported epoch {last} for this worker; a new report needs a "
                             f"later epoch (the record would answer 501)")

@@ -60,8 +60,6 @@ def _duration(seconds: int) -> str:
 
 
 def _deployed(ctx: ChainContext, address: Address) -> bool:
-    if ctx.chain is not None:
-        return ctx.chain.state(address)[0] == "active"
     return ctx.call(ctx.status(address)) == "active"
 
 
@@ -71,11 +69,12 @@ def _owner_address(ctx: ChainContext, keys) -> Address:
 
 
 class Target:
-    """The stake contract a command acts on: address, StateInit (from the registry's stake code) and
-    a reader."""
+    """The stake contract a command acts on (a :class:`~wrappers.stake.Stake` from the registry's
+    stake code, used synchronously) and its registry."""
 
     def __init__(self, ctx: ChainContext, registry: Address, owner: Address, role: int):
-        rd = R.RegistryReader(ctx.get_method, registry)
+        self.reg = ctx.contract(R.Registry, registry)
+        rd = self.reg.read
         try:
             code = rd.child_codes().stake
         except Exception:
@@ -85,16 +84,15 @@ class Target:
             raise UserError("this registry has no stake code yet; its owner must set it "
                             "(a set_child_codes proposal) before stakes can be deployed")
         self.ctx, self.registry, self.owner, self.role = ctx, registry, owner, role
-        self.state_init = S.stake_state_init(code, registry, owner, role)
-        self.address = R.address_of(self.state_init)
+        self.stake = ctx.instant(S.Stake.from_init(ctx.contract_provider, registry, owner, role, code=code))
+        self.address, self.read = self.stake.address, self.stake.read
         if rd.stake_address(owner, role) != self.address:
             raise UserError("the registry derives another stake address than its own stake code gives; "
                             "refusing to send anything")
-        self.read = S.StakeReader(ctx.get_method, self.address)
 
     @property
     def deployed(self) -> bool:
-        return _deployed(self.ctx, self.address)
+        return self.stake.deployed
 
 
 def _target(ctx: ChainContext, network: str, state_file: Path, registry: Optional[str], owner: Address,
@@ -110,9 +108,9 @@ def _refusal(t, address: Address) -> str:
 
 
 def _result(ctx: ChainContext, txs, tgt: Target, what: str, before=None) -> None:
-    """Say whether the stake accepted the message. On the embedded chain the transactions are at
-    hand; on a real network the command watches the contract until its state changes."""
-    if ctx.chain is None:
+    """Say whether the stake accepted the message: from its transactions where the network reports
+    them (the embedded chain, the chain server), else by watching the contract until its state changes."""
+    if not txs:
         _await_change(tgt, before, what)
         return
     mine = [t for t in txs if t.account.hash_part == tgt.address.hash_part and not t.bounced]
@@ -161,8 +159,7 @@ def _owner_command(network, state_file, mnemonic_file, key_file, wallet_version,
             check(tgt)
         w = ctx.call(ctx.wallet(keys))  # funds a new wallet on the embedded chain: only once the checks passed
         before = _snapshot(tgt)
-        si = tgt.state_init if not tgt.deployed else None
-        txs = ctx.call(ctx.send(w, tgt.address, value, body, state_init=si))
+        txs = tgt.stake.send(ctx.sender(w), body, value)  # the first message deploys it
         _result(ctx, txs, tgt, what, before)
         return ctx, tgt, txs
 
@@ -186,7 +183,7 @@ def deposit(network, state_file, mnemonic_file, key_file, wallet_version, regist
         if tgt.deployed and tgt.read.state().jailed:
             raise UserError("this stake is jailed by a slash and takes no deposits; unbond and withdraw what is left")
         held = tgt.read.state().active if tgt.deployed else 0
-        minimum = S.min_stake(R.RegistryReader(tgt.ctx.get_method, tgt.registry).params().staking, tgt.role)
+        minimum = S.min_stake(tgt.reg.read.params().staking, tgt.role)
         if held + nano < minimum:
             _warn(f"the stake will hold {fmt_ton(held + nano)} TON, below the registry's minimum of "
                   f"{fmt_ton(minimum)} TON for a {role}: it stays inactive until it holds that much")
@@ -194,8 +191,7 @@ def deposit(network, state_file, mnemonic_file, key_file, wallet_version, regist
     ctx, tgt, _ = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, role,
                                  S.deposit(), nano + S.DEPOSIT_FEE, f"deposited {fmt_ton(nano)} TON",
                                  check=not_jailed, deploy=True)
-    if ctx.chain is not None:
-        _print_brief(tgt)
+    _print_brief(tgt)
 
 
 @stake.command()
@@ -223,17 +219,16 @@ def unbond(network, state_file, mnemonic_file, key_file, wallet_version, registr
             _warn(f"this leaves {fmt_ton(st.active - nano)} TON active, below the minimum of {fmt_ton(minimum)} TON: "
                   f"the {role} stake becomes inactive")
             if tgt.role == S.ROLE_PROXY:
-                proxy = R.RegistryReader(tgt.ctx.get_method, tgt.registry).proxy(tgt.owner)
+                proxy = tgt.reg.read.proxy(tgt.owner)
                 if proxy is not None and proxy.active:
                     _warn(f"your registered proxy {proxy.endpoint} turns inactive at the registry: clients and "
                           "workers stop using it and its reputation reports are refused")
 
     ctx, tgt, _ = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, role,
                                  S.unbond(nano), S.OP_VALUE, f"unbonding {fmt_ton(nano)} TON", check=enough)
-    if ctx.chain is not None:
-        reqs = tgt.read.unbonding().requests
-        if reqs:
-            click.echo(f"withdrawable from {_when(reqs[-1].unlock_at, _now(ctx))}")
+    reqs = tgt.read.unbonding().requests
+    if reqs:
+        click.echo(f"withdrawable from {_when(reqs[-1].unlock_at, _now(ctx))}")
 
 
 @stake.command()
@@ -254,9 +249,9 @@ def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, regis
             return
         now = _now(tgt.ctx)
         left = ub.next_unlock - now
-        if tgt.ctx.chain is not None:
+        if tgt.ctx.net.dev:  # a clock that moves on request: say so rather than wait
             raise UserError(f"nothing is unlocked yet: the first request unlocks at {_when(ub.next_unlock, now)}; "
-                            f"on the embedded chain move the clock with `cocoon registry advance-time {left}`")
+                            f"on a local chain move the clock with `cocoon registry advance-time {left}`")
         if not wait:
             raise UserError(f"nothing is unlocked yet: the first request unlocks at {_when(ub.next_unlock, now)}; "
                             "run again then, or pass --wait")
@@ -272,11 +267,10 @@ def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, regis
 
     ctx, tgt, txs = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, role,
                                    S.withdraw(), S.OP_VALUE, "withdrawal", check=unlocked)
-    if ctx.chain is not None:
-        paid = [t for t in txs if t.src is not None and t.src.hash_part == tgt.address.hash_part
-                and t.op == S.OP["payout"]]
-        if paid:
-            click.echo(f"received {fmt_ton(paid[0].value)} TON (the withdrawn stake and the unspent value)")
+    paid = [t for t in txs if t.src is not None and t.src.hash_part == tgt.address.hash_part
+            and t.op == S.OP["payout"]]  # where the network reports the transactions
+    if paid:
+        click.echo(f"received {fmt_ton(paid[0].value)} TON (the withdrawn stake and the unspent value)")
 
 
 @stake.command("set-operator")
@@ -325,12 +319,12 @@ def register_proxy(network, state_file, mnemonic_file, key_file, wallet_version,
 
     ctx, tgt, txs = _owner_command(network, state_file, mnemonic_file, key_file, wallet_version, registry, "proxy",
                                    body, S.OP_VALUE, f"registration of {endpoint} sent to the registry", check=active)
-    if ctx.chain is not None:
-        reg = [t for t in txs if t.account.hash_part == tgt.registry.hash_part
-               and t.op == S.REGISTRY_OP["register_proxy"] and not t.bounced]
-        if reg and not reg[0].success:
-            raise UserError(f"the registry refused the registration: error {S.describe_error(reg[0].exit_code)}; "
-                            "the value went back to your wallet")
+    reg = [t for t in txs if t.account.hash_part == tgt.registry.hash_part
+           and t.op == S.REGISTRY_OP["register_proxy"] and not t.bounced]
+    if reg and not reg[0].success:
+        raise UserError(f"the registry refused the registration: error {S.describe_error(reg[0].exit_code)}; "
+                        "the value went back to your wallet")
+    if txs:  # the network reported the transactions: the registration is known to have landed
         click.echo(f"registered: proxy {endpoint}")
 
 
@@ -349,8 +343,8 @@ def refresh(network, state_file, mnemonic_file, key_file, wallet_version, regist
         if not tgt.deployed:
             raise UserError(f"there is no {role} stake of {owner.to_str()} under this registry")
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, tgt.address, S.REFRESH_VALUE, S.refresh_params()))
-        if ctx.chain is not None:
+        txs = tgt.stake.send_refresh_params(ctx.sender(w))
+        if txs:  # the network reported the transactions
             _result(ctx, txs, tgt, "parameters refreshed")
             version, _ = tgt.read.params()
             click.echo(f"the stake now holds the registry's parameters of version {version}")
@@ -372,8 +366,8 @@ def status(network, state_file, mnemonic_file, key_file, wallet_version, registr
             addr = _address(address_text, "--address")
             if not _deployed(ctx, addr):
                 raise UserError(f"no stake contract is deployed at {addr.to_str()} on {network}")
-            rd = S.StakeReader(ctx.get_method, addr)
-            _print_status(ctx, addr, rd, R.RegistryReader(ctx.get_method, rd.state().registry))
+            rd = ctx.contract(S.Stake, addr).read
+            _print_status(ctx, addr, rd, ctx.contract(R.Registry, rd.state().registry).read)
             return
         owner = _address(owner_text, "--owner") if owner_text else _owner_address(
             ctx, load_keys(mnemonic_file, key_file))
@@ -383,7 +377,7 @@ def status(network, state_file, mnemonic_file, key_file, wallet_version, registr
             click.echo(f"owner         {owner.to_str()}")
             click.echo(f"start with `cocoon stake deposit AMOUNT --role {role}`")
             return
-        _print_status(ctx, tgt.address, tgt.read, R.RegistryReader(ctx.get_method, tgt.registry))
+        _print_status(ctx, tgt.address, tgt.read, tgt.reg.read)
 
 
 def _print_brief(tgt: Target) -> None:
@@ -392,7 +386,7 @@ def _print_brief(tgt: Target) -> None:
                f"{'ACTIVE' if st.is_active else 'inactive'}")
 
 
-def _print_status(ctx: ChainContext, addr: Address, rd: S.StakeReader, reg: R.RegistryReader) -> None:
+def _print_status(ctx: ChainContext, addr: Address, rd, reg) -> None:
     st, ub, keys, sl = rd.state(), rd.unbonding(), rd.keys(), rd.slashing()
     version, staking = rd.params()
     now = _now(ctx)
@@ -428,9 +422,7 @@ def _print_status(ctx: ChainContext, addr: Address, rd: S.StakeReader, reg: R.Re
         if current != staking:
             line += "; the registry's staking parameters have changed since: `cocoon stake refresh` picks them up"
         click.echo(line)
-    balance = ctx.chain.balance(addr) if ctx.chain is not None else None
-    if balance is not None:
-        click.echo(f"balance       {fmt_ton(balance)} TON")
+    click.echo(f"balance       {fmt_ton(ctx.call(ctx.net.balance(addr)))} TON")
 
 
 def _read_statement(path: str) -> S.SignedStatement:
@@ -486,7 +478,8 @@ def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_ver
     with ChainContext(network, state_file, wallet_version) as ctx:
         if not _deployed(ctx, x.stake):
             raise UserError(f"no stake contract is deployed at {x.stake.to_str()} on {network}")
-        rd = S.StakeReader(ctx.get_method, x.stake)
+        target = ctx.contract(S.Stake, x.stake)
+        rd = target.read
         st, k, sl = rd.state(), rd.keys(), rd.slashing()
         if st.jailed:
             used = S.evidence_id(x, y) == sl.evidence
@@ -498,8 +491,8 @@ def report_equivocation(network, state_file, mnemonic_file, key_file, wallet_ver
             raise UserError("the signatures do not verify with the stake's operator key (nor with a retired key "
                             "still in its window); the contract would refuse the report")
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, x.stake, value, S.report_equivocation(a, b)))
-        if ctx.chain is None:
+        txs = target.send_report_equivocation(ctx.sender(w), a, b, value)
+        if not txs:  # the network does not report transactions
             click.echo(f"sent; check the outcome with `cocoon stake status --address {x.stake.to_str()}`")
             return
         mine = [t for t in txs if t.account.hash_part == x.stake.hash_part and not t.bounced]

@@ -159,13 +159,15 @@ def reader_class(contract_cls: type, names: tuple[str, ...], doc: str = "") -> t
 
 
 class Instant:
-    """A contract object on the embedded chain, used synchronously: ``read.params()`` runs
-    ``get_params``, ``send(wallet, body, value)`` runs ``send``, ``send_deposit(...)`` runs it, and
-    ``balance``/``data_hash`` read the account. Everything else is the contract's own attribute."""
+    """A contract object used synchronously: ``read.params()`` runs ``get_params``, ``send(wallet,
+    body, value)`` runs ``send``, ``send_deposit(...)`` runs it, ``balance`` and ``data_hash`` read
+    the account. ``runner`` runs each coroutine: :func:`run` (the embedded chain, the default) or a
+    loop's (the CLI's ``ctx.call``, on any network). Everything else is the contract's own attribute."""
 
-    def __init__(self, contract: Contract):
+    def __init__(self, contract: Contract, runner: Callable[[Any], Any] = None):
         self.contract = contract
-        self.read = _InstantRead(contract)
+        self.runner = runner or run
+        self.read = _InstantRead(contract, self.runner)
 
     @property
     def chain(self):
@@ -173,33 +175,37 @@ class Instant:
 
     @property
     def balance(self) -> int:
-        return self.chain.balance(self.contract.address)
+        return self.runner(self.contract.get_balance())
 
     @property
-    def data_hash(self) -> bytes:
-        return self.chain.state(self.contract.address)[2].hash
+    def data_hash(self) -> Optional[bytes]:
+        return self.runner(self.contract.get_data_hash())
+
+    @property
+    def deployed(self) -> bool:
+        return self.runner(self.contract.is_deployed())
 
     def send(self, wallet: Sender, body: Optional[Cell] = None, value: Optional[int] = None, deploy: bool = False,
              bounce: bool = True) -> list:
-        return run(self.contract.send(wallet, value, body, bounce=bounce, deploy=True if deploy else None))
+        return self.runner(self.contract.send(wallet, value, body, bounce=bounce, deploy=True if deploy else None))
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.contract, name)
         if inspect.iscoroutinefunction(attr):
             @functools.wraps(attr)
             def now(*args, **kwargs):
-                return run(attr(*args, **kwargs))
+                return self.runner(attr(*args, **kwargs))
             return now
         return attr
 
 
 class _InstantRead:
-    def __init__(self, contract: Contract):
-        self._contract = contract
+    def __init__(self, contract: Contract, runner: Callable[[Any], Any]):
+        self._contract, self._runner = contract, runner
 
     def __getattr__(self, name: str) -> Callable:
         target = _getter(type(self._contract), name)
         if target is None:
             raise AttributeError(f"{type(self._contract).__name__} has no getter for {name!r}")
         attr = getattr(self._contract, target)
-        return lambda *args, **kwargs: run(attr(*args, **kwargs))
+        return lambda *args, **kwargs: self._runner(attr(*args, **kwargs))
