@@ -4,10 +4,13 @@ changes the answers on their way back:
 
 ``content``  the answer's text is changed after the worker signed it (non-streaming: the message;
              streaming: the first content delta);
-``resign``   the receipt is re-signed by another key (same statement, another signature).
+``resign``   the receipt is re-signed by another key (same statement, another signature);
+``cut``      a paid stream ends after its second chunk, without a receipt (the proxy goes on, cancels
+             the worker and bills what was delivered); a request with a zero voucher (one asking only
+             for the record of its request id) passes untouched.
 
     python -m tests.client.relay --listen PORT --upstream HOST:PORT --dev-root DIR --measurements FILE \
-        --operator-key-file F --owner ADDR --mode content|resign
+        --operator-key-file F --owner ADDR --mode content|resign|cut
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Cell
 
+from node.openai import headers as H
 from node.openai import sse
 from node.tee.providers import SimulatedProvider
 from node.tee.ratls import Identity, PeerVerifier, RaTlsConnector, RaTlsSite
@@ -69,7 +73,7 @@ def main() -> None:
                             ch["message"]["content"] = (ch["message"].get("content") or "") + " (edited)"
                         else:
                             ch["text"] = ch.get("text", "") + " (edited)"
-                    else:
+                    elif mode == "resign":
                         resign(doc["cocoon"])
                     data = json.dumps(doc).encode()
                 out = web.Response(status=up.status, body=data,
@@ -79,12 +83,17 @@ def main() -> None:
             await out.prepare(request)
             dec = sse.SSEDecoder()
             edited = False
+            cut = mode == "cut" and not request.headers.get(H.VOUCHER, "").startswith("0:")
+            sent = 0
             async for chunk in up.content.iter_any():
                 for payload in dec.feed(chunk):
                     obj = sse.parse_event(payload)
                     if obj == sse.DONE:
                         await out.write(sse.DONE_EVENT)
                         continue
+                    if cut and sent == 2:
+                        return out
+                    sent += 1
                     if mode == "content" and not edited and obj.get("choices"):
                         d = obj["choices"][0].get("delta") or {}
                         if d.get("content"):

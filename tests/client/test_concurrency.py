@@ -1,7 +1,8 @@
 """Eight `openai` SDK clients at once on one gateway, some of them hanging up mid-stream: every
 request that is not abandoned succeeds (no 402 from books that disagree), an abandoned request is
 still paid for exactly what the proxy billed (its receipt fetched by its request id and verified),
-and at the end the gateway's total is the proxy's.
+and at the end the gateway's total is the proxy's. Then a stream that breaks between the proxy and
+the gateway is paid the same way, and the next request goes on.
 
 The module starts its own network: a worker with two slots and a queue, so eight requests fit.
 """
@@ -15,8 +16,10 @@ import time
 
 import pytest
 
-from tests.client.devnet import DevNet
-from tests.procs import COCOON, Procs
+import openai
+
+from tests.client.devnet import DevNet, raw
+from tests.procs import COCOON, PYTHON, Procs, free_port, port_ready
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="services run on Linux")
 MODEL = "smollm2"
@@ -101,3 +104,52 @@ def test_eight_clients_some_hanging_up_get_no_errors_and_the_books_agree(net):
         model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
     co = cocoon_of(r)
     assert co["verification"]["ok"] and co["settled_before"] == st["spent"]
+
+
+def test_a_stream_broken_before_its_receipt_is_paid_from_the_proxys_record(net):
+    """Between the proxy and the gateway, a relay ends the stream after two chunks: the caller gets an
+    SSE error at once; the proxy, its client gone, cancels the worker and bills what was delivered;
+    the gateway fetches that record by the request id (through the same relay, untouched), verifies its
+    receipt and pays it, so the books agree and the next request is admitted."""
+    port = free_port()
+    net.procs.start("relay-cut", [PYTHON, "-m", "tests.client.relay", "--listen", str(port), "--upstream",
+                                  f"127.0.0.1:{net.clients_port}", "--dev-root", str(net.root / "devroot"),
+                                  "--measurements", str(net.root / "proxy-image.json"),
+                                  "--operator-key-file", str(net.keys["proxy-operator"]),
+                                  "--owner", raw(net.proxy_owner), "--mode", "cut"],
+                    ready=port_ready(port), timeout=60, cwd=_repo())
+    g = net.gateway("cut", extra=("--proxy", raw(net.proxy_owner), "--proxy-endpoint", f"127.0.0.1:{port}"))
+    c = g.client(timeout=120, max_retries=0)
+    seen = []
+    with pytest.raises(openai.APIError) as e:
+        for chunk in c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count to ten."}],
+                                               max_tokens=24, stream=True):
+            seen.append(chunk)
+    assert len(seen) == 2 and "receipt" in str(e.value.message)
+    deadline = time.monotonic() + 120
+    while True:
+        st = g.status()
+        if st["receipts_verified"] == 1 and not st["requests_by_state"].get("authorized"):
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.5)
+    assert st["spent"] > 0 and st["receipts_failed"] == 0
+    rec = json.loads(g.cli("client", "receipts", "--json").stdout)
+    assert len(rec) == 1 and rec[0]["verified"] and rec[0]["paid"] == st["spent"]
+    # the proxy billed this channel exactly what the gateway paid
+    books = proxy_books(net)
+    before = 0   # what the first test's gateway paid on its own channel, when it ran
+    if (net.root / "busy").exists():
+        before = json.loads(subprocess.run([COCOON, "client", "status", "--json", "--state", str(net.root / "busy")],
+                                           capture_output=True, text=True, timeout=60).stdout)["spent"]
+    assert books["settled"] == before + st["spent"] and not books["running"], (books, before, st)
+    # a non-streaming answer passes the relay whole: the channel goes on from the same totals
+    r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
+    co = cocoon_of(r)
+    assert co["verification"]["ok"] and co["settled_before"] == st["spent"]
+
+
+def _repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
