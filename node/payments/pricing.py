@@ -118,30 +118,34 @@ PROMPT_TOKENS_PER_MESSAGE = 16   # what a chat template adds per message, at mos
 PROMPT_TOKENS_OVERHEAD = 64      # the template's fixed part
 
 
-def prompt_token_bound(body: bytes | str) -> int:
+_UNPARSED = object()
+
+
+def prompt_token_bound(body: bytes | str, doc: Any = _UNPARSED) -> int:
     """An upper bound on a request's prompt tokens from its body alone (docs/PROTOCOL.md §4): every
     prompt token is at least one byte of it, so the body's UTF-8 length, plus 16 per chat message
-    and 64 for the template."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-    messages = 0
-    try:
-        doc = json.loads(raw)
-        if isinstance(doc, dict) and isinstance(doc.get("messages"), list):
-            messages = len(doc["messages"])
-    except ValueError:
-        pass
+    and 64 for the template. ``doc``: the body already parsed (None if it is not JSON)."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    if doc is _UNPARSED:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+    messages = len(doc["messages"]) if isinstance(doc, dict) and isinstance(doc.get("messages"), list) else 0
     return len(raw) + PROMPT_TOKENS_PER_MESSAGE * messages + PROMPT_TOKENS_OVERHEAD
 
 
-def request_max_cost(body: bytes | str, max_coefficient: int, economics: Economics) -> int:
+def request_max_cost(body: bytes | str, max_coefficient: int, economics: Economics, doc: Any = _UNPARSED) -> int:
     """The most a request can cost (docs/PROTOCOL.md §4): :func:`prompt_token_bound` prompt tokens
     and ``max_tokens`` completion tokens at the client's maximum coefficient. Raises ValueError when
-    the body is not a JSON object with a positive integer ``max_tokens``."""
-    raw = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise ValueError("the request body is not JSON") from None
+    the body is not a JSON object with a positive integer ``max_tokens``. ``doc``: the body already
+    parsed, when the caller has it (the body is then not parsed again)."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    if doc is _UNPARSED:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise ValueError("the request body is not JSON") from None
     if not isinstance(doc, dict):
         raise ValueError("the request body is not a JSON object")
     mt = doc.get("max_tokens", doc.get("max_completion_tokens"))
@@ -149,4 +153,4 @@ def request_max_cost(body: bytes | str, max_coefficient: int, economics: Economi
         raise ValueError("the request needs a positive integer max_tokens")
     if max_coefficient <= 0:
         raise ValueError("the maximum coefficient is positive")
-    return max_cost(prompt_token_bound(raw), mt, max_coefficient, economics)
+    return max_cost(prompt_token_bound(raw, doc), mt, max_coefficient, economics)

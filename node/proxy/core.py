@@ -345,7 +345,7 @@ class ProxyCore:
             raise OE.bad_request("'max_tokens' is required by this proxy (the gateway sets it from /v1/models)",
                                  "max_tokens", "missing_required_parameter")
         try:
-            max_cost = request_max_cost(body, max_coef, self.chain.economics)
+            max_cost = request_max_cost(body, max_coef, self.chain.economics, req.raw)   # parsed once
         except ValueError as e:
             raise OE.bad_request(str(e), "max_tokens") from None
         ch = await self.client_channel(channel)
