@@ -5,7 +5,7 @@ durable commit before the answer's end), in one run against one local network (c
 SmolLM2 worker as processes).
 
 Measured per request: the first streamed chunk (max_tokens=4) and the whole answer (non-streaming,
-max_tokens=1). Blocks of five requests alternate direct / gateway so drift in the worker's speed
+max_tokens=1). Direct and gateway requests alternate one by one so drift in the machine's load
 hits both alike. The gateway's own timing of its steps (authorize, verify) is read from its /metrics,
 and its CPU time per request from /proc (wall times on a loaded machine stretch; CPU time much less).
 Bar: the latency added to the first token at p50 is at most 3 ms. Before the whole answer the gateway
@@ -206,12 +206,14 @@ async def measure(net, gw_port: int, n: int, gw_pid: int) -> dict:
             await direct.plain(); await via.plain()
         s0, c0 = gateway_steps(gw_port)
         cpu0 = cpu_seconds(gw_pid)
-        # blocks of five per path and kind, alternating, with a pause between requests so the worker
-        # has finished the previous job's receipt and pay before the next request is timed
-        for _ in range(max(1, n // 5)):
-            for key, call in (("direct_plain", direct.plain), ("gateway_plain", via.plain),
-                              ("direct_ttft", direct.first_token), ("gateway_ttft", via.first_token)):
-                for _ in range(5):
+        # the paths alternate request by request (which one goes first alternates too), so a change in
+        # the machine's load hits both alike; a pause between requests lets the worker finish the
+        # previous job's receipt and pay before the next request is timed
+        pairs = ((("direct_plain", direct.plain), ("gateway_plain", via.plain)),
+                 (("direct_ttft", direct.first_token), ("gateway_ttft", via.first_token)))
+        for i in range(n):
+            for pair in pairs:
+                for key, call in (pair if i % 2 == 0 else pair[::-1]):
                     await asyncio.sleep(0.05)
                     out[key].append(await call())
         cpu1 = cpu_seconds(gw_pid)
