@@ -30,7 +30,9 @@ from wrappers import keys as K  # noqa: E402
 from node.payments import vouchers as V  # noqa: E402
 from wrappers import escrow as E  # noqa: E402
 from wrappers import registry as R  # noqa: E402
+from wrappers.chain.contract import Instant  # noqa: E402
 from wrappers.chain.emulated import EmbeddedChain  # noqa: E402
+from wrappers.chain.provider import EmbeddedProvider  # noqa: E402
 from wrappers import TON  # noqa: E402
 
 LANGS = ("func", "tolk")
@@ -51,15 +53,18 @@ class Bench:
         self.owner, self.payer, self.payee, self.other = (c.treasury(n) for n in ("owner", "payer", "payee", "other"))
         params = R.NetworkParams(staking=R.Staking(treasury=self.owner.address))
         self.code = E.escrow_code(lang)
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, params, R.ChildCodes(escrow=self.code))
+        self.provider = EmbeddedProvider(c)
+        self.reg = Instant(R.Registry.from_init(self.provider, self.owner.address, params, R.ChildCodes(escrow=self.code),
+                                                lang=lang))
+        self.reg.send_deploy(self.owner)
         self.delay = params.economics.close_delay
         self.n = 0
 
     def channel(self, deposit: int):
         self.n += 1
         key = K.signing_key(bytes([self.n]) * 32)
-        esc = E.EmbeddedEscrow(self.chain, self.code, self.reg.address, self.payer.address, self.payee.address,
-                               K.public_key_int(key))
+        esc = Instant(E.Escrow.from_init(self.provider, self.reg.address, self.payer.address, self.payee.address,
+                                         K.public_key_int(key), code=self.code))
         txs = esc.open(self.payer, deposit, K.public_key_int(K.signing_key(b"\xee" * 32)))
         return esc, key, txs
 

@@ -25,7 +25,9 @@ from wrappers import registry as R
 from wrappers import reputation as P
 from wrappers import stake as S
 from wrappers.build import load_code
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.records import TxRecord
 from node.payments.pricing import COEF_ONE, Usage, charge, max_cost
 from node.payments.receipts import Receipt, content_hash
@@ -55,14 +57,14 @@ class Party:
     name: str
     wallet: object
     key: object = None  # Ed25519 operator or payment key
-    stake: Optional[S.EmbeddedStake] = None
+    stake: Optional[Instant] = None  # its Stake
     coefficient: int = COEF_ONE
 
 
 @dataclass
 class Channel:
     """One payment channel and both sides' views of it."""
-    escrow: E.EmbeddedEscrow
+    escrow: Instant  # its Escrow
     signer: V.VoucherSigner       # the payer's side
     tracker: V.VoucherTracker     # the payee's side
     payer: Party
@@ -108,7 +110,8 @@ class Network:
                               min_proxy_stake=50 * TON, unbonding_period=7 * DAY, slash_bps=5_000,
                               reporter_bps=1_000),
             economics=economics, is_test=True, governance_delay=governance_delay, max_proxies=8)
-        self.reg: Optional[R.EmbeddedRegistry] = None
+        self.provider = EmbeddedProvider(self.chain)
+        self.reg: Optional[Instant] = None  # the Registry
         self.channels: dict[tuple[str, str], Channel] = {}
         self.ledger = Ledger()
         self.next_job = 1
@@ -158,7 +161,9 @@ class Network:
     # ------------------------------------------------------------------------ registry and governance
     def deploy(self) -> None:
         self.start_balances = self.balances()
-        self.reg, txs = R.EmbeddedRegistry.deploy(self.chain, self.owner.wallet, self.lang, self.params, self.codes)
+        self.reg = Instant(R.Registry.from_init(self.provider, self.owner.wallet.address, self.params, self.codes,
+                                                lang=self.lang))
+        txs = self.reg.send_deploy(self.owner.wallet)
         self._name(self.reg.address, "registry")
         self.txs += txs
         if self.chain.state(self.reg.address)[0] != "active":
@@ -166,41 +171,42 @@ class Network:
 
     def allow(self, kind: str, h: int) -> int:
         pid = self.reg.read.proposals()[1]
-        self._run(self.reg.send(self.owner.wallet, R.propose(R.action_add(kind, h))), self.reg.address, f"propose {kind}")
+        self._run(self.reg.send_propose(self.owner.wallet, R.action_add(kind, h)), self.reg.address, f"propose {kind}")
         return pid
 
     def execute(self, pid: int, who: Optional[Party] = None) -> None:
-        self._run(self.reg.send((who or self.watcher).wallet, R.execute_proposal(pid)), self.reg.address,
+        self._run(self.reg.send_execute_proposal((who or self.watcher).wallet, pid), self.reg.address,
                   f"execute proposal #{pid}")
 
     def revoke(self, kind: str, h: int) -> None:
-        self._run(self.reg.send(self.owner.wallet, R.revoke(kind, h)), self.reg.address, f"revoke {kind}")
+        self._run(self.reg.send_revoke(self.owner.wallet, kind, h), self.reg.address, f"revoke {kind}")
 
     def propose_params(self, params: R.NetworkParams) -> int:
         pid = self.reg.read.proposals()[1]
-        self._run(self.reg.send(self.owner.wallet, R.propose(R.action_set_params(params))), self.reg.address,
+        self._run(self.reg.send_propose(self.owner.wallet, R.action_set_params(params)), self.reg.address,
                   "propose parameters")
         return pid
 
     # ------------------------------------------------------------------------ stakes
     def stake(self, p: Party, role: int, amount: int) -> None:
-        p.stake = S.EmbeddedStake(self.chain, self.codes.stake, self.reg.address, p.wallet.address, role)
+        p.stake = Instant(S.Stake.from_init(self.provider, self.reg.address, p.wallet.address, role,
+                                            code=self.codes.stake))
         self._name(p.stake.address, f"stake:{p.name}")
-        self._run(p.stake.send(p.wallet, S.deposit(), amount + S.DEPOSIT_FEE), p.stake.address, f"{p.name} deposits")
-        self._run(p.stake.send(p.wallet, S.set_operator(K.public_key_int(p.key))), p.stake.address,
+        self._run(p.stake.send_deposit(p.wallet, amount + S.DEPOSIT_FEE), p.stake.address, f"{p.name} deposits")
+        self._run(p.stake.send_set_operator(p.wallet, K.public_key_int(p.key)), p.stake.address,
                   f"{p.name} binds its operator key")
 
     def register_proxy(self, endpoint: str = "proxy.example:8443") -> None:
-        self._run(self.proxy.stake.send(self.proxy.wallet, S.register_proxy(endpoint)), self.reg.address,
+        self._run(self.proxy.stake.send_register_proxy(self.proxy.wallet, endpoint), self.reg.address,
                   "the proxy registers")
         if not self.reg.read.proxy(self.proxy.wallet.address).active:
             raise StepFailed("the registry does not list the proxy as active")
 
     def unbond(self, p: Party, amount: int) -> None:
-        self._run(p.stake.send(p.wallet, S.unbond(amount)), p.stake.address, f"{p.name} unbonds")
+        self._run(p.stake.send_unbond(p.wallet, amount), p.stake.address, f"{p.name} unbonds")
 
     def withdraw(self, p: Party) -> list[TxRecord]:
-        return self._run(p.stake.send(p.wallet, S.withdraw()), p.stake.address, f"{p.name} withdraws")
+        return self._run(p.stake.send_withdraw(p.wallet), p.stake.address, f"{p.name} withdraws")
 
     def equivocation(self, p: Party, job_id: int) -> tuple[S.SignedStatement, S.SignedStatement]:
         """Two different receipts for the same job, both signed by the worker's key."""
@@ -212,15 +218,15 @@ class Network:
 
     def report_equivocation(self, p: Party, evidence, reporter: Optional[Party] = None) -> list[TxRecord]:
         reporter = reporter or self.watcher
-        return self._run(p.stake.send(reporter.wallet, S.report_equivocation(*evidence), S.REPORT_VALUE),
+        return self._run(p.stake.send_report_equivocation(reporter.wallet, *evidence),
                          p.stake.address, f"{reporter.name} reports {p.name}'s equivocation")
 
     # ------------------------------------------------------------------------ escrows
     def open_channel(self, payer: Party, payee: Party, amount: int) -> Channel:
-        esc = E.EmbeddedEscrow(self.chain, self.codes.escrow, self.reg.address, payer.wallet.address,
-                               payee.wallet.address, K.public_key_int(payer.key))
+        esc = Instant(E.Escrow.from_init(self.provider, self.reg.address, payer.wallet.address, payee.wallet.address,
+                                         K.public_key_int(payer.key), code=self.codes.escrow))
         self._name(esc.address, f"escrow:{payer.name}->{payee.name}")
-        self._run(esc.open(payer.wallet, amount, K.public_key_int(payee.key)), esc.address,
+        self._run(esc.send_open(payer.wallet, amount, K.public_key_int(payee.key)), esc.address,
                   f"{payer.name} opens a channel to {payee.name}")
         if esc.read.channel().state != E.State.OPEN:
             raise StepFailed(f"the channel {payer.name}->{payee.name} did not open")
@@ -235,7 +241,7 @@ class Network:
         """The payee claims with the latest voucher it holds; returns what it was paid."""
         ch = self.channels[(payer, payee)]
         before = ch.escrow.read.channel().claimed
-        self._run(ch.escrow.claim(ch.payee.wallet, ch.tracker.latest), ch.escrow.address, f"{payee} claims")
+        self._run(ch.escrow.send_claim(ch.payee.wallet, ch.tracker.latest), ch.escrow.address, f"{payee} claims")
         return ch.escrow.read.channel().claimed - before
 
     # ------------------------------------------------------------------------ jobs
@@ -283,7 +289,7 @@ class Network:
                              latency_ms=latency_ms if succeeded else 0)
         addr = P.reputation_address(self.codes.reputation, self.reg.address, w.wallet.address)
         self._name(addr, f"reputation:{worker}")
-        self._run(self.proxy.wallet.send(self.reg.address, P.SUBMIT_VALUE, P.signed_submission(rep, self.proxy.key)),
+        self._run(self.reg.send(self.proxy.wallet, P.signed_submission(rep, self.proxy.key), P.SUBMIT_VALUE),
                   addr, f"the proxy reports on {worker}")
 
 

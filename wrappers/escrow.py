@@ -9,7 +9,7 @@ claim policy are in :mod:`node.payments`. Child addresses come from :mod:`wrappe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pytoniq_core import Address, Builder, Cell, begin_cell
@@ -19,6 +19,7 @@ from . import TON
 from . import cells as C
 from . import registry as R
 from .build import load_code
+from .chain.contract import Contract, reader_class
 from .errors import describe_error as _describe, names_for
 from . import keys as K
 from .keys import KeyLike
@@ -220,37 +221,80 @@ class Channel:
         return self.pending if self.state == State.OPEN else 0
 
 
-class EscrowReader:
-    """Reads a deployed escrow through any ``call(address, method, stack) -> list`` (the embedded
-    chain's ``get_method`` or a CLI context's)."""
+class Escrow(Contract):
+    """The payment channel of (registry, payer, payee, payer key) over ``provider`` (see
+    :mod:`wrappers.chain.contract`). ``from_init`` derives its address; ``send_open`` deploys it."""
 
-    def __init__(self, call: Callable, address: Address):
-        self.call, self.address = call, address
+    @classmethod
+    def from_init(cls, provider, registry: Address, payer: Address, payee: Address, payer_key: int | bytes, *,
+                  code: Optional[Cell] = None, lang: str = "tolk") -> "Escrow":
+        """``code`` defaults to the ``lang`` build; it must be the registry's escrow code."""
+        key = R._int(payer_key)
+        si = state_init(code or escrow_code(lang), registry, payer, payee, key)
+        out = cls(provider, R.address_of(si), si)
+        out.code, out.registry, out.payer, out.payee, out.payer_key = si.code, registry, payer, payee, key
+        return out
 
-    def _get(self, method: str) -> list:
-        return self.call(self.address, method, [])
+    # ------------------------------------------------------------------ messages
+    async def send_open(self, via, amount: int, payee_key: int | bytes, value: Optional[int] = None,
+                        query_id: int = 0) -> list:
+        """Deploy (with the StateInit, when known) and open with ``amount``; the open completes when
+        the registry answers (within the same call on the embedded chain)."""
+        return await self.send(via, open_value(amount) if value is None else value,
+                               open_body(amount, payee_key, query_id), deploy=self.init is not None)
 
-    def channel(self) -> Channel:
-        return Channel(*self._get("get_channel"))
+    async def send_top_up(self, via, amount: int, value: Optional[int] = None, query_id: int = 0) -> list:
+        return await self.send(via, amount + TOP_UP_FEE + MARGIN if value is None else value,
+                               top_up_body(amount, query_id))
 
-    def parties(self) -> tuple[Address, Address, Address]:
+    async def send_claim(self, via, voucher, value: Optional[int] = None, query_id: int = 0) -> list:
+        """Claim with ``voucher``; by default attaches the fee, the margin and any storage deficit."""
+        if value is None:
+            value = CLAIM_FEE + MARGIN + storage_deficit(await self.get_balance(), await self.get_channel())
+        return await self.send(via, value, claim_body(voucher, query_id))
+
+    async def send_request_close(self, via, value: int = REQUEST_FEE + MARGIN, query_id: int = 0) -> list:
+        return await self.send(via, value, request_close_body(query_id))
+
+    async def send_request_withdraw(self, via, amount: int, value: int = REQUEST_FEE + MARGIN,
+                                    query_id: int = 0) -> list:
+        return await self.send(via, value, request_withdraw_body(amount, query_id))
+
+    async def send_finish(self, via, value: int = FINISH_FEE + MARGIN, query_id: int = 0) -> list:
+        return await self.send(via, value, finish_body(query_id))
+
+    async def send_coop_close(self, via, amount: int, payer_signature: bytes, payee_signature: bytes,
+                              value: int = COOP_CLOSE_FEE + MARGIN, query_id: int = 0) -> list:
+        return await self.send(via, value, coop_close_body(amount, payer_signature, payee_signature, query_id))
+
+    # ------------------------------------------------------------------ getters
+    async def get_channel(self) -> Channel:
+        return Channel(*await self.get("get_channel"))
+
+    async def get_parties(self) -> tuple[Address, Address, Address]:
         """(registry, payer, payee)"""
-        return tuple(s.load_address() for s in self._get("get_parties"))  # type: ignore[return-value]
+        return tuple(s.load_address() for s in await self.get("get_parties"))  # type: ignore[return-value]
 
-    def keys(self) -> tuple[int, int]:
+    async def get_keys(self) -> tuple[int, int]:
         """(payer_key, payee_key)"""
-        a, b = self._get("get_keys")
+        a, b = await self.get("get_keys")
         return a, b
 
-    def config(self) -> tuple[int, int]:
+    async def get_config(self) -> tuple[int, int]:
         """(close_delay, min_deposit), 0 until the registry answered"""
-        a, b = self._get("get_config")
+        a, b = await self.get("get_config")
         return a, b
 
-    def payee_key_is(self, payee_key: Union[KeyLike, Ed25519PublicKey, int]) -> bool:
+    async def payee_key_is(self, payee_key: Union[KeyLike, Ed25519PublicKey, int]) -> bool:
         """Whether the channel names ``payee_key`` as the payee's. A payee checks this before it
         serves: with another key there, the payer could sign a cooperative close on its own."""
-        return self.keys()[1] == K.public_key_int(payee_key)
+        return (await self.get_keys())[1] == K.public_key_int(payee_key)
+
+
+EscrowReader = reader_class(
+    Escrow, ("channel", "parties", "keys", "config", "payee_key_is"),
+    "Reads an escrow through a synchronous ``call(address, method, stack) -> list``; each method is\n"
+    ":class:`Escrow`'s ``get_*`` (or predicate).")
 
 
 # ---------------------------------------------------------------------------- off-chain bookkeeping
@@ -270,59 +314,3 @@ def claimable(voucher_amount: int, ch: Channel) -> int:
     if ch.state != State.CLOSED and voucher_amount > ch.claimed:
         newly = min(voucher_amount - ch.claimed, ch.held)
     return newly + ch.owed
-
-
-# ---------------------------------------------------------------------------- the embedded chain
-class EmbeddedEscrow:
-    """An escrow on an :class:`~wrappers.chain.emulated.EmbeddedChain`: its address, its reader and
-    senders that go through real wallets."""
-
-    def __init__(self, chain, code: Cell, registry: Address, payer: Address, payee: Address,
-                 payer_key: int | bytes):
-        self.chain, self.code = chain, code
-        self.registry, self.payer, self.payee = registry, payer, payee
-        self.payer_key = R._int(payer_key)
-        self.state_init = state_init(code, registry, payer, payee, self.payer_key)
-        self.address = Address((0, self.state_init.serialize().hash))
-        self.read = EscrowReader(chain.get_method, self.address)
-
-    def open(self, wallet, amount: int, payee_key: int | bytes, value: Optional[int] = None,
-             query_id: int = 0) -> list:
-        """Deploy (if needed) and open with ``amount``; the open completes when the registry answers,
-        within the same call on the embedded chain."""
-        return wallet.send(self.address, open_value(amount) if value is None else value,
-                           open_body(amount, payee_key, query_id), state_init=self.state_init)
-
-    def send(self, wallet, body: Cell, value: int) -> list:
-        return wallet.send(self.address, value, body)
-
-    def top_up(self, wallet, amount: int, value: Optional[int] = None) -> list:
-        return self.send(wallet, top_up_body(amount), amount + TOP_UP_FEE + MARGIN if value is None else value)
-
-    def claim(self, wallet, voucher, value: Optional[int] = None) -> list:
-        """Claim; by default attaches the fee, the margin and any storage deficit."""
-        if value is None:
-            value = CLAIM_FEE + MARGIN + storage_deficit(self.balance, self.read.channel())
-        return self.send(wallet, claim_body(voucher), value)
-
-    def request_close(self, wallet, value: int = REQUEST_FEE + MARGIN) -> list:
-        return self.send(wallet, request_close_body(), value)
-
-    def request_withdraw(self, wallet, amount: int, value: int = REQUEST_FEE + MARGIN) -> list:
-        return self.send(wallet, request_withdraw_body(amount), value)
-
-    def finish(self, wallet, value: int = FINISH_FEE + MARGIN) -> list:
-        return self.send(wallet, finish_body(), value)
-
-    def coop_close(self, wallet, amount: int, payer_signature: bytes, payee_signature: bytes,
-                   value: int = COOP_CLOSE_FEE + MARGIN) -> list:
-        return self.send(wallet, coop_close_body(amount, payer_signature, payee_signature), value)
-
-    @property
-    def balance(self) -> int:
-        return self.chain.balance(self.address)
-
-    @property
-    def data_hash(self) -> Optional[bytes]:
-        data = self.chain.state(self.address)[2]
-        return data.hash if data is not None else None

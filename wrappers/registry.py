@@ -525,18 +525,3 @@ def registry_code(lang: str) -> Cell:
 
 
 DEPLOY_VALUE = 1 * TON  # what deploying the registry sends (its first balance)
-
-
-
-class EmbeddedRegistry:
-    """Until the escrow callers move (then removed): ``Instant(Registry.from_init(...))`` and its deploy."""
-
-    @staticmethod
-    def deploy(chain, owner_wallet, lang: str, params: NetworkParams, codes: ChildCodes = ChildCodes(),
-               value: int = DEPLOY_VALUE, **trust):
-        from .chain.contract import Instant
-        from .chain.provider import EmbeddedProvider
-
-        reg = Instant(Registry.from_init(EmbeddedProvider(chain), owner_wallet.address, params, codes, lang=lang,
-                                         **trust))
-        return reg, reg.send_deploy(owner_wallet, value)

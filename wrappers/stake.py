@@ -398,11 +398,3 @@ def payout_reason(body: Cell) -> Optional[int]:
 def derive_operator_key(label: str) -> Ed25519PrivateKey:
     """A reproducible test key from a label (tests and the demo; real keys come from the TEE)."""
     return K.signing_key(hashlib.sha256(b"cocoon-operator:" + label.encode()).digest())
-
-
-def EmbeddedStake(chain, code: Cell, registry: Address, owner: Address, role: int):
-    """Until the escrow callers move (then removed): ``Instant(Stake.from_init(...))``."""
-    from .chain.contract import Instant
-    from .chain.provider import EmbeddedProvider
-
-    return Instant(Stake.from_init(EmbeddedProvider(chain), registry, owner, role, code=code))

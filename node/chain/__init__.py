@@ -1,12 +1,15 @@
 """Chain access for services and the CLI: async, no click.
 
     from node.chain import open_network, load_keys, CocoonError
-    from wrappers.registry import RegistryReader
+    from wrappers.registry import Registry, RegistryReader
 
     net = await open_network("local")              # "embedded" | "local" | "http://..." | "testnet" | "mainnet"
     w = await net.wallet(load_keys(mnemonic_file="owner.words"), version="v4r2")  # dev chains: funded, deployed
     txs = await net.send(w, dest, 10**9, body=None, state_init=None, bounce=True,
                          on_progress=lambda waited, timeout: ...)  # waits for the wallet's seqno to move
+    reg = net.contract(Registry, registry)           # wrappers' contract objects (wrappers.chain.contract)
+    params = await reg.get_params()
+    await reg.send_propose(net.sender(w), action)     # a wallet as the sender of send_*
     params = await net.reader(RegistryReader, registry).params()  # reader methods become coroutines
     await net.get_method(addr, "get_version", [])     # pytoniq stack: int, Cell, Slice, None, list
     await net.balance(addr); await net.status(addr); await net.now()

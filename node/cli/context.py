@@ -7,15 +7,13 @@ async and has no click. Commands are synchronous, so :class:`ChainContext` runs 
 runs a coroutine there; a :class:`~node.chain.CocoonError` becomes a :class:`UserError`, printed as
 one line.
 
-On the embedded chain ``ctx.chain`` is the in-process chain; on the chain server (``--network
-local`` or its URL) it is a :class:`RemoteChain` with the same reading, faucet and time methods, so
-commands behave the same on both.
+Commands act on contracts through :meth:`ChainContext.contract` (the wrappers' contract objects,
+used synchronously) and send through :meth:`ChainContext.sender`, the same way on every network.
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +29,7 @@ DEFAULT_STATE = Path(os.environ.get("COCOON_CHAIN_STATE", ".cocoon/chain.json"))
 EMBEDDED_FUNDING = DEV_FUNDING
 
 __all__ = ["DEFAULT_STATE", "NETWORKS", "EMBEDDED_FUNDING", "UserError", "Keys", "load_keys", "keys_from_words",
-           "network_global_id", "open_wallet", "ChainContext", "RemoteChain", "chain_now", "guarded", "ProgressBar"]
+           "network_global_id", "open_wallet", "ChainContext", "chain_now", "guarded", "ProgressBar"]
 
 
 class UserError(click.ClickException):
@@ -74,45 +72,8 @@ class ProgressBar:
             self.bar = None
 
 
-class RemoteChain:
-    """The chain server seen the way commands see the embedded chain: ``now``, ``state``,
-    ``balance``, ``get_method``, ``advance`` and ``mint``, synchronously over the context's loop."""
-
-    def __init__(self, ctx: "ChainContext"):
-        self._ctx = ctx
-
-    @property
-    def net(self) -> Network:
-        return self._ctx.net
-
-    @property
-    def now(self) -> int:
-        return self._ctx.call(self.net.now())
-
-    def state(self, address) -> tuple[str, Optional[Cell], Optional[Cell]]:
-        return self._ctx.call(self.net.state(_addr(address)))
-
-    def balance(self, address) -> int:
-        return self._ctx.call(self.net.balance(_addr(address)))
-
-    def get_method(self, address, method, stack=None) -> list:
-        return self._ctx.call(self.net.provider.run_get_method(_addr(address), method, list(stack or [])))
-
-    def advance(self, seconds: int) -> int:
-        return self._ctx.call(self.net.advance(seconds))
-
-    def mint(self, address, value: int) -> list:
-        self._ctx.call(self.net.fund(_addr(address), value))
-        return []
-
-
-def _addr(a) -> Address:
-    return Address(a) if isinstance(a, str) else a
-
-
 class ChainContext:
-    """Opened for one command: the network, its provider and wallet, and ``chain`` (the embedded
-    chain, or a :class:`RemoteChain` on the chain server, else None)."""
+    """Opened for one command: the network (``net``), its provider, and contract objects over it."""
 
     def __init__(self, network: str, state_file: Path = DEFAULT_STATE, wallet_version: str = "v4r2",
                  api_key: Optional[str] = None):
@@ -123,7 +84,6 @@ class ChainContext:
         self.network, self.state_file, self.wallet_version = network, Path(state_file), wallet_version
         self.api_key = api_key if api_key is not None else os.environ.get("COCOON_API_KEY")
         self.net: Optional[Network] = None
-        self.chain = None
         self.provider = None
         import threading
 
@@ -163,10 +123,6 @@ class ChainContext:
         self.net = await open_network(self.network, self.state_file, api_key=self.api_key,
                                       log=lambda m: click.echo(m, err=True))
         self.provider = self.net.provider
-        if self.net.chain is not None:
-            self.chain = self.net.chain
-        elif self.net.dev:
-            self.chain = RemoteChain(self)
         return self
 
     async def close(self, save: bool = True) -> None:
@@ -176,8 +132,6 @@ class ChainContext:
     # ------------------------------------------------------------------------ reading
     def get_method(self, address: Address, method: str, stack: list) -> list:
         """Synchronous get-method for wrappers' readers, on every network."""
-        if self.net is not None and self.net.chain is not None:
-            return self.net.chain.get_method(address, method, stack)
         return self.call(self.provider.run_get_method(address, method, stack))
 
     async def status(self, address: Address) -> str:
@@ -208,7 +162,7 @@ class ChainContext:
     # ------------------------------------------------------------------------ signing and sending
     async def wallet(self, keys: Keys):
         def funded(address: Address, amount: int) -> None:
-            where = "embedded chain" if self.net.chain is not None else "local chain"
+            where = "embedded chain" if self.network == "embedded" else "local chain"
             click.echo(f"({where}) funded {address.to_str()} with {amount // 10**9} TON from the faucet", err=True)
 
         progress = ProgressBar("deploying the wallet")

@@ -74,27 +74,22 @@ def _when(unix: int, now: int) -> str:
 
 
 def _deployed(ctx: ChainContext, address: Address) -> bool:
-    if ctx.chain is not None:
-        return ctx.chain.state(address)[0] == "active"
     return ctx.call(ctx.status(address)) == "active"
 
 
 def _value(ctx: ChainContext, addr: Address, ch: E.Channel, fee: int) -> int:
     """The value to attach: the operation's fee, a margin, and what storage took below the escrow's
     reserve while it sat idle (the contract asks the caller for it)."""
-    if ctx.chain is not None:
-        balance = ctx.chain.balance(addr)
-    else:
-        balance = ctx.call(ctx.provider.get_account_state(addr)).balance
-    return fee + E.MARGIN + E.storage_deficit(balance, ch)
+    return fee + E.MARGIN + E.storage_deficit(ctx.call(ctx.net.balance(addr)), ch)
 
 
-def _reader(ctx: ChainContext, channel: str) -> tuple[Address, E.EscrowReader]:
+def _reader(ctx: ChainContext, channel: str):
+    """(address, the Escrow's synchronous reader) of a deployed channel."""
     addr = _address(channel, "the channel")
     if not _deployed(ctx, addr):
         raise UserError(f"no escrow is deployed at {addr.to_str()} on {ctx.network}; check the address "
                         "(`cocoon escrow open` prints it)")
-    return addr, E.EscrowReader(ctx.get_method, addr)
+    return addr, ctx.contract(E.Escrow, addr).read
 
 
 def _load_voucher(text: str) -> V.Voucher:
@@ -112,10 +107,10 @@ def _load_voucher(text: str) -> V.Voucher:
 
 
 def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.Channel] = None,
-           read: Optional[E.EscrowReader] = None) -> None:
-    """Say whether the escrow accepted the message. On the embedded chain the transactions are at
-    hand; on a real network the command watches the channel until it changes."""
-    if ctx.chain is None:
+           read=None) -> None:
+    """Say whether the escrow accepted the message: from its transactions where the network reports
+    them (the embedded chain, the chain server), else by watching the channel until it changes."""
+    if not txs:
         if read is not None:
             _await_change(read, before, what)
         else:
@@ -133,7 +128,7 @@ def _check(ctx: ChainContext, txs, addr: Address, what: str, before: Optional[E.
     click.echo(f"ok: {what} (gas {t.gas_used}, fees {fmt_ton(t.total_fees)} TON)")
 
 
-def _await_change(read: E.EscrowReader, before: Optional[E.Channel], what: str, timeout: int = 120,
+def _await_change(read, before: Optional[E.Channel], what: str, timeout: int = 120,
                   done: Optional[Callable[[E.Channel], bool]] = None) -> E.Channel:
     start = time.monotonic()
     with click.progressbar(length=timeout, label="waiting for the escrow", file=click.get_text_stream("stderr")) as bar:
@@ -175,7 +170,7 @@ def _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, chan
         if check is not None:
             check(ctx, ch)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, fee), body))
+        txs = ctx.contract(E.Escrow, addr).send(ctx.sender(w), body, _value(ctx, addr, ch, fee))
         _check(ctx, txs, addr, what, ch, rd)
         return ctx, addr, rd, txs
 
@@ -210,7 +205,7 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
     payer_key = K.public_key_int(_seed(voucher_key_file, keys))
     with ChainContext(network, state_file, wallet_version) as ctx:
         reg = registry_address(registry, state_file, network)
-        rd = R.RegistryReader(ctx.get_method, reg)
+        rd = ctx.contract(R.Registry, reg).read
         try:
             code, params = rd.child_codes().escrow, rd.params()
         except Exception:
@@ -233,11 +228,10 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
         me = ctx.call(open_wallet(ctx.provider, keys, ctx.wallet_version, ctx.network)).address
         if me == payee_addr:
             raise UserError("a channel needs two parties: the payee is your own wallet")
-        si = E.state_init(code, reg, me, payee_addr, payer_key)
-        addr = R.address_of(si)
+        esc = ctx.instant(E.Escrow.from_init(ctx.contract_provider, reg, me, payee_addr, payer_key, code=code))
+        addr, read = esc.address, esc.read
         if rd.escrow_address(me, payee_addr, payer_key) != addr:
             raise UserError("the registry derives another escrow address than its escrow code gives; refusing to send")
-        read = E.EscrowReader(ctx.get_method, addr)
         before = None
         if _deployed(ctx, addr):
             before = read.channel()
@@ -249,8 +243,8 @@ def open_(network, state_file, mnemonic_file, key_file, wallet_version, registry
                                 "add money with `cocoon escrow top-up`")
         w = ctx.call(ctx.wallet(keys))
         click.echo(f"opening the channel {addr.to_str()} to {payee_addr.to_str()} with {fmt_ton(nano)} TON")
-        txs = ctx.call(ctx.send(w, addr, E.open_value(nano), E.open_body(nano, pkey), state_init=si))
-        if ctx.chain is None:
+        txs = esc.send_open(ctx.sender(w), nano, pkey)  # deploys it
+        if not txs:  # the network does not report transactions: watch the channel
             ch = _await_change(read, before, "the registry answered", done=lambda c: c.state in (E.State.OPEN, E.State.NEW))
             if ch.state != E.State.OPEN:
                 raise UserError("the open was refused (the amount is below the registry's minimum or the registry did "
@@ -282,10 +276,9 @@ def top_up(network, state_file, mnemonic_file, key_file, wallet_version, channel
         ch = rd.channel()
         _require_active(ch)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, nano + _value(ctx, addr, ch, E.TOP_UP_FEE), E.top_up_body(nano)))
+        txs = ctx.contract(E.Escrow, addr).send_top_up(ctx.sender(w), nano, nano + _value(ctx, addr, ch, E.TOP_UP_FEE))
         _check(ctx, txs, addr, f"added {fmt_ton(nano)} TON", ch, rd)
-        if ctx.chain is not None:
-            click.echo(f"deposited in total {fmt_ton(rd.channel().deposited)} TON")
+        click.echo(f"deposited in total {fmt_ton(rd.channel().deposited)} TON")
 
 
 @escrow.command()
@@ -403,16 +396,15 @@ def claim(network, state_file, mnemonic_file, key_file, wallet_version, channel,
                                 f"{fmt_ton(v.amount)} TON in total, so it pays nothing more")
             raise UserError(ADVICE[E.Err.NOTHING_TO_CLAIM])
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.CLAIM_FEE), E.claim_body(v)))
+        txs = ctx.contract(E.Escrow, addr).send_claim(ctx.sender(w), v, _value(ctx, addr, ch, E.CLAIM_FEE))
         _check(ctx, txs, addr, f"claimed {fmt_ton(pay)} TON for the payee", ch, rd)
-        if ctx.chain is not None:
-            owed = rd.channel().owed
-            paid = [p for p, _ in _payouts(txs, addr) if p.op == "payment"]
-            if owed:
-                click.echo(f"the payee's account did not accept the payment (is its wallet deployed?): "
-                           f"{fmt_ton(owed)} TON stay claimable; claim again once it can receive")
-            elif paid:
-                click.echo(f"paid {fmt_ton(paid[0].amount)} TON to {rd.parties()[2].to_str()}")
+        owed = rd.channel().owed
+        paid = [p for p, _ in _payouts(txs, addr) if p.op == "payment"]  # where the network reports them
+        if owed:
+            click.echo(f"the payee's account did not accept the payment (is its wallet deployed?): "
+                       f"{fmt_ton(owed)} TON stay claimable; claim again once it can receive")
+        elif paid:
+            click.echo(f"paid {fmt_ton(paid[0].amount)} TON to {rd.parties()[2].to_str()}")
 
 
 @escrow.command()
@@ -438,10 +430,9 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
 
         ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
                                      E.request_close_body(), E.REQUEST_FEE, "close requested", can_close)
-        if ctx.chain is not None:
-            ch = rd.channel()
-            click.echo(f"anyone can finish after {_when(ch.close_at, _now(ctx))} (`cocoon escrow finish "
-                       f"{addr.to_str()}`)")
+        ch = rd.channel()
+        click.echo(f"anyone can finish after {_when(ch.close_at, _now(ctx))} (`cocoon escrow finish "
+                   f"{addr.to_str()}`)")
         return
     nano = _ton(coop_amount, "--cooperative")
     if not payee_signature:
@@ -466,12 +457,11 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
         _require_active(ch)
         w = ctx.call(ctx.wallet(keys))
         body = E.coop_close_body(nano, V.sign_coop_close(seed, addr, nano), qsig)
-        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.COOP_CLOSE_FEE), body))
+        txs = ctx.contract(E.Escrow, addr).send(ctx.sender(w), body, _value(ctx, addr, ch, E.COOP_CLOSE_FEE))
         _check(ctx, txs, addr, "closed cooperatively", ch, rd)
-        if ctx.chain is not None:
-            for p, _ in _payouts(txs, addr):
-                who = "payee" if p.op == "payment" else "you"
-                click.echo(f"{who}: {fmt_ton(p.amount)} TON")
+        for p, _ in _payouts(txs, addr):  # where the network reports the transactions
+            who = "payee" if p.op == "payment" else "you"
+            click.echo(f"{who}: {fmt_ton(p.amount)} TON")
 
 
 @escrow.command("sign-close")
@@ -520,9 +510,8 @@ def withdraw(network, state_file, mnemonic_file, key_file, wallet_version, chann
     ctx, addr, rd, _ = _payer_op(network, state_file, mnemonic_file, key_file, wallet_version, channel,
                                  E.request_withdraw_body(nano), E.REQUEST_FEE,
                                  f"withdrawal of {fmt_ton(nano)} TON requested", can_withdraw)
-    if ctx.chain is not None:
-        click.echo(f"anyone can finish after {_when(rd.channel().close_at, _now(ctx))} "
-                   f"(`cocoon escrow finish {addr.to_str()}`)")
+    click.echo(f"anyone can finish after {_when(rd.channel().close_at, _now(ctx))} "
+               f"(`cocoon escrow finish {addr.to_str()}`)")
 
 
 @escrow.command()
@@ -540,14 +529,13 @@ def finish(network, state_file, mnemonic_file, key_file, wallet_version, channel
             raise UserError(ADVICE[E.Err.NOTHING_TO_FINISH])
         now = _now(ctx)
         if now < ch.close_at:
-            hint = (f"; on the embedded chain move the clock with `cocoon registry advance-time {ch.close_at - now}`"
-                    if ctx.chain is not None else "; run it again then")
+            hint = (f"; on a local chain move the clock with `cocoon registry advance-time {ch.close_at - now}`"
+                    if ctx.net.dev else "; run it again then")
             raise UserError(f"the notice ends at {_when(ch.close_at, now)}" + hint)
         w = ctx.call(ctx.wallet(keys))
-        txs = ctx.call(ctx.send(w, addr, _value(ctx, addr, ch, E.FINISH_FEE), E.finish_body()))
+        txs = ctx.contract(E.Escrow, addr).send_finish(ctx.sender(w), _value(ctx, addr, ch, E.FINISH_FEE))
         _check(ctx, txs, addr, "finished", ch, rd)
-        if ctx.chain is not None:
-            for p, _ in _payouts(txs, addr):
-                if p.op == "refund":
-                    click.echo(f"returned {fmt_ton(p.amount)} TON to the payer")
-            click.echo(f"the channel is {rd.channel().state_name}")
+        for p, _ in _payouts(txs, addr):  # where the network reports the transactions
+            if p.op == "refund":
+                click.echo(f"returned {fmt_ton(p.amount)} TON to the payer")
+        click.echo(f"the channel is {rd.channel().state_name}")

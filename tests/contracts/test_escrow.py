@@ -15,7 +15,9 @@ from node.payments import policy as CP
 from node.payments import vouchers as V
 from wrappers import escrow as E
 from wrappers import registry as R
+from wrappers.chain.contract import Instant
 from wrappers.chain.emulated import EmbeddedChain
+from wrappers.chain.provider import EmbeddedProvider
 from wrappers.chain.records import find_transactions, has_transaction
 from wrappers import TON
 from wrappers.escrow import Err, State
@@ -43,19 +45,21 @@ class Env:
             staking=R.Staking(treasury=self.owner.address), governance_delay=GOV_DELAY,
             economics=R.Economics(min_escrow_deposit=MIN_DEPOSIT, close_delay=DELAY))
         self.code = E.escrow_code(lang)
-        self.reg, _ = R.EmbeddedRegistry.deploy(c, self.owner, lang, self.params, R.ChildCodes(escrow=self.code))
+        self.reg = Instant(R.Registry.from_init(EmbeddedProvider(c), self.owner.address, self.params,
+                                                R.ChildCodes(escrow=self.code), lang=lang))
+        self.reg.send_deploy(self.owner)
         self.payer_key, self.payee_key, self.stranger_key = key(1), key(2), key(3)
         self.esc = self.channel(self.payer_key)
         self.fresh = c.snapshot()
         self.open_txs = self.esc.open(self.payer, DEPOSIT, K.public_key_int(self.payee_key))
         self.opened = c.snapshot()
 
-    def channel(self, payer_key, payer=None, payee=None, registry=None) -> E.EmbeddedEscrow:
-        return E.EmbeddedEscrow(self.chain, self.code, registry or self.reg.address,
-                                (payer or self.payer).address, (payee or self.payee).address,
-                                K.public_key_int(payer_key))
+    def channel(self, payer_key, payer=None, payee=None, registry=None) -> Instant:
+        return Instant(E.Escrow.from_init(EmbeddedProvider(self.chain), registry or self.reg.address,
+                                          (payer or self.payer).address, (payee or self.payee).address,
+                                          K.public_key_int(payer_key), code=self.code))
 
-    def voucher(self, amount: int, signer=None, esc: E.EmbeddedEscrow | None = None) -> V.Voucher:
+    def voucher(self, amount: int, signer=None, esc: Instant | None = None) -> V.Voucher:
         return V.Voucher.sign(signer or self.payer_key, (esc or self.esc).address, amount)
 
     def mine(self, txs, esc=None):
@@ -120,7 +124,7 @@ class Unchanged:
     only thing it may pay), it sent no payment or refund, and the bystanders' balances (payer and
     payee unless they sent the message) did not move."""
 
-    def __init__(self, env: Env, sender=None, esc: E.EmbeddedEscrow | None = None):
+    def __init__(self, env: Env, sender=None, esc: Instant | None = None):
         self.env, self.sender, self.esc = env, sender, esc or env.esc
 
     def __enter__(self):
@@ -265,7 +269,9 @@ def test_a_huge_close_delay_still_lets_the_channel_close(env: Env, which):
     uint32 time instead of overflowing, and the request succeeds."""
     env.chain.restore(env.fresh)
     params = replace(env.params, economics=R.Economics(min_escrow_deposit=MIN_DEPOSIT, close_delay=0xFFFFFFFF))
-    reg, _ = R.EmbeddedRegistry.deploy(env.chain, env.stranger, env.lang, params, R.ChildCodes(escrow=env.code))
+    reg = Instant(R.Registry.from_init(EmbeddedProvider(env.chain), env.stranger.address, params,
+                                       R.ChildCodes(escrow=env.code), lang=env.lang))
+    reg.send_deploy(env.stranger)
     esc = env.channel(env.payer_key, registry=reg.address)
     env.ok(esc.open(env.payer, DEPOSIT, K.public_key_int(env.payee_key)), esc)
     if which == "close":

@@ -160,7 +160,7 @@ def reader_class(contract_cls: type, names: tuple[str, ...], doc: str = "") -> t
 
 class Instant:
     """A contract object used synchronously: ``read.params()`` runs ``get_params``, ``send(wallet,
-    body, value)`` runs ``send``, ``send_deposit(...)`` runs it, ``balance`` and ``data_hash`` read
+    body, value)`` runs ``send``, ``send_deposit(...)`` (or ``deposit(...)``) runs it, ``balance`` and ``data_hash`` read
     the account. ``runner`` runs each coroutine: :func:`run` (the embedded chain, the default) or a
     loop's (the CLI's ``ctx.call``, on any network). Everything else is the contract's own attribute."""
 
@@ -190,6 +190,8 @@ class Instant:
         return self.runner(self.contract.send(wallet, value, body, bounce=bounce, deploy=True if deploy else None))
 
     def __getattr__(self, name: str) -> Any:
+        if not hasattr(self.contract, name) and inspect.iscoroutinefunction(getattr(self.contract, f"send_{name}", None)):
+            name = f"send_{name}"  # esc.claim(wallet, voucher) runs send_claim
         attr = getattr(self.contract, name)
         if inspect.iscoroutinefunction(attr):
             @functools.wraps(attr)
@@ -202,6 +204,10 @@ class Instant:
 class _InstantRead:
     def __init__(self, contract: Contract, runner: Callable[[Any], Any]):
         self._contract, self._runner = contract, runner
+
+    @property
+    def address(self) -> Address:
+        return self._contract.address
 
     def __getattr__(self, name: str) -> Callable:
         target = _getter(type(self._contract), name)

@@ -142,8 +142,8 @@ class World:
         self.stakes = {(o, r): Instant(S.Stake.from_init(self.provider, self.reg.address, self.w[o].address, r,
                                                          code=self.codes.stake))
                        for o in STAKE_OWNERS for r in ROLES}
-        self.escrows = {ch: E.EmbeddedEscrow(c, self.codes.escrow, self.reg.address, self.addr[a], self.addr[b],
-                                             payer_key_int(k))
+        self.escrows = {ch: Instant(E.Escrow.from_init(self.provider, self.reg.address, self.addr[a], self.addr[b],
+                                                       payer_key_int(k), code=self.codes.escrow))
                         for ch, (a, b, k) in CHANNELS.items()}
         self.records = {wk: P.reputation_address(self.codes.reputation, self.reg.address, self.w[wk].address)
                         for wk in WALLETS}
