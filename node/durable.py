@@ -56,6 +56,7 @@ class GroupCommit:
         self._rlock = threading.Lock()
         self.commits = 0                   # batches committed (each one fsync)
         self._closed = False
+        self._batch: dict = {}             # once_per_batch objects of the batch under way
         self._q: "queue.SimpleQueue[Optional[tuple[Op, Optional[Done]]]]" = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer, name=name, daemon=True)
         self._thread.start()
@@ -78,6 +79,7 @@ class GroupCommit:
                     break
                 batch.append(nxt)
             results: list[tuple[bool, Any]] = []
+            self._batch = {}
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for i, (op, _done) in enumerate(batch):
@@ -89,6 +91,8 @@ class GroupCommit:
                         db.execute(f"ROLLBACK TO s{i}")
                         db.execute(f"RELEASE s{i}")
                         results.append((False, e))
+                for once in self._batch.values():
+                    once.before_commit(db)
                 db.execute("COMMIT")
                 self.commits += 1
             except BaseException as e:            # the commit failed: nothing of the batch is stored
@@ -102,6 +106,17 @@ class GroupCommit:
                     done(ok, res)
             if stop:
                 return
+
+    def once_per_batch(self, key: Any, factory: Callable[[], Any]) -> Any:
+        """From inside an operation: the object ``factory()`` made for ``key`` in the batch under way
+        (made at the first call); its ``before_commit(db)`` runs once, after the batch's operations
+        and before its commit, in the same transaction. For work a batch needs once rather than per
+        operation, such as signing the latest of several cumulative totals. It must not depend on an
+        operation that failed having run (that operation's changes are gone)."""
+        obj = self._batch.get(key)
+        if obj is None:
+            obj = self._batch[key] = factory()
+        return obj
 
     # ------------------------------------------------------------------ callers
     def submit(self, op: Op, done: Optional[Done] = None) -> None:

@@ -193,6 +193,24 @@ class WorkerPay:
     signature: bytes
 
 
+class _BatchPay:
+    """A worker's pay for all its jobs completed in one group commit: signed once, for the total
+    after the last of them, inside the transaction that stores it (so it is stored before it is
+    sent). The latest pay row carries the signature; the rows before it in the same commit are
+    covered by it (pays are cumulative) and keep an empty one."""
+
+    def __init__(self, worker: str, channel: str, sign_pay: Callable[[str, int], bytes]):
+        self.worker, self.channel, self.sign_pay = worker, channel, sign_pay
+        self.cumulative, self.signature = 0, b""
+
+    def before_commit(self, c: sqlite3.Connection) -> None:
+        total = c.execute("SELECT paid FROM workers WHERE owner=?", (self.worker,)).fetchone()["paid"]
+        self.cumulative, self.signature = total, self.sign_pay(self.channel, total)
+        c.execute("UPDATE workers SET pay_sig=? WHERE owner=?", (self.signature.hex(), self.worker))
+        c.execute("UPDATE pay SET signature=? WHERE worker=? AND cumulative=?", (self.signature.hex(), self.worker,
+                                                                              total))
+
+
 class Ledger(GroupCommit):
     """The books of one proxy. ``await ledger.run(op)`` runs ``op(cursor)`` durably (committed and
     synced before it returns, in a group commit: :mod:`node.durable`); ``ledger.read(fn)`` reads on
@@ -305,7 +323,8 @@ class Ledger(GroupCommit):
                        now: Optional[float] = None) -> tuple[int, Optional[WorkerPay]]:
         """The end of a job, in one transaction: the receipt and cost, the client's settled total,
         the answer recorded for its request id, and the worker's new cumulative pay signed by
-        ``sign_pay(channel, amount)``. Returns (cost billed, the pay to send)."""
+        ``sign_pay(channel, amount)`` (once per group commit: the pay returned is the worker's total
+        after every job the commit completed). Returns (cost billed, the pay to send)."""
         t = time.time() if now is None else now
 
         def op(c):
@@ -326,11 +345,11 @@ class Ledger(GroupCommit):
                 w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
                 if w is not None and w["channel"]:
                     total = w["paid"] + worker_fee
-                    sig = sign_pay(w["channel"], total)
-                    c.execute("UPDATE workers SET paid=?, pay_sig=? WHERE owner=?", (total, sig.hex(), worker))
+                    c.execute("UPDATE workers SET paid=? WHERE owner=?", (total, worker))
                     c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
-                              (job_id, worker, worker_fee, total, sig.hex(), t))
-                    pay = WorkerPay(worker, w["channel"], total, sig)
+                              (job_id, worker, worker_fee, total, "", t))
+                    # signed once per group commit, for the worker's total after all of it
+                    pay = self.once_per_batch(("pay", worker), lambda: _BatchPay(worker, w["channel"], sign_pay))
             return billed, pay
 
         return await self.run(op)

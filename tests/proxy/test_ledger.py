@@ -145,3 +145,38 @@ def test_status_reads_the_file(ledger, tmp_path):
     run(go())
     s = read_summary(tmp_path / "p.sqlite")
     assert (s["clients"], s["jobs"], s["billed"], s["owed"]) == (1, 1, 30, 30)
+
+
+def test_pays_completed_in_one_group_commit_are_signed_once(ledger):
+    """Five jobs of one worker ending in one commit: one signature, for the total after all five,
+    stored on the last pay row and the worker's row, and the pay every caller gets back."""
+    import sqlite3
+    import threading
+
+    async def go():
+        await ledger.worker_connected("w", "ab", "m", 1000)
+        await ledger.worker_channel("w", "0:" + "22" * 32)
+        signed = []
+        sign = lambda ch, amount: signed.append(amount) or amount.to_bytes(64, "big")  # noqa: E731
+        jobs = [(await admit(ledger, f"r{i}", 1000, 100)).job_id for i in range(5)]
+        await finish(ledger, jobs[0], 10, fee=1, sign=sign)           # an earlier commit: paid 1
+        gate = threading.Event()
+        ledger.submit(lambda db: gate.wait(10))                         # hold the writer: the rest queue up
+        tasks = [asyncio.create_task(finish(ledger, j, 10, fee=2, sign=sign)) for j in jobs[1:]]
+        tasks.append(asyncio.create_task(finish(ledger, jobs[1], 10, fee=2, sign=sign)))   # fails: already done
+        await asyncio.sleep(0.05)
+        gate.set()
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(res[-1], Conflict)
+        assert signed == [1, 9]
+        for billed, pay in res[:-1]:
+            assert billed == 10 and (pay.cumulative, pay.signature) == (9, (9).to_bytes(64, "big"))
+        return jobs
+
+    jobs = run(go())
+    assert ledger.worker("w")["paid"] == 9 and ledger.worker("w")["pay_sig"] == (9).to_bytes(64, "big").hex()
+    con = sqlite3.connect(ledger.path)
+    rows = dict(con.execute("SELECT cumulative, signature FROM pay").fetchall())
+    con.close()
+    assert rows == {1: (1).to_bytes(64, "big").hex(), 3: "", 5: "", 7: "", 9: (9).to_bytes(64, "big").hex()}
+    assert len(jobs) == 5
