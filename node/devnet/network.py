@@ -256,16 +256,16 @@ class Devnet:
         net = await open_network(st.chain_url)
         try:
             registry = Address(st.registry)
-            reg = net.reader(R.RegistryReader, registry)
-            owner = await net.wallet(load_keys(mnemonic_file=st.parties["owner"]["mnemonic"]))
-            params = await reg.params()
+            reg = net.contract(R.Registry, registry)
+            owner = net.sender(await net.wallet(load_keys(mnemonic_file=st.parties["owner"]["mnemonic"])))
+            params = await reg.get_params()
             # 1. the owner allows the images and the model (proposals, the delay, execution)
             wanted = [("proxy_image", st.hashes[PROXY_IMAGE])]
             wanted += [("worker_image", st.hashes[worker_image(i)]) for i in range(1, workers + 1)]
             wanted += [("model", st.hashes["model"])]
             todo = [(k, h) for k, h in wanted if not await reg.is_allowed(k, int(h, 16))]
             pending = set()
-            for p in (await reg.proposals())[0]:
+            for p in (await reg.get_proposals())[0]:
                 cs = p.action.begin_parse()
                 tag = cs.load_uint(8)
                 if tag in (1, 2, 3):
@@ -274,9 +274,9 @@ class Devnet:
                 if (R.ACTION[f"add_{kind}"], int(h, 16)) in pending:
                     continue
                 self.say.step(f"governance propose allow {kind.replace('_', ' ')} {h[:16]}…")
-                await net.send(owner, registry, 50_000_000, R.propose(R.action_add(kind, int(h, 16))))
+                await reg.send_propose(owner, R.action_add(kind, int(h, 16)))
             if todo:
-                props, _ = await reg.proposals()
+                props, _ = await reg.get_proposals()
                 now = await net.now()
                 last = max((p.execute_after for p in props), default=now)
                 if last >= now:
@@ -284,7 +284,7 @@ class Devnet:
                     self.say.step(f"governance time moved {last - now + 1} s past the delay ({params.governance_delay} s)")
                 for p in props:
                     self.say.step(f"governance execute proposal #{p.id}: {R.describe_action(p.action)[:40]}…")
-                    await net.send(owner, registry, 100_000_000, R.execute_proposal(p.id))
+                    await reg.send_execute_proposal(owner, p.id, 100_000_000)
                 for kind, h in todo:
                     if not await reg.is_allowed(kind, int(h, 16)):
                         raise DevnetError(f"the registry does not allow {kind} {h} after its proposal")
@@ -292,29 +292,26 @@ class Devnet:
             clients_ep = f"127.0.0.1:{st.ports['clients']} 127.0.0.1:{st.ports['workers']}"
             for label, role, amount in ([("proxy", R.ROLE_PROXY, PROXY_STAKE)] +
                                         [(f"worker-{i}", R.ROLE_WORKER, WORKER_STAKE) for i in range(1, workers + 1)]):
-                w = await net.wallet(load_keys(mnemonic_file=st.parties[label]["mnemonic"]))
+                w = net.sender(await net.wallet(load_keys(mnemonic_file=st.parties[label]["mnemonic"])))
                 st.parties[label]["address"] = raw(w.address)
-                si = S.stake_state_init((await reg.child_codes()).stake, registry, w.address, role)
-                addr = R.address_of(si)
-                st.parties[label]["stake"] = raw(addr)
+                stake = S.Stake.from_init(net.contract_provider, registry, w.address, role,
+                                          code=(await reg.get_child_codes()).stake)
+                st.parties[label]["stake"] = raw(stake.address)
                 op = self.operator_public(label)
-                state = None
-                if await net.status(addr) == "active":
-                    state = await net.reader(S.StakeReader, addr).state()
+                state = await stake.get_state() if await stake.is_deployed() else None
                 if state is None or state.active < amount:
                     self.say.step(f"stake      {label} deposits {amount / TON:g} TON")
-                    await net.send(w, addr, amount + S.DEPOSIT_FEE, S.deposit(),
-                                   si if state is None else None)
-                    state = await net.reader(S.StakeReader, addr).state()
+                    await stake.send_deposit(w, amount + S.DEPOSIT_FEE)  # the first deposit deploys it
+                    state = await stake.get_state()
                 if state.operator_key != op:
                     self.say.step(f"stake      {label} binds its operator key {op:064x}"[:80] + "…")
-                    await net.send(w, addr, S.OP_VALUE, S.set_operator(op))
+                    await stake.send_set_operator(w, op)
                 if role == R.ROLE_PROXY:
-                    info = await reg.proxy(w.address)
+                    info = await reg.get_proxy(w.address)
                     if info is None or info.endpoint != clients_ep or not info.active or info.operator_key != op:
                         self.say.step(f"registry   proxy registers endpoint \"{clients_ep}\"")
-                        await net.send(w, addr, S.OP_VALUE, S.register_proxy(clients_ep))
-                        info = await reg.proxy(w.address)
+                        await stake.send_register_proxy(w, clients_ep)
+                        info = await reg.get_proxy(w.address)
                     if info is None or not info.active:
                         raise DevnetError("the proxy did not become registered and active")
             client = await net.wallet(load_keys(mnemonic_file=st.parties["client"]["mnemonic"]))
