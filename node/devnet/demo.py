@@ -119,8 +119,8 @@ async def _snapshot(st) -> Path:
 
     net = await open_network(st.chain_url)
     try:
-        rd = net.reader(R.RegistryReader, Address(st.registry))
-        trust, params, version = await rd.trust(), await rd.params(), await rd.version()
+        reg = net.contract(R.Registry, Address(st.registry))
+        trust, params, version = await reg.get_trust(), await reg.get_params(), await reg.get_version()
     finally:
         await net.close(save=False)
     hexes = lambda d: sorted(f"{h:064x}" for h in d)  # noqa: E731
@@ -287,7 +287,7 @@ async def _close_delay(st) -> int:
 
     net = await open_network(st.chain_url)
     try:
-        return (await net.reader(R.RegistryReader, Address(st.registry)).params()).economics.close_delay
+        return (await net.contract(R.Registry, Address(st.registry)).get_params()).economics.close_delay
     finally:
         await net.close(save=False)
 
@@ -313,11 +313,11 @@ def _reputation(story: Story, d: Devnet) -> None:
 
         net = await open_network(st.chain_url)
         try:
-            addr = await net.reader(R.RegistryReader, Address(st.registry)).reputation_address(Address(owner))
-            if await net.status(addr) != "active":
+            addr = await net.contract(R.Registry, Address(st.registry)).get_reputation_address(Address(owner))
+            rec = net.contract(P.Reputation, addr)
+            if not await rec.is_deployed():
                 return None
-            rd = net.reader(P.ReputationReader, addr)
-            return await rd.totals(), await rd.score()
+            return await rec.get_totals(), await rec.get_score()
         finally:
             await net.close(save=False)
 

@@ -96,21 +96,21 @@ async def read_books(state: DevnetState) -> Books:
     try:
         registry = Address(state.registry)
         b.registry_balance = await net.balance(registry)
-        codes = await net.reader(R.RegistryReader, registry).child_codes()
+        codes = await net.contract(R.Registry, registry).get_child_codes()
         for label, p in state.parties.items():
             if not p.get("address"):
                 continue
             b.wallets[label] = await net.balance(Address(p["address"]))
             if p.get("stake"):
                 addr = Address(p["stake"])
-                st = await net.reader(S.StakeReader, addr).state() if await net.status(addr) == "active" else None
+                st = await net.contract(S.Stake, addr).get_state() if await net.status(addr) == "active" else None
                 b.stakes[label] = {"active": st.active if st else 0, "unbonding": st.unbonding if st else 0,
                                    "balance": await net.balance(addr)}
 
         async def channel(name: str, addr: Address) -> None:
             if await net.status(addr) != "active":
                 return
-            ch = await net.reader(E.EscrowReader, addr).channel()
+            ch = await net.contract(E.Escrow, addr).get_channel()
             b.channels.append(ChannelBook(name, addr.to_str(is_user_friendly=False), ch.state_name, ch.deposited,
                                           ch.claimed, ch.withdrawn, ch.owed, await net.balance(addr)))
 
