@@ -225,6 +225,12 @@ class Escrow(Contract):
     """The payment channel of (registry, payer, payee, payer key) over ``provider`` (see
     :mod:`wrappers.chain.contract`). ``from_init`` derives its address; ``send_open`` deploys it."""
 
+    code: Optional[Cell] = None  # these are known when built with from_init
+    registry: Optional[Address] = None
+    payer: Optional[Address] = None
+    payee: Optional[Address] = None
+    payer_key: Optional[int] = None
+
     @classmethod
     def from_init(cls, provider, registry: Address, payer: Address, payee: Address, payer_key: int | bytes, *,
                   code: Optional[Cell] = None, lang: str = "tolk") -> "Escrow":

@@ -435,6 +435,9 @@ class Reputation(Contract):
     The registry deploys and writes it; proxies reach it through :meth:`Registry.send_report
     <wrappers.registry.Registry.send_report>`, so it has getters only."""
 
+    registry: Optional[Address] = None  # known when built with from_init
+    worker_owner: Optional[Address] = None
+
     @classmethod
     def from_init(cls, provider, registry: Address, worker_owner: Address, *, code: Optional[Cell] = None,
                   lang: str = "tolk") -> "Reputation":

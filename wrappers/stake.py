@@ -299,6 +299,9 @@ class Stake(Contract):
 
     DEPLOYS_ON_SEND = True
     SEND_VALUE = OP_VALUE
+    registry: Optional[Address] = None  # these three are known when built with from_init
+    owner: Optional[Address] = None
+    role: Optional[int] = None
 
     @classmethod
     def from_init(cls, provider, registry: Address, owner: Address, role: int, *, code: Optional[Cell] = None,
