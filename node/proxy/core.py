@@ -55,6 +55,14 @@ CHANNEL_TTL = 15.0         # seconds a client channel's chain state is trusted b
 CLIENT_ERRORS = frozenset({400, 404, 413, 415, 422})   # a worker's answer that is the request's fault
 
 
+async def _next_item(q: asyncio.Queue, timeout: float):
+    """The next frame of a job: at once when one is queued (no timer task), else waited for up to
+    ``timeout`` seconds (asyncio.TimeoutError)."""
+    if not q.empty():
+        return q.get_nowait()
+    return await asyncio.wait_for(q.get(), timeout)
+
+
 def worker_side(status: int) -> bool:
     """A worker's error that is not the client's: its queue is full (429), the proxy owes it too much
     (402), or it failed (5xx). Such a job goes to another worker, or the client gets 429/503."""
@@ -524,7 +532,7 @@ class ProxyCore:
         result: Optional[F.Result] = None
         while True:
             try:
-                item = await asyncio.wait_for(q.get(), max(deadline - time.monotonic(), 0.01))
+                item = await _next_item(q, max(deadline - time.monotonic(), 0.01))
             except asyncio.TimeoutError:
                 if result is None:
                     await link.send(F.Cancel(job_id))
@@ -675,7 +683,7 @@ class ProxyCore:
         while True:
             timeout = deadline - time.monotonic()
             try:
-                item = await asyncio.wait_for(q.get(), max(timeout, 0.01))
+                item = await _next_item(q, max(timeout, 0.01))
             except asyncio.TimeoutError:
                 if not cancelled:
                     cancelled = True
