@@ -8,8 +8,9 @@ Measured per request: the first streamed chunk (max_tokens=4) and the whole answ
 max_tokens=1). Direct and gateway requests alternate one by one so drift in the machine's load
 hits both alike. The gateway's own timing of its steps (authorize, verify) is read from its /metrics,
 and its CPU time per request from /proc (wall times on a loaded machine stretch; CPU time much less).
-Bar: the latency added to the first token at p50 is at most 3 ms. Before the whole answer the gateway
-also checks the receipt and commits it with the new total (one fsync, measured below), by design.
+Bar (both): the latency added at p50 is at most 3 ms per request (the whole answer) and at most 3 ms to
+the first token. Before the whole answer the gateway also checks the receipt and commits it with the new
+total (one fsync, measured below), so that figure includes this disk's fsync time.
 
     .venv/bin/python benchmarks/client.py [--requests N]
 
@@ -260,14 +261,15 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     print(f"load average {load:.1f} on {os.cpu_count()} cores (wall times stretch with it)")
-    added = rows[1][3]
-    print(f"bar: added p50 to the first token <= {BAR_MS} ms: {'met' if added <= BAR_MS else 'NOT met'}")
+    met = {"answer": rows[0][3] <= BAR_MS, "first_token": rows[1][3] <= BAR_MS}
+    for kind, ok in met.items():
+        print(f"bar: added p50 ({kind.replace('_', ' ')}) <= {BAR_MS} ms: {'met' if ok else 'NOT met'}")
     print(json.dumps({"benchmark": "client", "requests": args.requests,
                       "added_p50_ms": {"answer": round(rows[0][3], 3), "first_token": round(rows[1][3], 3)},
                       "p50_ms": {"direct_answer": round(rows[0][1], 3), "gateway_answer": round(rows[0][2], 3),
                                  "direct_first_token": round(rows[1][1], 3), "gateway_first_token": round(rows[1][2], 3)},
                       "gateway_steps_mean_ms": {k: round(v, 3) for k, v in steps.items()},
-                      "load_average": round(load, 2), "bar_ms": BAR_MS, "bar_met": added <= BAR_MS}))
+                      "load_average": round(load, 2), "bar_ms": BAR_MS, "bar_met": met}))
 
 
 if __name__ == "__main__":
