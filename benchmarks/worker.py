@@ -102,7 +102,9 @@ def main() -> None:
         world = W.build(tmp, MODEL, port)
         peer = Peer(world, port).start()
         try:
-            procs.start("worker", [COCOON, *world.worker_args(tmp / "state", port, mport)], timeout=120,
+            # the worker as deployed: registry reads every 30 s (the test world's 1 s suits revocation tests;
+            # on the embedded chain each read costs milliseconds of CPU that would land on first tokens)
+            procs.start("worker", [COCOON, *world.worker_args(tmp / "state", port, mport, "--registry-refresh", "30")], timeout=120,
                         ready=http_ready(f"http://127.0.0.1:{mport}/health"))
             peer.wait_connected(60)
             worker_round(peer, 4)                  # warm both paths once
