@@ -243,10 +243,13 @@ def main() -> None:
         procs.start("echo", [PYTHON, __file__, "--echo-server", str(eport)],
                     ready=http_ready(f"http://127.0.0.1:{eport}/v1/models"))
         net = Devnet(procs, base).start({"smol": model_file_hash(model)})
-        pp = start_proxy(net, "bench-proxy", "--settle-grace", "1000000000", "--max-fee-share", "0",
+        # the services at their deployed defaults: registry reads every 30 s, a settlement pass every 10 s
+        # (the test kit's 1 s suits tests; each registry read costs the event loop tens of milliseconds)
+        pp = start_proxy(net, "bench-proxy", "--refresh", "30", "--settle-every", "10", "--settle-grace", "1000000000", "--max-fee-share", "0",
                          "--exposure-limit", "100000", "--log-level", "warning", "--max-output-tokens", "16")
         wp = start_worker(net, "bench-worker", pp, "--engine", "http", "--engine-url", f"http://127.0.0.1:{eport}",
-                     "--parallel", "48", "--queue", "16", "--max-output-tokens", "16")
+                     "--parallel", "48", "--queue", "16", "--max-output-tokens", "16",
+                     "--registry-refresh", "30")
         ch = net.open_channel(net.party("bench-client"), pp.party, 5_000 * TON)
         # one authorization for the whole run: each request is admitted against it (the books still
         # store the admission, the job, the receipt and the worker's pay per request)
