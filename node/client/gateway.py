@@ -11,8 +11,9 @@ Per request, on the channel to the chosen proxy:
 3. the voucher for settled + the maximum costs of the requests in flight is recorded in SQLite, then
    sent with the request;
 4. the answer's receipt is checked (:mod:`node.payments.receipts`) before the caller sees the end of
-   it; a verified answer is paid with the exact new total (``POST /v1/cocoon/settle``), a failed one
-   is not paid, is reported to the caller and its cost is recorded as disputed;
+   it; a verified answer is paid with the exact new total, the settled total alone (``POST
+   /v1/cocoon/settle``), a failed one is not paid, is reported to the caller and its cost is recorded
+   as disputed;
 5. a request whose answer is not read to its end (the caller hung up, the proxy's stream broke) stays
    in flight: the proxy may still bill it (it cancels the worker and bills what was delivered), so the
    gateway asks the proxy for the record of its request id and pays that like any answer.
@@ -20,8 +21,9 @@ Per request, on the channel to the chosen proxy:
 The books of one channel change under a lock, and one :class:`LiveChannel` holds all that is in
 flight on it, so every voucher covers settled + the maximum costs of all requests in flight, as the
 proxy's reservations do; the requests themselves run concurrently. Settles go out after the answer,
-in order; one that reaches the proxy after a newer authorization is refused by the proxy (that
-authorization already covers it), which is harmless.
+in order. A settle only names what is owed: the proxy keeps it as the exact total it claims, and
+never lowers the authorization requests are admitted against with it, since a request authorized
+earlier may reach the proxy after the settle (requests travel over several connections).
 """
 from __future__ import annotations
 
@@ -76,7 +78,6 @@ class LiveChannel:
     settle_lock: asyncio.Lock = field(default_factory=asyncio.Lock)   # settles go out one at a time
     inflight: dict[str, int] = field(default_factory=dict)   # request id -> maximum cost
     resumed: bool = False
-    last_answered: Optional[str] = None   # a request id the proxy has answered (settles name one)
 
     @property
     def settled(self) -> int:
@@ -573,18 +574,15 @@ class Gateway:
                            paid=vd["paid"], prompt_tokens=ev.usage.prompt_tokens,
                            completion_tokens=ev.usage.completion_tokens, record=record, verdict=vd)
         job.ended = True
-        if ev is not None:   # the proxy recorded this request as answered
-            ch.last_answered = job.request_id
         async with ch.lock:   # the books in memory first; their row is written behind them, in order
             ch.inflight.pop(job.request_id, None)
-            others = sum(ch.inflight.values())
             if ok:
                 ch.row.settled += cost
-                final = ch.row.settled + others
+                # the exact total: what this gateway owes, nothing for the requests still in flight (each
+                # of them carried its own authorization, which the proxy keeps; PROTOCOL.md §4)
+                final = ch.row.settled
                 durable = self.store.queue(SQL.finish_op(job.request_id, "settling", cost, ch.row.address,
                                                          ch.row.settled, final, receipt=receipt, view=view))
-                # the settle goes out after the answer. A newer authorization may reach the proxy first;
-                # then the proxy keeps that one (it covers this total) and refuses this settle, harmlessly.
                 self.spawn(self._settle_in_order(conn, ch, job.request_id, final, durable))
             else:
                 ch.row.disputed += cost
@@ -616,7 +614,7 @@ class Gateway:
         return self._view
 
     async def _settle_in_order(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, final: int,
-                               durable: Optional[asyncio.Future] = None, mark: bool = True) -> None:
+                               durable: Optional[asyncio.Future] = None) -> None:
         async with ch.settle_lock:
             if durable is not None:
                 try:
@@ -624,21 +622,17 @@ class Gateway:
                 except Exception:
                     return
             acked = await self._post_settle(conn, ch, request_id, final, quiet=True)
-            if acked is not None and mark:   # a lost mark only re-sends a settle after a restart
+            if acked is not None:   # a lost mark only re-sends a settle after a restart
                 self.store.submit(SQL.mark_op(request_id, "settled" if acked else "superseded"))
 
     async def release(self, job: "_Job") -> None:
-        """A request that ended without an answer to pay: nothing is owed. The held authorization is
-        brought back to what is owed (a settle under the last answered request id, the proxy's
-        condition for taking one)."""
+        """A request that ended without an answer to pay: nothing is owed, so nothing is settled (the
+        exact total is unchanged; what the proxy billed stays what the answers cost)."""
         ch = job.ch
         job.ended = True
         async with ch.lock:
             ch.inflight.pop(job.request_id, None)
             self.store.submit(SQL.mark_op(job.request_id, "refused"))
-            final = ch.settled + sum(ch.inflight.values())
-        if ch.last_answered is not None:
-            self.spawn(self._settle_in_order(job.conn, ch, ch.last_answered, final, mark=False))
 
     async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
                            quiet: bool = False) -> Optional[bool]:
@@ -750,8 +744,9 @@ class _Job:
         if status == 402:
             c = err.extra.get("cocoon") or {}
             if isinstance(c, dict) and isinstance(c.get("settled"), int) and c["settled"] > self.ch.settled:
-                err.message += (f" (the proxy counts {c['settled']} nanoTON settled, this gateway agreed to "
-                                f"{self.ch.settled}; it does not pay for answers whose receipts failed)")
+                err.message += (f" (the proxy has billed {c['settled']} nanoTON on this channel, this gateway has "
+                                f"paid {self.ch.settled}; answers whose receipts failed are not paid, and answers "
+                                "still on their way are paid when they arrive)")
         await self.gw.release(self)
         self.gw.metrics.requests.labels(self.endpoint, f"http_{status}").inc()
         raise err

@@ -67,8 +67,13 @@ def context_length_exceeded(prompt_tokens: int, limit: int) -> APIError:
                     param="messages", code="context_length_exceeded")
 
 
-def payment_required(message: str, required: int, settled: int) -> APIError:
-    return APIError(402, message, code="payment_required", extra={"cocoon": {"required": required, "settled": settled}})
+def payment_required(message: str, required: int, settled: int, in_flight: Optional[int] = None) -> APIError:
+    """402 with ``error.cocoon``: ``required`` (what to authorize), ``settled`` (the billed total) and,
+    from a proxy, ``in_flight`` (the maximum costs of the channel's running requests)."""
+    cocoon = {"required": required, "settled": settled}
+    if in_flight is not None:
+        cocoon["in_flight"] = in_flight
+    return APIError(402, message, code="payment_required", extra={"cocoon": cocoon})
 
 
 def overloaded(retry_after: int = 1, message: str = "No worker has room for this request; retry shortly.") -> APIError:

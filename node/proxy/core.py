@@ -392,11 +392,11 @@ class ProxyCore:
             except PaymentRequired as p:
                 fresh = await self.client_channel(channel, refresh=True) if p.required > ch.limit else ch
                 if fresh.limit <= ch.limit:   # not a deposit the proxy had not seen yet
-                    raise OE.payment_required(str(p), p.required, p.settled) from None
+                    raise OE.payment_required(str(p), p.required, p.settled, p.in_flight) from None
                 try:
                     adm = await self.ledger.admit(**admit, limit=fresh.limit)
                 except PaymentRequired as p2:
-                    raise OE.payment_required(str(p2), p2.required, p2.settled) from None
+                    raise OE.payment_required(str(p2), p2.required, p2.settled, p2.in_flight) from None
         except BaseException:
             link.close_job(job_id)
             raise
@@ -430,8 +430,8 @@ class ProxyCore:
         """A 402 naming what the channel must authorize for this request: settled + in flight + its
         maximum cost."""
         row = self.ledger.channel(channel)
-        owed = (row.settled if row else 0) + self.ledger.reserved(channel)
-        err = OE.payment_required(message, owed + max_cost, owed)
+        settled, in_flight = (row.settled if row else 0), self.ledger.reserved(channel)
+        err = OE.payment_required(message, settled + in_flight + max_cost, settled, in_flight)
         err.code = code
         return err
 

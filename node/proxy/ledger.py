@@ -2,10 +2,11 @@
 
 What is stored, and when (docs/PROTOCOL.md §6):
 
-- ``channels``: per client channel the latest voucher the payer signed (stored *before* the request
-  it pays for is forwarded), the latest *exact* one (a settle: what the client owes, claimable at any
-  time), the settled total (the client's receipts, or the cap it was held to), and what the chain
-  says was claimed;
+- ``channels``: per client channel the highest voucher the payer signed for a request (stored
+  *before* the request it pays for is forwarded; requests are admitted against it, and it is never
+  lowered), the latest *exact* one (a settle: what the client owes for the answers it has paid,
+  claimable at any time), the settled total (what the proxy billed, or the cap the client was held
+  to), and what the chain says was claimed;
 - ``requests``: one row per (channel, request id): the answer as it was sent, so a retried id is
   answered from here and never served or billed twice;
 - ``jobs``: the reservation of a request's maximum cost while it runs, then the worker's receipt,
@@ -139,11 +140,12 @@ CREATE TABLE IF NOT EXISTS reports (
 
 
 class PaymentRequired(Exception):
-    """The held voucher does not cover settled + in flight + this request's maximum cost."""
+    """The held voucher does not cover settled + in flight + this request's maximum cost:
+    ``required`` = ``settled`` (billed) + ``in_flight`` (the maximum costs of the running jobs) + it."""
 
-    def __init__(self, required: int, settled: int, message: str):
+    def __init__(self, required: int, settled: int, in_flight: int, message: str):
         super().__init__(message)
-        self.required, self.settled = required, settled
+        self.required, self.settled, self.in_flight = required, settled, in_flight
 
 
 class Conflict(Exception):
@@ -287,11 +289,11 @@ class Ledger(GroupCommit):
             reserved = _reserved(c, channel)
             required = settled + reserved + max_cost
             if held < required:   # returned, not raised: the voucher stays stored
-                return PaymentRequired(required, settled + reserved,
+                return PaymentRequired(required, settled, reserved,
                                       f"the voucher authorizes {held} nanoTON; this request needs {required} "
                                       f"(settled {settled} + in flight {reserved} + maximum cost {max_cost})")
             if limit is not None and required > limit:
-                return PaymentRequired(required, settled + reserved,
+                return PaymentRequired(required, settled, reserved,
                                       f"the channel can pay out at most {limit} nanoTON in total; this request "
                                       f"needs {required}: top up the channel")
             c.execute("INSERT INTO requests (channel, request_id, job_id, status, stream, created_at) "
@@ -409,8 +411,10 @@ class Ledger(GroupCommit):
         await self.run(op)
 
     async def settle(self, channel: str, request_id: str, amount: int, signature: bytes) -> ChannelRow:
-        """Replace the held authorization with the client's exact total (PROTOCOL §4). It must
-        cover what the client owes (settled + in flight) and not exceed what it replaces."""
+        """Keep the client's exact total (PROTOCOL §4): what it owes for the answers it has paid, at
+        most what the proxy billed and never below the exact total held (a settle that arrives after a
+        newer one is stale). The authorization requests are admitted against is left as it is: a
+        request authorized before this total was signed may still be on its way, counting on it."""
         def op(c):
             row = c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()
             if row is None:
@@ -418,16 +422,29 @@ class Ledger(GroupCommit):
             rec = _request(c, channel, request_id)
             if rec is None or rec.status != "done":
                 raise Conflict(f"request {request_id} has not been answered on this channel")
-            floor = row["settled"] + _reserved(c, channel)
-            if amount < floor:
-                raise Conflict(f"a final total must cover what the channel owes: {floor} nanoTON "
-                               f"(settled {row['settled']}); the voucher says {amount}")
-            if amount > row["voucher_amount"]:
-                raise Conflict(f"a final total cannot exceed the {row['voucher_amount']} nanoTON authorized")
-            c.execute("UPDATE channels SET voucher_amount=?, voucher_sig=?, exact_amount=?, exact_sig=? WHERE channel=?",
-                      (amount, signature.hex(), amount, signature.hex(), channel))
+            if amount > row["settled"]:
+                raise Conflict(f"an exact total cannot exceed what the channel was billed: {row['settled']} "
+                               f"nanoTON; the voucher says {amount}")
+            if amount < row["exact_amount"]:
+                raise Conflict(f"superseded: the exact total held is {row['exact_amount']} nanoTON; the voucher "
+                               f"says {amount}")
+            c.execute("UPDATE channels SET exact_amount=?, exact_sig=? WHERE channel=?",
+                      (amount, signature.hex(), channel))
             return ChannelRow(**dict(c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()))
         return await self.run(op)
+
+    def close_voucher(self, channel: str) -> tuple[int, Optional[str]]:
+        """(amount, signature) to claim when the payer is leaving: its exact total when that pays for
+        everything billed and nothing is running (an honest client pays exactly what it used), else
+        all it authorized (the cap it signed)."""
+        def fn(c):
+            row = c.execute("SELECT * FROM channels WHERE channel=?", (channel,)).fetchone()
+            if row is None:
+                return 0, None
+            if row["exact_sig"] and row["exact_amount"] >= row["settled"] and not _reserved(c, channel):
+                return row["exact_amount"], row["exact_sig"]
+            return row["voucher_amount"], row["voucher_sig"]
+        return self.read(fn)
 
     async def apply_caps(self, older_than: float) -> list[tuple[str, int]]:
         """A client that has not settled its last request since ``older_than`` is held to the cap

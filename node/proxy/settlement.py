@@ -7,8 +7,8 @@ A pass runs every ``settle_every`` seconds:
 2. every client channel is read from the chain. It is claimed when ``node.payments.policy.should_claim``
    says so (the fee at most 0.5 % of the payment by default, or the exposure past its limit) with the
    client's latest exact total (its last settle, never a request's cap); a channel whose payer asked
-   to close (or to withdraw) is claimed at once with all it authorized, so the proxy never misses
-   the notice;
+   to close (or to withdraw) is claimed at once, so the proxy never misses the notice: with the exact
+   total when it pays for all that was billed and nothing runs, else with all the payer authorized;
 3. channels to workers are topped up before the pay signed on them reaches their deposit.
 
 Each claim is recorded (with the hot wallet's seqno it will use) before it is sent and reconciled
@@ -57,9 +57,10 @@ async def settlement_pass(core) -> None:
             await ledger.set_claimed(row.channel, ch.claimed)
         exposure += CP.exposure(row.voucher_amount, ch).unclaimed
         closing = ch.state == E.State.CLOSING or bool(ch.pending_withdrawal)
-        if closing:   # the payer is leaving: claim all it authorized, before the notice ends
-            if row.voucher_sig and E.claimable(row.voucher_amount, ch) > s.claim.claim_fee:
-                await claim(core, row.channel, row.voucher_amount, row.voucher_sig, ch, "close notice")
+        if closing:   # the payer is leaving: claim before the notice ends (Ledger.close_voucher)
+            amount, sig = ledger.close_voucher(row.channel)
+            if sig and E.claimable(amount, ch) > s.claim.claim_fee:
+                await claim(core, row.channel, amount, sig, ch, "close notice")
             continue
         # otherwise only with the exact total the client settled (a request's cap is not owed)
         if not row.exact_sig or row.exact_amount <= ch.claimed:

@@ -5,8 +5,9 @@ request with the same id and voucher after any failure, as a gateway does. Meanw
 the proxy with SIGKILL at a random moment while requests are in flight, checks its books on disk,
 and restarts it. After each crash:
 
-- no acknowledged voucher is lost: the stored voucher is the last one the proxy acknowledged (an
-  answered request's or an accepted settle's) or a later one the client sent;
+- no acknowledged voucher is lost: the authorization stored is one the client sent for a request and
+  at least the last answered request's; the exact total stored is the last accepted settle's or a
+  later one the client sent;
 - no job is billed twice: one billed job per request id at most;
 - worker pay: the cumulative pay signed equals the sum of the billed jobs' fees, one pay per job;
 - claims: confirmed claims grow strictly, none was sent and refused (a second send of one claim).
@@ -52,21 +53,24 @@ class Client(threading.Thread):
         self.c = c
         self.stop = threading.Event()
         self.sent: list[tuple[int, bytes]] = []       # every voucher sent, in order
-        self.acked = -1                               # index in sent of the last acknowledged one
+        self.kinds: list[str] = []                    # "request" or "settle", for each of them
+        self.acked = {"request": -1, "settle": -1}    # index in sent of the last acknowledged one of each kind
         self.receipts: dict[str, dict] = {}           # request id -> cocoon object
         self.requests = 0
         self.errors: list[str] = []
         self.lock = threading.Lock()
 
-    def _voucher(self, amount: int) -> tuple[str, int]:
+    def _voucher(self, amount: int, kind: str) -> tuple[str, int]:
         v = Voucher.sign(self.c.channel.key, self.c.channel.address, amount)
         with self.lock:
             self.sent.append((amount, v.signature))
+            self.kinds.append(kind)
             return H.format_voucher(amount, v.signature), len(self.sent) - 1
 
     def _ack(self, index: int) -> None:
         with self.lock:
-            self.acked = max(self.acked, index)
+            kind = self.kinds[index]
+            self.acked[kind] = max(self.acked[kind], index)
 
     def run(self) -> None:
         i = 0
@@ -77,7 +81,7 @@ class Client(threading.Thread):
             body = {"model": NAME, "messages": [{"role": "user", "content": f"Say the number {i}."}],
                     "max_tokens": 4, "stream": stream}
             raw = json.dumps(body).encode()
-            voucher, idx = self._voucher(self.c.settled + self.c.bound(body))
+            voucher, idx = self._voucher(self.c.settled + self.c.bound(body), "request")
             hdrs = {H.CHANNEL: self.c.channel.raw, H.VOUCHER: voucher, H.REQUEST_ID: rid,
                     H.MAX_COEFFICIENT: "1000", "Content-Type": "application/json"}
             cocoon = None
@@ -93,7 +97,7 @@ class Client(threading.Thread):
             self.receipts[rid] = cocoon
             self.requests += 1
             total = cocoon["settled_before"] + cocoon["cost"]
-            voucher, idx = self._voucher(total)
+            voucher, idx = self._voucher(total, "settle")
             while not self.stop.is_set():
                 try:
                     r = self.c.http.post(f"{self.c.proxy.base}/v1/cocoon/settle", timeout=10, json={
@@ -144,14 +148,19 @@ def books(pp) -> sqlite3.Connection:
 def check_books(pp, client: Client, final: bool = False) -> None:
     con = books(pp)
     try:
-        ch = con.execute("SELECT voucher_amount, voucher_sig, settled, capped FROM channels WHERE channel=?",
-                         (client.c.channel.raw,)).fetchone()
+        ch = con.execute("SELECT voucher_amount, voucher_sig, settled, capped, exact_amount, exact_sig FROM channels "
+                         "WHERE channel=?", (client.c.channel.raw,)).fetchone()
         with client.lock:
-            sent, acked = list(client.sent), client.acked
-        if acked >= 0:
+            sent, kinds, acked = list(client.sent), list(client.kinds), dict(client.acked)
+        if acked["request"] >= 0:   # the authorization: the highest request voucher, never lowered
             held = (ch[0], bytes.fromhex(ch[1]))
-            later = sent[acked:]
-            assert held in later, f"stored voucher {ch[0]} is not the acknowledged {sent[acked][0]} or a later one"
+            requests = [v for v, k in zip(sent, kinds) if k == "request"]
+            assert held in requests and ch[0] >= sent[acked["request"]][0], \
+                f"stored authorization {ch[0]} is below the acknowledged {sent[acked['request']][0]}"
+        if acked["settle"] >= 0:    # the exact total: the last accepted settle or a later one
+            exact = (ch[4], bytes.fromhex(ch[5]))
+            assert exact in sent[acked["settle"]:], \
+                f"stored exact total {ch[4]} is not the acknowledged {sent[acked['settle']][0]} or a later one"
         twice = con.execute("SELECT request_id, COUNT(*) FROM jobs WHERE status='done' AND cost>0 "
                             "GROUP BY request_id HAVING COUNT(*)>1").fetchall()
         assert not twice, f"billed twice: {twice}"

@@ -5,6 +5,8 @@ import asyncio
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.proxy.ledger import Conflict, Ledger, PaymentRequired, read_summary
 
@@ -40,7 +42,7 @@ def test_admission_covers_settled_in_flight_and_max_cost(ledger):
         a = await admit(ledger, "r1", 100, 100)
         with pytest.raises(PaymentRequired) as e:     # r1 is in flight: r2 needs 100 + 50
             await admit(ledger, "r2", 100, 50)
-        assert (e.value.required, e.value.settled) == (150, 100)
+        assert (e.value.required, e.value.settled, e.value.in_flight) == (150, 0, 100)
         await admit(ledger, "r2", 150, 50)
         billed, _ = await finish(ledger, a.job_id, 30)
         assert billed == 30
@@ -81,18 +83,19 @@ def test_cost_above_the_reservation_is_capped_and_pay_is_cumulative(ledger):
     run(go())
 
 
-def test_settle_floor_and_caps(ledger):
+def test_settle_bounds_and_caps(ledger):
     async def go():
         a = await admit(ledger, "r1", 100, 100)
         await finish(ledger, a.job_id, 30)
-        with pytest.raises(Conflict):
-            await ledger.settle(CH, "r1", 29, SIG)          # below what is owed
-        with pytest.raises(Conflict):
-            await ledger.settle(CH, "r1", 101, SIG)         # above what was authorized
+        with pytest.raises(Conflict, match="billed"):
+            await ledger.settle(CH, "r1", 31, SIG)          # above what was billed
         with pytest.raises(Conflict):
             await ledger.settle(CH, "nope", 30, SIG)
         row = await ledger.settle(CH, "r1", 30, SIG)
-        assert row.voucher_amount == 30 == row.settled
+        assert row.exact_amount == 30 == row.settled and row.voucher_amount == 100   # the authorization stays
+        with pytest.raises(Conflict, match="superseded"):
+            await ledger.settle(CH, "r1", 29, SIG)          # below the exact total held: stale
+        assert (await ledger.settle(CH, "r1", 30, SIG)).exact_amount == 30   # the same one again: taken
         b = await admit(ledger, "r2", 130, 100)
         await finish(ledger, b.job_id, 20)
         assert await ledger.apply_caps(older_than=0) == []  # not yet late
@@ -180,3 +183,154 @@ def test_pays_completed_in_one_group_commit_are_signed_once(ledger):
     con.close()
     assert rows == {1: (1).to_bytes(64, "big").hex(), 3: "", 5: "", 7: "", 9: (9).to_bytes(64, "big").hex()}
     assert len(jobs) == 5
+
+
+class Payer:
+    """The books of a gateway (node/client/gateway.py) on one channel: a request signs settled + the
+    maximum costs of all in flight + its own; an answer is paid with the exact settled total."""
+
+    def __init__(self):
+        self.settled, self.inflight = 0, {}
+
+    def authorize(self, rid: str, max_cost: int) -> int:
+        self.inflight[rid] = max_cost
+        return self.settled + sum(self.inflight.values())
+
+    def paid(self, rid: str, cost: int) -> int:
+        del self.inflight[rid]
+        self.settled += cost
+        return self.settled
+
+
+def test_a_request_authorized_first_and_arriving_last_is_admitted_after_a_settle(ledger):
+    """Requests travel over several connections: A is authorized first and reaches the proxy after B
+    was answered and settled, and after X, authorized after that settle. The settle must not take
+    away what A counts on: A, X and the settle were all signed correctly."""
+    async def go():
+        p = Payer()
+        v_a, v_b = p.authorize("A", 100), p.authorize("B", 100)          # 100, 200
+        b = await admit(ledger, "B", v_b, 100)
+        await finish(ledger, b.job_id, 30)
+        exact = p.paid("B", 30)                                           # the settle of B: 30
+        v_x = p.authorize("X", 100)                                       # 30 + A's 100 + X's 100
+        await admit(ledger, "X", v_x, 100)                                # X overtakes the settle ...
+        await ledger.settle(CH, "B", exact, SIG)                          # ... which arrives next
+        await admit(ledger, "A", v_a, 100)                                # A, last: still covered by X's voucher
+        row = ledger.channel(CH)
+        assert (row.voucher_amount, row.exact_amount, row.settled, ledger.reserved(CH)) == (230, 30, 30, 200)
+        # a total that counts requests in flight is not an exact total: refused
+        with pytest.raises(Conflict, match="billed"):
+            await ledger.settle(CH, "B", 130, SIG)
+    run(go())
+
+
+def test_claiming_the_exact_total_never_bills_a_request_twice(ledger):
+    """The proxy claims the exact total while another request runs: its settled total stays what it
+    billed, the running request is billed once when it ends, and the next one is admitted."""
+    async def go():
+        p = Payer()
+        a = await admit(ledger, "r1", p.authorize("r1", 100), 100)
+        b = await admit(ledger, "r2", p.authorize("r2", 100), 100)
+        await finish(ledger, a.job_id, 30)
+        await ledger.settle(CH, "r1", p.paid("r1", 30), SIG)
+        await ledger.set_claimed(CH, ledger.channel(CH).exact_amount)   # a claim confirmed on chain
+        await finish(ledger, b.job_id, 40)
+        await ledger.settle(CH, "r2", p.paid("r2", 40), SIG)
+        row = ledger.channel(CH)
+        assert (row.settled, row.capped, row.claimed, row.exact_amount) == (70, 0, 30, 70)
+        c = await admit(ledger, "r3", p.authorize("r3", 100), 100)
+        # the payer leaves while r3 runs: claimed with the authorization (the highest voucher, r2's) ...
+        assert ledger.close_voucher(CH) == (200, SIG.hex())
+        await finish(ledger, c.job_id, 5)
+        await ledger.settle(CH, "r3", p.paid("r3", 5), b"\x02" * 64)
+        # ... once nothing runs and all that was billed is settled: with the exact total
+        assert ledger.close_voucher(CH) == (75, (b"\x02" * 64).hex())
+    run(go())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_no_order_of_arrivals_answers_settles_and_claims_refuses_a_payer_that_signed_correctly(data):
+    """A payer signing as the gateway does, the proxy's ledger, and a network that delivers requests
+    and settles in any order: no request is refused, no settle is refused except a stale one, a claim
+    of the exact total never moves the settled total, and at the end the proxy's settled total, its
+    exact total and what the payer paid are one and the same."""
+    import tempfile
+
+    draw = data.draw
+
+    async def go(l: Ledger) -> None:
+        p = Payer()
+        wire: list[tuple] = []                  # requests and settles on their way to the proxy
+        running: dict[str, tuple[str, int]] = {}  # at the proxy: request id -> (job id, maximum cost)
+        answers: list[tuple[str, int]] = []     # on their way to the payer: (request id, cost)
+        made = 0
+
+        async def deliver(i: int) -> None:
+            msg = wire.pop(i)
+            if msg[0] == "request":
+                _, rid, voucher, m = msg
+                adm = await admit(l, rid, voucher, m)      # PaymentRequired here is the bug
+                running[rid] = (adm.job_id, m)
+            else:
+                _, rid, total = msg
+                try:
+                    await l.settle(CH, rid, total, SIG)
+                except Conflict as e:
+                    assert total < l.channel(CH).exact_amount, e   # only a stale settle is refused
+
+        async def check() -> None:
+            row = l.channel(CH)
+            if row is not None:
+                assert row.settled + l.reserved(CH) <= row.voucher_amount
+                assert row.exact_amount <= row.settled and row.capped == 0
+
+        for _ in range(draw(st.integers(5, 40))):
+            kinds = ["authorize"] * (made < 10) + ["deliver"] * bool(wire) + ["complete"] * bool(running) + \
+                    ["answer"] * bool(answers) + ["claim"]
+            kind = draw(st.sampled_from(kinds))
+            if kind == "authorize":
+                rid, m = f"r{made}", draw(st.sampled_from([100, 150, 200]))
+                made += 1
+                wire.append(("request", rid, p.authorize(rid, m), m))
+            elif kind == "deliver":
+                await deliver(draw(st.integers(0, len(wire) - 1)))
+            elif kind == "complete":
+                rid = draw(st.sampled_from(sorted(running)))
+                job_id, m = running.pop(rid)
+                cost = draw(st.integers(0, m))
+                await finish(l, job_id, cost)
+                answers.append((rid, cost))
+            elif kind == "answer":
+                rid, cost = answers.pop(draw(st.integers(0, len(answers) - 1)))
+                wire.append(("settle", rid, p.paid(rid, cost)))
+            else:
+                row = l.channel(CH)
+                if row is not None and row.exact_amount > row.claimed:
+                    before = row.settled
+                    await l.set_claimed(CH, row.exact_amount)
+                    assert l.channel(CH).settled == before
+            await check()
+        while wire or running or answers:         # everything arrives, in some order
+            if wire:
+                await deliver(draw(st.integers(0, len(wire) - 1)))
+            elif running:
+                rid = sorted(running)[0]
+                job_id, m = running.pop(rid)
+                await finish(l, job_id, m // 2)
+                answers.append((rid, m // 2))
+            else:
+                rid, cost = answers.pop()
+                wire.append(("settle", rid, p.paid(rid, cost)))
+            await check()
+        row = l.channel(CH)
+        if row is not None:
+            assert row.settled == row.exact_amount == p.settled
+            assert l.close_voucher(CH) == (p.settled, SIG.hex()) or p.settled == 0
+
+    with tempfile.TemporaryDirectory() as d:
+        l = Ledger(os.path.join(d, "p.sqlite"))
+        try:
+            run(go(l))
+        finally:
+            l.close()
