@@ -41,6 +41,7 @@ class DevNet:
     clients_port: int = 0
     workers_port: int = 0
     keys: dict = field(default_factory=dict)
+    claim_often: bool = False
 
     @property
     def chain_url(self) -> str:
@@ -51,7 +52,11 @@ class DevNet:
         return self.chain.trust
 
     # ---------------------------------------------------------------- set-up
-    def start(self, proxy_refresh: float = 600.0, parallel: int = 1, queue: int = 0) -> "DevNet":
+    def start(self, proxy_refresh: float = 600.0, parallel: int = 1, queue: int = 0,
+              claim_often: bool = False) -> "DevNet":
+        """``claim_often``: the proxy claims from a channel at each settlement pass (every second) once
+        a claim's fee is below what it would pay, so claims land while requests are in flight."""
+        self.claim_often = claim_often
         self.chain = kit.Devnet(self.procs, self.root)
         try:
             self.chain.start({"smollm2": model_file_hash(model_path())}, governance_delay=GOVERNANCE_DELAY,
@@ -88,7 +93,7 @@ class DevNet:
             "--metrics", f"127.0.0.1:{self.proxy_metrics}", "--tee", "simulated",
             "--dev-root", str(self.root / "devroot"), "--measurements", str(self.root / "proxy-image.json"),
             "--state", str(self.root / "proxy-state"), "--refresh", str(refresh), "--settle-every", "1",
-            "--max-output-tokens", "64"],
+            "--max-output-tokens", "64", *(("--max-fee-share", "1", "--claim-fee", "0.000001") if self.claim_often else ())],
             ready=http_ready(f"http://127.0.0.1:{self.proxy_metrics}/metrics"), timeout=90)
 
     def start_worker(self, parallel: int = 1, queue: int = 0) -> None:
