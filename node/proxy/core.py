@@ -794,16 +794,17 @@ class ProxyCore:
             row = await self.ledger.settle(channel, rid, amount, sig)
         except Conflict as e:
             raise OE.APIError(409, str(e), code="settle_refused") from None
-        return web.json_response({"channel": channel, "settled": row.settled, "voucher": f"{row.voucher_amount}:"
-                                  f"{row.voucher_sig}"})
+        return web.json_response({"channel": channel, "settled": row.settled,
+                                  "exact": f"{row.exact_amount}:{row.exact_sig}"})
 
     async def channel_info(self, request: web.Request) -> web.Response:
         channel = _channel(request.query.get("channel", ""))
         row = self.ledger.channel(channel)
         if row is None:
-            return web.json_response({"channel": channel, "settled": 0, "voucher": None, "reserved": 0})
+            return web.json_response({"channel": channel, "settled": 0, "voucher": None, "exact": None, "reserved": 0})
         return web.json_response({"channel": channel, "settled": row.settled,
                                   "voucher": f"{row.voucher_amount}:{row.voucher_sig}" if row.voucher_sig else None,
+                                  "exact": f"{row.exact_amount}:{row.exact_sig}" if row.exact_sig else None,
                                   "reserved": self.ledger.reserved(channel), "claimed": row.claimed,
                                   "capped": row.capped})
 

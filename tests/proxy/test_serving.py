@@ -45,7 +45,8 @@ def test_chat_answer_receipt_and_settle(net, served):
     assert cocoon["cost"] > 0 and cocoon["settled_before"] == 0
     info = c.http.get(f"{pp.base}/v1/cocoon/channel", params={"channel": c.channel.raw}).json()
     assert info["settled"] == cocoon["cost"] == c.settled
-    assert info["voucher"].startswith(f"{cocoon['cost']}:")
+    assert info["exact"].startswith(f"{cocoon['cost']}:")                    # the settle: what is owed
+    assert int(info["voucher"].split(":")[0]) > cocoon["cost"]                # the request's authorization stays
 
 
 def test_stream_ends_with_the_cocoon_chunk(net, served):
@@ -82,15 +83,19 @@ def test_admission_errors_are_4xx(net, served):
     # 404: a model nobody serves
     other = json.dumps({"model": "nope", "messages": [{"role": "user", "content": "x"}], "max_tokens": 4}).encode()
     assert c.post("/v1/chat/completions", other, c.headers(c.settled + 10**6)).status_code == 404
-    # 402: a voucher that does not cover settled + maximum cost, with the amount to authorize
+    # 402: a voucher that, like the higher ones before it, does not cover settled + maximum cost (a
+    # long prompt), with the amount to authorize
+    big = json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "hi " * 300}],
+                      "max_tokens": 4}).encode()
     low = Voucher.sign(c.channel.key, c.channel.address, c.settled + 1)
-    r = c.post("/v1/chat/completions", body, {**ok, H.VOUCHER: H.format_voucher(low.amount, low.signature)})
+    r = c.post("/v1/chat/completions", big, {**ok, H.VOUCHER: H.format_voucher(low.amount, low.signature)})
     assert r.status_code == 402
     need = r.json()["error"]["cocoon"]
-    assert need["settled"] == c.settled and need["required"] > c.settled + 1
+    held = c.http.get(f"{pp.base}/v1/cocoon/channel", params={"channel": c.channel.raw}).json()["voucher"]
+    assert need["settled"] == c.settled and need["in_flight"] == 0 and need["required"] > int(held.split(":")[0])
     # ... which, once signed, is enough
     v = Voucher.sign(c.channel.key, c.channel.address, need["required"])
-    r = c.post("/v1/chat/completions", body, {**ok, H.VOUCHER: H.format_voucher(v.amount, v.signature)})
+    r = c.post("/v1/chat/completions", big, {**ok, H.VOUCHER: H.format_voucher(v.amount, v.signature)})
     assert r.status_code == 200, r.text
     c.settle(ok[H.REQUEST_ID], r.json()["cocoon"])
     # 402 without any voucher names the same amount to authorize
