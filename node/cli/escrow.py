@@ -92,6 +92,18 @@ def _reader(ctx: ChainContext, channel: str):
     return addr, ctx.contract(E.Escrow, addr).read
 
 
+_KEY_HINT = {"payer": "pass the --voucher-key-file the channel was opened with",
+             "payee": "pass --signing-key-file with the key the channel names (see `cocoon escrow status`)"}
+
+
+def _require_party_key(rd, seed: bytes, party: str) -> tuple[int, int]:
+    """The channel's (payer key, payee key), once ``seed`` is checked to be ``party``'s key."""
+    payer_key, payee_key = rd.keys()
+    if (payer_key if party == "payer" else payee_key) != K.public_key_int(seed):
+        raise UserError(f"this key is not the channel's {party} key; {_KEY_HINT[party]}")
+    return payer_key, payee_key
+
+
 def _load_voucher(text: str) -> V.Voucher:
     """A voucher from a file or from its JSON text."""
     p = Path(text)
@@ -347,10 +359,7 @@ def voucher(network, state_file, mnemonic_file, key_file, wallet_version, vouche
     seed = _seed(voucher_key_file, keys)
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
-        payer_key, _ = rd.keys()
-        if payer_key != K.public_key_int(seed):
-            raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was "
-                            "opened with")
+        _require_party_key(rd, seed, "payer")
         ch = rd.channel()
         if nano <= ch.claimed:
             raise UserError(f"{fmt_ton(ch.claimed)} TON were already claimed; a voucher is cumulative and must be above that")
@@ -448,9 +457,7 @@ def close(network, state_file, mnemonic_file, key_file, wallet_version, voucher_
     seed = _seed(voucher_key_file, keys)
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
-        payer_key, payee_key = rd.keys()
-        if payer_key != K.public_key_int(seed):
-            raise UserError("this key is not the channel's payer key; pass the --voucher-key-file the channel was opened with")
+        _, payee_key = _require_party_key(rd, seed, "payer")
         if not V.verify_statement(payee_key, E.TAG_COOP_CLOSE, addr, nano, qsig):
             raise UserError(f"the payee's signature is not valid for a close at {fmt_ton(nano)} TON on this channel")
         ch = rd.channel()
@@ -479,10 +486,7 @@ def sign_close(network, state_file, mnemonic_file, key_file, wallet_version, sig
     seed = _seed(signing_key_file, keys)
     with ChainContext(network, state_file, wallet_version) as ctx:
         addr, rd = _reader(ctx, channel)
-        _, payee_key = rd.keys()
-        if payee_key != K.public_key_int(seed):
-            raise UserError("this key is not the channel's payee key; pass --signing-key-file with the key the "
-                            "channel names (see `cocoon escrow status`)")
+        _require_party_key(rd, seed, "payee")
         ch = rd.channel()
         if nano < ch.claimed:
             click.echo(f"note: {fmt_ton(ch.claimed)} TON were already claimed; the close pays the payee nothing more",

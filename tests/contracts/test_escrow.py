@@ -1028,7 +1028,12 @@ def test_cli_end_to_end(lang, tmp_path):
               cli.keys["voucher2"], key="payer")
     channel2 = _line(out, "channel:")
     assert channel2 != channel
+    out = cli("escrow", "sign-close", channel2, "0.5", key="stranger", ok=False)    # not the payee key
+    assert "payee key" in out
     sig = cli("escrow", "sign-close", channel2, "0.5", key="payee").strip().splitlines()[-1]
+    out = cli("escrow", "close", channel2, "--cooperative", "0.5", "--payee-signature", sig, key="payer",
+              ok=False)                                                            # not the channel's voucher key
+    assert "payer key" in out
     out = cli("escrow", "close", channel2, "--cooperative", "0.6", "--payee-signature", sig,
               "--voucher-key-file", cli.keys["voucher2"], key="payer", ok=False)
     assert "not valid for a close at 0.6 TON" in out
