@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from node import eventloop
+
 from .context import UserError, guarded
 from .options import (client_store as _store, config_option, json_option, log_level_option, parse_ton,
                       service_chain_options, state_dir_option, tee_trust_options, wallet_options)
@@ -102,7 +104,9 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
                         stake_ttl=stake_ttl)
     app = init(settings)
     click.echo(f"cocoon client gateway: http://{host}:{port}/v1 (state {state_dir}, budget {budget_n / 1e9:g} TON)")
-    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
+    eventloop.tune_gc()
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5,
+                loop=eventloop.new_event_loop())
 
 
 def _fmt(n: int) -> str:

@@ -9,6 +9,8 @@ from typing import Optional
 
 import click
 
+from node import eventloop
+
 from .context import UserError, guarded
 from .options import (config_option, hostport, json_option, log_level_option, parse_ton, pccs_url_option,
                       service_chain_options, state_dir_option)
@@ -90,8 +92,6 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
     voucher, claims from client channels when the fee is worth it or a close notice runs, and reports
     each worker's statistics every epoch. Stop it with Ctrl-C; a kill -9 loses nothing acknowledged.
     """
-    import asyncio
-
     from node.chain import CocoonError, load_keys
     from node.proxy.app import serve
     from node.proxy.core import StartupError
@@ -140,7 +140,8 @@ def run(state_dir: Path, registry: str, network: str, chain_api_key: Optional[st
                    f"metrics http://{mh}:{mp}/metrics (image {core.image_hash.hex()[:16]}…, {tee} TEE)", err=True)
 
     try:
-        asyncio.run(serve(settings, ready))
+        eventloop.tune_gc()
+        eventloop.run(serve(settings, ready))
     except StartupError as e:
         raise UserError(f"cannot start: {e}") from None
     except CocoonError as e:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from node import eventloop
+
 from .options import json_option, pccs_url_option
 
 DEFAULT_STATE = ".cocoon/worker"
@@ -120,8 +122,9 @@ def run_cmd(config, verbose, **flags) -> None:
     click.echo(f"worker: model {settings.model_name}, metrics on http://{settings.metrics_host}:"
                f"{settings.metrics_port}/metrics", err=True)
     try:
+        eventloop.tune_gc()
         web.run_app(app, host=settings.metrics_host, port=settings.metrics_port, print=None,
-                    handle_signals=True)
+                    handle_signals=True, loop=eventloop.new_event_loop())
     except WorkerError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -41,7 +41,6 @@ import os
 import ssl
 import tempfile
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -320,7 +319,14 @@ class PeerVerifier:
 
 
 # --------------------------------------------------------------------------- tracking
-_peers: "weakref.WeakKeyDictionary[Any, Verdict]" = weakref.WeakKeyDictionary()
+# Keyed by transport in plain dicts (uvloop's transports take no weak references); a closed
+# transport's entry goes when the next connection is added.
+_peers: dict[Any, Verdict] = {}
+
+
+def _prune(conns: dict[Any, Verdict]) -> None:
+    for t in [t for t in conns if t.is_closing()]:
+        del conns[t]
 
 
 def peer_verdict(request_or_transport: Any) -> Verdict | None:
@@ -334,10 +340,12 @@ class ConnectionTracker:
     """Live verified connections; aborts those the registry no longer allows."""
 
     role: str
-    _conns: "weakref.WeakKeyDictionary[Any, Verdict]" = field(default_factory=weakref.WeakKeyDictionary)
+    _conns: dict[Any, Verdict] = field(default_factory=dict)
     dropped: int = 0
 
     def add(self, transport: Any, verdict: Verdict) -> None:
+        _prune(self._conns)
+        _prune(_peers)
         self._conns[transport] = verdict
         _peers[transport] = verdict
 
