@@ -108,10 +108,10 @@ class Server:
             if req.model != self.model_name:
                 raise errors.APIError(404, f"The model {req.model!r} is not served here (this worker serves "
                                            f"{self.model_name!r}).", param="model", code="model_not_found")
-            if len(job.body) < INLINE_PROMPT_BYTES:     # a short prompt renders in well under a millisecond
-                prompt = self.engine.prompt_tokens(req)
+            if len(job.body) < INLINE_PROMPT_BYTES:     # a short prompt tokenizes in under a millisecond
+                prompt = self.engine.tokens_before_run(req, len(job.body))
             else:
-                prompt = await asyncio.to_thread(self.engine.prompt_tokens, req)
+                prompt = await asyncio.to_thread(self.engine.tokens_before_run, req, len(job.body))
             self.engine.slots.admit()
         except errors.APIError as e:
             self.metrics.jobs.labels("refused").inc()
@@ -124,7 +124,7 @@ class Server:
         finally:
             self.cancels.pop(job.job_id, None)
 
-    async def _run(self, job: F.Job, req, prompt: list[int], cancel: threading.Event, channel: str, emit: Emit,
+    async def _run(self, job: F.Job, req, prompt: Optional[list[int]], cancel: threading.Event, channel: str, emit: Emit,
                    t0: float) -> None:
         slots = self.engine.slots
         endpoint = job.endpoint
@@ -211,7 +211,7 @@ class Server:
             prompt_n = done.prompt_tokens
         else:
             completion = sum(p.token_count() for p in delivered)
-            prompt_n = len(prompt) if started else 0
+            prompt_n = (len(prompt) if prompt is not None else self.engine.prompt_count(req)) if started else 0
             if not req.stream:          # an answer that never went out delivered nothing
                 completion, content = 0, ""
         usage = Usage(prompt_n, completion)
