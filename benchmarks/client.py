@@ -39,6 +39,22 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+async def read_stream(r, t: float) -> tuple[float, list[dict]]:
+    """(seconds from ``t`` to the first chunk, every chunk) of an SSE answer; events are decoded as
+    they arrive, whatever the sizes of the pieces the connection delivers."""
+    from node.openai.sse import DONE, SSEDecoder, parse_event
+
+    dec, first, events = SSEDecoder(), None, []
+    async for data in r.content.iter_any():
+        for payload in dec.feed(data):
+            ev = parse_event(payload)
+            if ev != DONE:
+                if first is None:
+                    first = time.perf_counter() - t
+                events.append(ev)
+    return first, events
+
+
 class Direct:
     """A minimal paying client of the proxy: its own channel, a voucher per request, no checks."""
 
@@ -111,15 +127,14 @@ class Direct:
         body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
         t = time.perf_counter()
         h, rid, _ = self._headers(body)
-        cost = 0
-        first = None
         async with self.http.post("/v1/chat/completions", data=body, headers=h) as r:
-            async for line in r.content:
-                if line.startswith(b"data: {") and first is None:
-                    first = time.perf_counter() - t
-                if b'"cocoon"' in line:
-                    cost = json.loads(line[6:])["cocoon"]["cost"]
-        await self._settle(rid, cost)
+            if r.status != 200:
+                raise RuntimeError(f"the proxy answered {r.status}: {(await r.text())[:300]}")
+            first, events = await read_stream(r, t)
+        costs = [e["cocoon"]["cost"] for e in events if "cocoon" in e]
+        if not costs:
+            raise RuntimeError(f"the proxy's stream ended without its receipt: {events[-2:]}")
+        await self._settle(rid, costs[0])
         return first
 
     async def close(self) -> None:
@@ -148,11 +163,8 @@ class ViaGateway:
     async def first_token(self) -> float:
         body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
         t = time.perf_counter()
-        first = None
         async with self.http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
-            async for line in r.content:
-                if line.startswith(b"data: {") and first is None:
-                    first = time.perf_counter() - t
+            first, _ = await read_stream(r, t)
         return first
 
     async def close(self) -> None:

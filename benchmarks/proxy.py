@@ -96,6 +96,8 @@ def pct(xs: list[float], p: float) -> float:
 async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, headers_for, ssl_ctx) -> dict:
     import aiohttp
 
+    from node.openai.sse import SSEDecoder
+
     lat: list[float] = []
     errors = 0
     sem = asyncio.Semaphore(conc)
@@ -114,8 +116,9 @@ async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, header
                             errors += 1
                             return
                         if stream:
-                            async for line in r.content:
-                                if line.startswith(b"data: {") and b'"content"' in line:
+                            dec = SSEDecoder()
+                            async for data in r.content.iter_any():
+                                if any('"content"' in p for p in dec.feed(data)):
                                     lat.append(time.perf_counter() - t0)
                                     break
                             await r.read()
