@@ -10,6 +10,7 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pytoniq_core import Cell
 
 from node.payments.receipts import CHECKS, Evidence, ReceiptVerifier, verify_record, view_record
 from node.lifecycle import MODEL, ready
@@ -89,6 +90,23 @@ def test_an_honest_answer_passes_every_check(world):
     assert [c.name for c in v.checks] == list(CHECKS)
     assert all(c.ok for c in v.checks)
     assert v.worker_owner == world.net.workers["worker-a"].wallet.address.to_str(is_user_friendly=False)
+
+
+def test_a_receipt_in_another_boc_form_gets_the_same_verdict(world):
+    """The canonical receipt is checked without parsing it; the same receipt in another valid BoC
+    form (with an index and a CRC) is parsed, and every check comes out the same, word for word."""
+    def reformed(cocoon: dict) -> dict:
+        cell = Cell.one_from_boc(base64.b64decode(cocoon["receipt"]))
+        return dict(cocoon, receipt=base64.b64encode(cell.to_boc(has_idx=True, hash_crc32=True)).decode())
+
+    canonical = world.answer()
+    other = reformed(canonical)
+    assert other["receipt"] != canonical["receipt"]
+    a, b = check(world, canonical), check(world, other)
+    assert a.ok and b.ok
+    assert [(c.name, c.ok, c.detail) for c in a.checks] == [(c.name, c.ok, c.detail) for c in b.checks]
+    tampered = reformed(world.answer(content="The answer is 4."))
+    assert check(world, tampered, content="The answer is 5.").failed == ["response_hash"]
 
 
 def test_tool_calls_are_part_of_the_response_hash(world):
