@@ -227,7 +227,7 @@ class Devnet:
 
     def stake_state(self, p: Party, role: int) -> S.StakeState:
         addr = S.stake_address(self.codes.stake, self.registry, p.address, role)
-        return self.run(self.net.reader(S.StakeReader, addr).state())
+        return self.run(self.net.contract(S.Stake, addr).get_state())
 
     def unbond(self, p: Party, role: int, amount: int) -> None:
         addr = S.stake_address(self.codes.stake, self.registry, p.address, role)
@@ -252,7 +252,7 @@ class Devnet:
         return self.run(go())
 
     def channel(self, ch: ClientChannel) -> E.Channel:
-        return self.run(self.net.reader(E.EscrowReader, ch.address).channel())
+        return self.run(self.net.contract(E.Escrow, ch.address).get_channel())
 
     def request_close(self, client: Party, ch: ClientChannel) -> None:
         self.run(self.send(client, ch.address, E.REQUEST_FEE + E.MARGIN, E.request_close_body()))

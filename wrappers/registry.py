@@ -516,8 +516,8 @@ class Registry(Contract):
 RegistryReader = reader_class(
     Registry, ("owner", "version", "params", "trust", "is_allowed", "child_codes", "proxy", "proxies", "proposal",
                "proposals", "stake_address", "escrow_address", "reputation_address"),
-    "Reads a registry through a synchronous ``call(address, method, stack) -> list`` (the services'\n"
-    "``net.reader(RegistryReader, address)``); each method is :class:`Registry`'s ``get_*``.")
+    "Reads a registry through a synchronous ``call(address, method, stack) -> list``; each method is\n"
+    ":class:`Registry`'s ``get_*``.")
 
 
 def registry_code(lang: str) -> Cell:

@@ -1,7 +1,7 @@
 """Chain access for services and the CLI: async, no click.
 
     from node.chain import open_network, load_keys, CocoonError
-    from wrappers.registry import Registry, RegistryReader
+    from wrappers.registry import Registry
 
     net = await open_network("local")              # "embedded" | "local" | "http://..." | "testnet" | "mainnet"
     w = await net.wallet(load_keys(mnemonic_file="owner.words"), version="v4r2")  # dev chains: funded, deployed
@@ -10,7 +10,6 @@
     reg = net.contract(Registry, registry)           # wrappers' contract objects (wrappers.chain.contract)
     params = await reg.get_params()
     await reg.send_propose(net.sender(w), action)     # a wallet as the sender of send_*
-    params = await net.reader(RegistryReader, registry).params()  # reader methods become coroutines
     await net.get_method(addr, "get_version", [])     # pytoniq stack: int, Cell, Slice, None, list
     await net.balance(addr); await net.status(addr); await net.now()
     await net.fund(addr, 5 * 10**9); await net.advance(3600)  # embedded and local chains only
@@ -32,8 +31,7 @@ from .errors import CocoonError
 from .keys import MNEMONIC_ENV, Keys, keys_from_seed, keys_from_words, load_keys, new_mnemonic, write_mnemonic
 from .network import (DEV_FUNDING, LOCAL_URL, NETWORKS, WALLET_VERSIONS, Network, check_network, network_global_id,
                       open_network, open_wallet)
-from .readers import AsyncReader
 
 __all__ = ["CocoonError", "MNEMONIC_ENV", "Keys", "keys_from_seed", "keys_from_words", "load_keys", "new_mnemonic",
            "write_mnemonic", "DEV_FUNDING", "LOCAL_URL", "NETWORKS", "WALLET_VERSIONS", "Network", "check_network",
-           "network_global_id", "open_network", "open_wallet", "AsyncReader"]
+           "network_global_id", "open_network", "open_wallet"]

@@ -18,7 +18,6 @@ from pytoniq_core.tlb.account import StateInit
 
 from .errors import CocoonError
 from .keys import Keys
-from .readers import AsyncReader
 
 NETWORKS = ("embedded", "local", "testnet", "mainnet")
 LOCAL_URL = "http://127.0.0.1:8081"
@@ -111,10 +110,6 @@ class Network:
             if isinstance(e, GetMethodError):
                 raise CocoonError(f"{e}; is that the right contract address and network?") from None
             raise CocoonError(f"get-method {method!r} of {address.to_str()} failed: {e}") from None
-
-    def reader(self, reader_cls: type, address: Address) -> AsyncReader:
-        """A wrappers reader (``RegistryReader``...) over this network; its methods are coroutines."""
-        return AsyncReader(reader_cls, address, self.get_method)
 
     @property
     def contract_provider(self) -> "_CheckedProvider":

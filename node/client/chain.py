@@ -57,21 +57,21 @@ class ClientChain:
         self._send_lock = asyncio.Lock()
 
     async def read_registry(self) -> RegistryView:
-        rd = self.net.reader(R.RegistryReader, self.registry)
-        trust = await rd.trust()
-        params = await rd.params()
+        rd = self.net.contract(R.Registry, self.registry)
+        trust = await rd.get_trust()
+        params = await rd.get_params()
         as_bytes = lambda hs: [h.to_bytes(32, "big") for h in hs]
         snap = RegistrySnapshot(worker_image_hashes=as_bytes(trust["worker_images"]),
                                 proxy_image_hashes=as_bytes(trust["proxy_images"]),
                                 model_hashes=as_bytes(trust["models"]), is_test=params.is_test,
-                                version=await rd.version())
-        return RegistryView(params, await rd.child_codes(), snap, await rd.proxies(), time.time())
+                                version=await rd.get_version())
+        return RegistryView(params, await rd.get_child_codes(), snap, await rd.get_proxies(), time.time())
 
     async def stake(self, address: Address) -> Optional[S.StakeState]:
         """The stake's state; None when no active contract is there. The account's status (a whole
         account state to fetch and parse) is read only when the get-method fails."""
         try:
-            return await self.net.reader(S.StakeReader, address).state()
+            return await self.net.contract(S.Stake, address).get_state()
         except CocoonError:
             if await self.net.status(address) != "active":
                 return None
@@ -80,7 +80,7 @@ class ClientChain:
     async def escrow(self, address: Address) -> Optional[E.Channel]:
         if await self.net.status(address) != "active":
             return None
-        return await self.net.reader(E.EscrowReader, address).channel()
+        return await self.net.contract(E.Escrow, address).get_channel()
 
     async def wallet(self):
         if self.keys is None:

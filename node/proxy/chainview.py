@@ -48,14 +48,14 @@ class ChainView:
     def __init__(self, net: Network, registry: Address, owner: Address, wallet, operator_public: int):
         self.net, self.registry, self.owner, self.wallet = net, registry, owner, wallet
         self.operator_public = operator_public
-        self.reg = net.reader(R.RegistryReader, registry)
+        self.reg = net.contract(R.Registry, registry)
         self.codes: Optional[R.ChildCodes] = None
         self.params: Optional[R.NetworkParams] = None
         self._send_lock = asyncio.Lock()
 
     async def load(self) -> None:
-        self.codes = await self.reg.child_codes()
-        self.params = await self.reg.params()
+        self.codes = await self.reg.get_child_codes()
+        self.params = await self.reg.get_params()
 
     @property
     def economics(self) -> R.Economics:
@@ -64,16 +64,16 @@ class ChainView:
 
     # ------------------------------------------------------------------------ registry
     async def snapshot(self) -> RegistrySnapshot:
-        trust = await self.reg.trust()
-        params = await self.reg.params()
+        trust = await self.reg.get_trust()
+        params = await self.reg.get_params()
         self.params = params
         b = lambda hs: [h.to_bytes(32, "big") for h in hs]  # noqa: E731
         return RegistrySnapshot(worker_image_hashes=b(trust["worker_images"]), proxy_image_hashes=b(trust["proxy_images"]),
                                 model_hashes=b(trust["models"]), is_test=params.is_test,
-                                version=await self.reg.version())
+                                version=await self.reg.get_version())
 
     async def proxy_info(self) -> Optional[R.ProxyInfo]:
-        return await self.reg.proxy(self.owner)
+        return await self.reg.get_proxy(self.owner)
 
     # ------------------------------------------------------------------------ stakes and reputation
     def stake_address(self, owner: Address, role: int) -> Address:
@@ -82,7 +82,7 @@ class ChainView:
 
     async def worker_stake(self, owner: Address) -> Optional[S.StakeState]:
         try:
-            return await self.net.reader(S.StakeReader, self.stake_address(owner, S.ROLE_WORKER)).state()
+            return await self.net.contract(S.Stake, self.stake_address(owner, S.ROLE_WORKER)).get_state()
         except CocoonError:
             return None
 
@@ -91,7 +91,7 @@ class ChainView:
         assert self.codes is not None and self.codes.reputation is not None
         addr = P.reputation_address(self.codes.reputation, self.registry, worker_owner)
         try:
-            st = await self.net.reader(P.ReputationReader, addr).score_state()
+            st = await self.net.contract(P.Reputation, addr).get_score_state()
         except CocoonError:
             st = P.ScoreState()
         return st.score_at(await self.net.now())
@@ -100,22 +100,22 @@ class ChainView:
     async def client_channel(self, address: str) -> ClientChannel:
         """Read a client's channel and check it pays this proxy (CocoonError with the reason)."""
         addr = Address(address)
-        rd = self.net.reader(E.EscrowReader, addr)
+        rd = self.net.contract(E.Escrow, addr)
         if await self.net.status(addr) != "active":
             raise CocoonError(f"no channel is deployed at {address}")
-        reg, payer, payee = await rd.parties()
+        reg, payer, payee = await rd.get_parties()
         if raw(reg) != raw(self.registry):
             raise CocoonError("the channel belongs to another registry")
         if raw(payee) != raw(self.owner):
             raise CocoonError(f"the channel pays {raw(payee)}, not this proxy's owner {raw(self.owner)}")
-        payer_key, payee_key = await rd.keys()
+        payer_key, payee_key = await rd.get_keys()
         if payee_key != self.operator_public:
             raise CocoonError("the channel names another payee key than this proxy's operator key")
-        state = await rd.channel()
+        state = await rd.get_channel()
         return ClientChannel(raw(addr), raw(payer), payer_key, state, time.monotonic())
 
     async def channel_state(self, address: str) -> E.Channel:
-        return await self.net.reader(E.EscrowReader, Address(address)).channel()
+        return await self.net.contract(E.Escrow, Address(address)).get_channel()
 
     # ------------------------------------------------------------------------ sending
     async def send(self, dest: Address, value: int, body, state_init=None, before=None) -> tuple[list, int]:
@@ -149,19 +149,19 @@ class ChainView:
         if status != "active":
             await self.send(addr, E.open_value(amount), E.open_body(amount, worker_key), state_init=si)
         else:
-            rd = self.net.reader(E.EscrowReader, addr)
-            ch = await rd.channel()
+            rd = self.net.contract(E.Escrow, addr)
+            ch = await rd.get_channel()
             if ch.state == E.State.NEW:
                 await self.send(addr, E.open_value(amount), E.open_body(amount, worker_key))
-        ch = await self.net.reader(E.EscrowReader, addr).channel()
+        ch = await self.net.contract(E.Escrow, addr).get_channel()
         return addr, ch.deposited
 
     async def top_up_worker_channel(self, addr: Address, amount: int) -> int:
         await self.send(addr, amount + E.TOP_UP_FEE + E.MARGIN, E.top_up_body(amount))
-        return (await self.net.reader(E.EscrowReader, addr).channel()).deposited
+        return (await self.net.contract(E.Escrow, addr).get_channel()).deposited
 
     async def worker_channel_keys(self, addr: Address) -> Optional[tuple[int, int]]:
         try:
-            return await self.net.reader(E.EscrowReader, addr).keys()
+            return await self.net.contract(E.Escrow, addr).get_keys()
         except CocoonError:
             return None

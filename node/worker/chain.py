@@ -69,14 +69,14 @@ class WorkerChain:
 
     async def _reg(self):
         net = await self.net()
-        return net.reader(R.RegistryReader, self.registry)
+        return net.contract(R.Registry, self.registry)
 
     async def snapshot(self) -> RegistrySnapshot:
         reg = await self._reg()
         try:
-            trust = await reg.trust()
-            params = await reg.params()
-            version = await reg.version()
+            trust = await reg.get_trust()
+            params = await reg.get_params()
+            version = await reg.get_version()
         except Exception as e:
             raise WorkerError(f"cannot read the registry {self.registry.to_str()}: {e}") from None
         as_bytes = lambda hs: [h.to_bytes(32, "big") for h in hs]
@@ -85,17 +85,17 @@ class WorkerChain:
                                 model_hashes=as_bytes(trust["models"]), is_test=params.is_test, version=version)
 
     async def params(self) -> R.NetworkParams:
-        return await (await self._reg()).params()
+        return await (await self._reg()).get_params()
 
     async def stake(self, owner: Address) -> StakeInfo:
         reg = await self._reg()
-        params = await reg.params()
-        addr = await reg.stake_address(owner, S.ROLE_WORKER)
+        params = await reg.get_params()
+        addr = await reg.get_stake_address(owner, S.ROLE_WORKER)
         net = await self.net()
         if await net.status(addr) != "active":
             raise WorkerError(f"the worker stake {addr.to_str()} of {owner.to_str()} is not deployed: deposit with "
                               "`cocoon stake deposit --role worker`")
-        st = await net.reader(S.StakeReader, addr).state()
+        st = await net.contract(S.Stake, addr).get_state()
         return StakeInfo(addr, st.active, params.staking.min_worker_stake, st.operator_key, st.is_active)
 
     async def check_stake(self, owner: Address, operator_key: int) -> StakeInfo:
@@ -117,13 +117,13 @@ class WorkerChain:
         """The named proxy's registration, or the first active one."""
         reg = await self._reg()
         if owner is not None:
-            p = await reg.proxy(owner)
+            p = await reg.get_proxy(owner)
             if p is None:
                 raise WorkerError(f"no proxy owned by {owner.to_str()} is registered in the registry")
             if not p.active:
                 raise WorkerError(f"the proxy owned by {owner.to_str()} is registered but not active")
             return p
-        for p in await reg.proxies():
+        for p in await reg.get_proxies():
             if p.active:
                 return p
         raise WorkerError("the registry lists no active proxy; name one with --proxy")
@@ -132,14 +132,14 @@ class WorkerChain:
         net = await self.net()
         if await net.status(address) != "active":
             return None
-        return await net.reader(E.EscrowReader, address).channel()
+        return await net.contract(E.Escrow, address).get_channel()
 
     async def channel_keys(self, address: Address) -> tuple[int, int]:
         net = await self.net()
-        return await net.reader(E.EscrowReader, address).keys()
+        return await net.contract(E.Escrow, address).get_keys()
 
     async def expected_channel(self, proxy_owner: Address, worker_owner: Address, proxy_key: int) -> Address:
-        return await (await self._reg()).escrow_address(proxy_owner, worker_owner, proxy_key)
+        return await (await self._reg()).get_escrow_address(proxy_owner, worker_owner, proxy_key)
 
     async def now(self) -> int:
         return await (await self.net()).now()

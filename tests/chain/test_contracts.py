@@ -76,7 +76,7 @@ def test_synchronous_use_on_the_embedded_chain(lang):
     assert not reg.deployed and reg.balance == 0 and reg.data_hash is None
     assert reg.send_deploy(owner)[-1].deploy and reg.deployed
     assert reg.read.params() == params == reg.get_params()
-    # the readers the services use are made from the same class and agree with it
+    # the synchronous readers are made from the same class and agree with it
     assert R.RegistryReader(c.get_method, reg.address).owner() == reg.read.owner()
     st = Instant(S.Stake.from_init(EmbeddedProvider(c), reg.address, owner.address, S.ROLE_PROXY, lang=lang))
     st.deposit(owner, 60 * TON + S.DEPOSIT_FEE)  # deposit(...) runs send_deposit; the first message deploys

@@ -1,4 +1,4 @@
-"""node.chain, the async chain access services use: keys, wallets, sending, async readers, the
+"""node.chain, the async chain access services use: keys, wallets, sending, contract objects, the
 faucet and the clock, the same on the embedded chain and on the chain server; no click."""
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def _story(name: str, state_file=None) -> dict:
         addr = R.address_of(si)
         txs = await net.send(w, addr, TON, None, state_init=si, bounce=False,
                              on_progress=lambda waited, timeout: progress.append(waited))
-        rd = net.reader(R.RegistryReader, addr)
+        rd = net.contract(R.Registry, addr)
         t0 = await net.now()
         await net.fund(v5.address, 3 * TON)
         t1 = await net.advance(3600)
@@ -74,7 +74,7 @@ async def _story(name: str, state_file=None) -> dict:
             bad = str(e)
         return {"wallet": w.address.to_str(), "v5": v5.address.to_str(), "registry": addr.to_str(),
                 "status": await net.status(addr), "deploy": [(t.account.to_str(), t.success, t.deploy) for t in txs],
-                "owner": (await rd.owner())[0].to_str(), "version": await rd.version(), "params": await rd.params(),
+                "owner": (await rd.get_owner())[0].to_str(), "version": await rd.get_version(), "params": await rd.get_params(),
                 "allowed": await rd.is_allowed("worker_image", 5), "balance": await net.balance(addr),
                 "v5_balance": await net.balance(v5.address), "time": t1 - t0, "bad_getter": bad is not None}
     finally:

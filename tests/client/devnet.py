@@ -76,7 +76,7 @@ class DevNet:
             self.chain.register_proxy(parties["proxy"], f"127.0.0.1:{self.clients_port} 127.0.0.1:{self.workers_port}")
             self.ghost_owner, self.proxy_owner = parties["ghost"].address, parties["proxy"].address
             self.worker_owner = parties["worker"].address
-            info = self.chain.run(self.chain.net.reader(R.RegistryReader, self.registry).proxy(self.proxy_owner))
+            info = self.chain.run(self.chain.net.contract(R.Registry, self.registry).get_proxy(self.proxy_owner))
             assert info is not None and info.active, "the proxy did not register"
         finally:
             self.chain.close()

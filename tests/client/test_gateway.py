@@ -296,13 +296,13 @@ async def _slash_worker(net) -> None:
     chain = await open_network(net.chain_url)
     try:
         reporter = await chain.wallet(keys_from_seed(seed("reporter")))
-        stake = await chain.reader(R.RegistryReader, net.registry).stake_address(net.worker_owner, R.ROLE_WORKER)
+        stake = await chain.contract(R.Registry, net.registry).get_stake_address(net.worker_owner, R.ROLE_WORKER)
         key = K.signing_key(seed("worker-operator"))
         base = dict(worker_stake=stake, job_id=2**255 + 1, request_hash=content_hash("x"), coefficient=1000)
         a = Receipt(response_hash=content_hash("one"), usage=Usage(1, 1), **base).sign(key)
         b = Receipt(response_hash=content_hash("two"), usage=Usage(1, 2), **base).sign(key)
         await chain.send(reporter, stake, S.REPORT_VALUE, S.report_equivocation(a, b))
-        st = await chain.reader(S.StakeReader, stake).state()
+        st = await chain.contract(S.Stake, stake).get_state()
         assert st.jailed
     finally:
         await chain.close()
@@ -338,6 +338,6 @@ async def _remove_proxy(net) -> None:
         owner = await chain.wallet(keys_from_seed(seed("owner")))
         owner_hash = int.from_bytes(net.proxy_owner.hash_part, "big")
         await chain.send(owner, net.registry, 50_000_000, R.remove_proxy(owner_hash))
-        assert await chain.reader(R.RegistryReader, net.registry).proxy(net.proxy_owner) is None
+        assert await chain.contract(R.Registry, net.registry).get_proxy(net.proxy_owner) is None
     finally:
         await chain.close()

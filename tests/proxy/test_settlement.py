@@ -83,12 +83,12 @@ def test_each_epoch_is_reported_to_the_reputation_record(net, proxy):
     addr = P.reputation_address(net.codes.reputation, net.registry, worker.address)
 
     def totals():
-        return net.run(net.net.reader(P.ReputationReader, addr).totals())
+        return net.run(net.net.contract(P.Reputation, addr).get_totals())
 
     wait_for(lambda: totals().succeeded >= 1, 40, "a report")
     t = totals()
     assert t.failed == 0 and t.tokens > 0
     owner_hash = P.owner_hash(proxy.party.address)
-    assert net.run(net.net.reader(P.ReputationReader, addr).reporter(owner_hash)) is not None
+    assert net.run(net.net.contract(P.Reputation, addr).get_reporter(owner_hash)) is not None
     assert "cocoon_proxy_reputation_reports_total{status=\"sent\"}" in proxy.metrics()
     c.close()

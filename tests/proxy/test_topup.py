@@ -38,7 +38,7 @@ def test_a_worker_channel_is_topped_up_before_its_pay_passes_the_deposit(module_
         w = start_worker(net, "worker-t", pp)
         [(channel, deposited)] = books(pp, "SELECT channel, deposited FROM workers WHERE state='up'")
         addr = Address(channel)
-        assert deposited == DEPOSIT == net.run(net.net.reader(E.EscrowReader, addr).channel()).deposited
+        assert deposited == DEPOSIT == net.run(net.net.contract(E.Escrow, addr).get_channel()).deposited
 
         c = PaidClient(pp, net.open_channel(net.party("client-t"), pp.party, 20 * TON))
         answers = 0
@@ -51,7 +51,7 @@ def test_a_worker_channel_is_topped_up_before_its_pay_passes_the_deposit(module_
         [(kind, amount, status)] = books(pp, "SELECT kind, amount, status FROM fundings WHERE kind='top_up' "
                                              "ORDER BY id LIMIT 1")
         assert (amount, status) == (DEPOSIT, "done")
-        on_chain = net.run(net.net.reader(E.EscrowReader, addr).channel())
+        on_chain = net.run(net.net.contract(E.Escrow, addr).get_channel())
         assert on_chain.deposited == 2 * DEPOSIT >= books(pp, "SELECT deposited FROM workers")[0][0]
 
         # the worker keeps serving and holds the proxy's latest pay, covered by the deposit
@@ -69,7 +69,7 @@ def test_a_worker_channel_is_topped_up_before_its_pay_passes_the_deposit(module_
 
         wait_for(lambda: held() == paid, 30, "the worker to hold the latest pay", w)
         assert DEPOSIT - BELOW < paid <= on_chain.deposited
-        assert net.run(net.net.reader(E.EscrowReader, addr).channel()).deposited >= paid
+        assert net.run(net.net.contract(E.Escrow, addr).get_channel()).deposited >= paid
         c.close()
     finally:
         net.close()

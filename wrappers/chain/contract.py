@@ -137,7 +137,7 @@ class _CallProvider:
 
 def reader_class(contract_cls: type, names: tuple[str, ...], doc: str = "") -> type:
     """A synchronous reader over ``call(address, method, stack) -> list``: ``reader.params()`` is
-    ``await contract.get_params()``. The services' readers (``net.reader(RegistryReader, a)``)."""
+    ``await contract.get_params()``, for synchronous callers (RA-TLS registry checks, the CLI's checks)."""
 
     def __init__(self, call, address: Address):
         self.call, self.address = call, address
