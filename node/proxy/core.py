@@ -250,6 +250,7 @@ class ProxyCore:
                 continue
             try:
                 link.load.score = await self.chain.score(link.owner_address)
+                self.metrics.worker_score.labels(link.owner).set(link.load.score)
             except CocoonError:
                 pass
 

@@ -34,6 +34,8 @@ class Metrics:
                                        ["reason"], registry=r)
         self.reports = Counter("cocoon_proxy_reputation_reports", "Reputation reports by outcome", ["status"],
                                registry=r)
+        self.worker_score = Gauge("cocoon_proxy_worker_score", "Each connected worker's on-chain reputation score "
+                                  "as routing weighs it (0-10000)", ["worker"], registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -233,6 +233,7 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
     await ws.send_str(F.encode(F.Welcome(core.owner_raw, channel, paid, voucher)))
     core.pool.links[owner] = link
     core.metrics.workers.set(len(core.pool.loads()))
+    core.metrics.worker_score.labels(owner).set(score)
     log.info("worker %s admitted: model %s, coefficient %d, %d jobs at once, score %d", owner, hello.model,
              hello.coefficient, hello.max_jobs, score)
     try:
@@ -261,6 +262,11 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
         if core.pool.links.get(owner) is link:
             del core.pool.links[owner]
         core.metrics.workers.set(len(core.pool.loads()))
+        if owner not in core.pool.links:
+            try:
+                core.metrics.worker_score.remove(owner)
+            except KeyError:
+                pass
         if link.dropped is None:
             await core.ledger.worker_state(owner, claims.public_key.hex(), "down", "link closed")
         log.info("worker %s disconnected", owner)

@@ -122,7 +122,8 @@ def test_equal_load_goes_to_the_better_reputed_worker(net, proxy, client):
     key = K.signing_key(proxy.party.operator_seed)
     net.run(net.send(proxy.party, net.registry, P.SUBMIT_VALUE + 10**7, P.signed_submission(report, key)))
     wait_for(lambda: _score(net, wy) < 2000, 30, "the report to land")
-    time.sleep(2.5)   # the proxy refreshes scores every second (--refresh 1)
+    # the proxy refreshes scores every second (--refresh 1); its metrics show the score routing weighs
+    wait_for(lambda: _proxy_score(proxy, wy) < 2000, 60, "the proxy to read the new score")
     served = set()
     for _ in range(4):
         _a, cocoon = client.chat("Say ok.", max_tokens=3)
@@ -130,9 +131,16 @@ def test_equal_load_goes_to_the_better_reputed_worker(net, proxy, client):
     assert served == {raw(net.party("worker-x"))}
 
 
+def _proxy_score(proxy, party) -> float:
+    for line in proxy.metrics().splitlines():
+        if line.startswith(f'cocoon_proxy_worker_score{{worker="{raw(party)}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError("the proxy shows no score for the worker")
+
+
 def _score(net, party) -> int:
     addr = P.reputation_address(net.codes.reputation, net.registry, party.address)
-    return net.run(net.net.reader(P.ReputationReader, addr).score_at(net.now()))
+    return net.run(net.net.contract(P.Reputation, addr).get_score_at(net.now()))
 
 
 def test_worker_dying_mid_stream(net):
