@@ -2,17 +2,21 @@
 signed per request, the settle after the answer) and through `cocoon client run` (local HTTP hop,
 validation, voucher signed and queued for the store's group commit, receipt verification and one
 durable commit before the answer's end), in one run against one local network (chain server, proxy,
-SmolLM2 worker as processes).
+worker as processes).
 
-Measured per request: the first streamed chunk (max_tokens=4) and the whole answer (non-streaming,
-max_tokens=1). Direct and gateway requests alternate one by one so drift in the machine's load
-hits both alike. The gateway's own timing of its steps (authorize, verify) is read from its /metrics,
+The worker serves an echo engine by default (`--engine echo`: the OpenAI-compatible server of
+benchmarks/proxy.py behind `cocoon worker run --engine http`, answering at once), so the figure is the
+gateway's own: with SmolLM2 (`--engine model`) each answer's generation time varies by milliseconds,
+more than the bar, and the medians of the two paths move apart by chance.
+
+Measured per request: the first streamed chunk and the whole answer (non-streaming). Direct and
+gateway requests alternate one by one so drift in the machine's load hits both alike. The gateway's own timing of its steps (authorize, verify) is read from its /metrics,
 and its CPU time per request from /proc (wall times on a loaded machine stretch; CPU time much less).
 Bar (both): the latency added at p50 is at most 3 ms per request (the whole answer) and at most 3 ms to
 the first token. Before the whole answer the gateway also checks the receipt and commits it with the new
 total (one fsync, measured below), so that figure includes this disk's fsync time.
 
-    .venv/bin/python benchmarks/client.py [--requests N]
+    .venv/bin/python benchmarks/client.py [--requests N] [--engine echo|model]
 
 Prints a table, then one JSON line.
 """
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BAR_MS = 3.0
 BODY = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "temperature": 0}
+MAX_TOKENS = {"plain": 1, "ttft": 4}     # SmolLM2: short answers; the echo engine always says six tokens
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -114,7 +119,7 @@ class Direct:
             await r.read()
 
     async def plain(self) -> float:
-        body = json.dumps(dict(BODY, max_tokens=1)).encode()
+        body = json.dumps(dict(BODY, max_tokens=MAX_TOKENS["plain"])).encode()
         t = time.perf_counter()
         h, rid, _ = self._headers(body)
         async with self.http.post("/v1/chat/completions", data=body, headers=h) as r:
@@ -124,7 +129,7 @@ class Direct:
         return dt
 
     async def first_token(self) -> float:
-        body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
+        body = json.dumps(dict(BODY, max_tokens=MAX_TOKENS["ttft"], stream=True)).encode()
         t = time.perf_counter()
         h, rid, _ = self._headers(body)
         async with self.http.post("/v1/chat/completions", data=body, headers=h) as r:
@@ -152,7 +157,7 @@ class ViaGateway:
         self.http = aiohttp.ClientSession(base_url=self.url)
 
     async def plain(self) -> float:
-        body = json.dumps(dict(BODY, max_tokens=1)).encode()
+        body = json.dumps(dict(BODY, max_tokens=MAX_TOKENS["plain"])).encode()
         t = time.perf_counter()
         async with self.http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
             doc = await r.json()
@@ -161,7 +166,7 @@ class ViaGateway:
         return dt
 
     async def first_token(self) -> float:
-        body = json.dumps(dict(BODY, max_tokens=4, stream=True)).encode()
+        body = json.dumps(dict(BODY, max_tokens=MAX_TOKENS["ttft"], stream=True)).encode()
         t = time.perf_counter()
         async with self.http.post("/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}) as r:
             first, _ = await read_stream(r, t)
@@ -241,16 +246,25 @@ async def measure(net, gw_port: int, n: int, gw_pid: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--requests", type=int, default=30, help="requests per kind and path")
+    ap.add_argument("--requests", type=int, default=60, help="requests per kind and path")
+    ap.add_argument("--engine", choices=("echo", "model"), default="echo",
+                    help="what the worker serves: an echo engine (the gateway's own figure) or SmolLM2")
     args = ap.parse_args()
     from tests.client.devnet import DevNet
-    from tests.procs import Procs
+    from tests.procs import PYTHON, Procs, free_port, http_ready
 
     with tempfile.TemporaryDirectory() as d:
         procs = Procs(Path(d))
         try:
             print("starting a local network (chain server, proxy, worker)...", file=sys.stderr)
-            net = DevNet(procs, Path(d)).start()
+            worker_args: tuple = ()
+            if args.engine == "echo":
+                MAX_TOKENS.update(plain=8, ttft=8)
+                eport = free_port()
+                procs.start("echo", [PYTHON, str(Path(__file__).with_name("proxy.py")), "--echo-server", str(eport)],
+                            ready=http_ready(f"http://127.0.0.1:{eport}/v1/models"))
+                worker_args = ("--engine", "http", "--engine-url", f"http://127.0.0.1:{eport}")
+            net = DevNet(procs, Path(d)).start(parallel=4 if worker_args else 1, worker_args=worker_args)
             g = net.gateway("bench-gateway", budget="5", stake_ttl="10", extra=("--refresh", "30"))
             res, steps = asyncio.run(measure(net, g.port, args.requests, g.proc.pid))
             steps["sqlite_commit_p50"] = commit_ms(g.state)
@@ -258,7 +272,7 @@ def main() -> None:
             procs.stop_all()
     ms = {k: [1000 * x for x in v] for k, v in res.items()}
     rows = []
-    for kind, label in (("plain", "whole answer (max_tokens=1)"), ("ttft", "first streamed chunk")):
+    for kind, label in (("plain", f"whole answer (max_tokens={MAX_TOKENS['plain']})"), ("ttft", "first streamed chunk")):
         d, g = ms[f"direct_{kind}"], ms[f"gateway_{kind}"]
         rows.append((label, pct(d, 50), pct(g, 50), pct(g, 50) - pct(d, 50), pct(d, 90), pct(g, 90)))
     print(f"{'':<30} {'direct p50':>11} {'gateway p50':>12} {'added p50':>10} {'direct p90':>11} {'gateway p90':>12}")
@@ -276,7 +290,7 @@ def main() -> None:
     met = {"answer": rows[0][3] <= BAR_MS, "first_token": rows[1][3] <= BAR_MS}
     for kind, ok in met.items():
         print(f"bar: added p50 ({kind.replace('_', ' ')}) <= {BAR_MS} ms: {'met' if ok else 'NOT met'}")
-    print(json.dumps({"benchmark": "client", "requests": args.requests,
+    print(json.dumps({"benchmark": "client", "requests": args.requests, "engine": args.engine,
                       "added_p50_ms": {"answer": round(rows[0][3], 3), "first_token": round(rows[1][3], 3)},
                       "p50_ms": {"direct_answer": round(rows[0][1], 3), "gateway_answer": round(rows[0][2], 3),
                                  "direct_first_token": round(rows[1][1], 3), "gateway_first_token": round(rows[1][2], 3)},

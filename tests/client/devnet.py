@@ -53,9 +53,10 @@ class DevNet:
 
     # ---------------------------------------------------------------- set-up
     def start(self, proxy_refresh: float = 600.0, parallel: int = 1, queue: int = 0,
-              claim_often: bool = False) -> "DevNet":
+              claim_often: bool = False, worker_args: tuple = ()) -> "DevNet":
         """``claim_often``: the proxy claims from a channel at each settlement pass (every second) once
-        a claim's fee is below what it would pay, so claims land while requests are in flight."""
+        a claim's fee is below what it would pay, so claims land while requests are in flight.
+        ``worker_args``: more `cocoon worker run` options (e.g. an HTTP engine)."""
         self.claim_often = claim_often
         self.chain = kit.Devnet(self.procs, self.root)
         try:
@@ -81,7 +82,7 @@ class DevNet:
         finally:
             self.chain.close()
         self.start_proxy(proxy_refresh)
-        self.start_worker(parallel, queue)
+        self.start_worker(parallel, queue, worker_args)
         return self
 
     def start_proxy(self, refresh: float) -> None:
@@ -96,7 +97,7 @@ class DevNet:
             "--max-output-tokens", "64", *(("--max-fee-share", "1", "--claim-fee", "0.000001") if self.claim_often else ())],
             ready=http_ready(f"http://127.0.0.1:{self.proxy_metrics}/metrics"), timeout=90)
 
-    def start_worker(self, parallel: int = 1, queue: int = 0) -> None:
+    def start_worker(self, parallel: int = 1, queue: int = 0, extra: tuple = ()) -> None:
         self.worker_metrics = free_port()
         self.worker = self.procs.start("worker", [
             COCOON, "worker", "run", "--owner", raw(self.worker_owner),
@@ -106,7 +107,7 @@ class DevNet:
             "--queue", str(queue),
             "--max-output-tokens", "64", "--tee", "simulated", "--dev-root", str(self.root / "devroot"),
             "--measurements", str(self.root / "worker-image.json"), "--proxy", raw(self.proxy_owner),
-            "--state-dir", str(self.root / "worker-state"), "--metrics-port", str(self.worker_metrics)],
+            "--state-dir", str(self.root / "worker-state"), "--metrics-port", str(self.worker_metrics), *extra],
             ready=http_ready(f"http://127.0.0.1:{self.worker_metrics}/metrics"), timeout=120)
 
     # ---------------------------------------------------------------- gateways
