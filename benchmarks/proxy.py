@@ -25,8 +25,9 @@ On a shared machine the latencies move with the load, so the CPU time the proxy 
 processes spend per request (from /proc, user + system) is printed too, with the load average.
 --profile runs both under cProfile and writes proxy.prof and worker.prof to DIR.
 
-Bars: p50 added at most 5 ms, p99 added at most 25 ms, at least 300 requests per second at 32
-concurrent, zero errors. Prints a table, then one JSON object as the last line.
+Bars: p50 added at most 5 ms and p99 added at most 25 ms one request at a time (both modes), at least
+300 requests per second at 32 concurrent (whole answers), zero errors. Prints a table, a line per bar,
+then one JSON object as the last line.
 """
 from __future__ import annotations
 
@@ -286,6 +287,8 @@ def main() -> None:
         disk_fsync = fsync_ms(pp.state)
         load = os.getloadavg()
     finally:
+        if "net" in locals():
+            net.close()
         procs.stop_all()
 
     print(f"{'conc':>4} {'mode':<6} {'direct p50':>10} {'direct p99':>10} {'proxy p50':>10} {'proxy p99':>10} "
@@ -303,11 +306,19 @@ def main() -> None:
     print("cpu proxy / cpu worker: CPU time (user + system) each process spent per request")
     print(f"disk fsync p50 {disk_fsync:.2f} ms (the ledger syncs before forwarding and before answering); "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} during the run, on {os.cpu_count()} cores")
-    worst_p50 = max(r["added_p50_ms"] for r in rows)
-    worst_p99 = max(r["added_p99_ms"] for r in rows)
+    # the latency bars are judged one request at a time (at 32 in flight a request's latency is its
+    # wait in line: 32 / throughput), the throughput bar at 32 (README, "Benchmarks")
+    alone = [r for r in rows if r["concurrency"] == 1]
+    worst_p50 = max(r["added_p50_ms"] for r in alone)
+    worst_p99 = max(r["added_p99_ms"] for r in alone)
     rps = min(r["proxy"]["rps"] for r in rows if r["concurrency"] == 32 and r["mode"] == "whole")
     errors = sum(r["proxy"]["errors"] + r["direct"]["errors"] for r in rows)
     ok = worst_p50 <= BAR_P50_MS and worst_p99 <= BAR_P99_MS and rps >= BAR_RPS and errors == 0
+    for name, value, bar, met in (("added p50, 1 at a time", worst_p50, f"<= {BAR_P50_MS} ms", worst_p50 <= BAR_P50_MS),
+                                  ("added p99, 1 at a time", worst_p99, f"<= {BAR_P99_MS} ms", worst_p99 <= BAR_P99_MS),
+                                  ("req/s at 32, whole answers", rps, f">= {BAR_RPS:g}", rps >= BAR_RPS),
+                                  ("errors", errors, "0", errors == 0)):
+        print(f"bar: {name} {value:.2f} ({bar}): {'met' if met else 'NOT met'}")
     print(json.dumps({"benchmark": "proxy", "requests": args.requests, "rows": rows, "fsync_p50_ms": disk_fsync, "load_average": load,
                       "cpus": os.cpu_count(),
                       "added_p50_ms": worst_p50, "added_p99_ms": worst_p99, "rps_32": rps, "errors": errors,
