@@ -16,6 +16,8 @@ from typing import Callable, Optional, Union
 from pytoniq_core import Address, Cell
 from pytoniq_core.tlb.account import StateInit
 
+from wrappers.chain.contract import account_state
+
 from .errors import CocoonError
 from .keys import Keys
 
@@ -84,12 +86,7 @@ class Network:
         if self.chain is not None:
             return self.chain.state(address)
         acc, _ = await self.provider.raw_get_account_state(address)
-        if acc is None:
-            return "nonexist", None, None
-        st = acc.storage.state
-        if st.type_ == "account_active":
-            return "active", st.state_init.code, st.state_init.data
-        return ("frozen" if st.type_ == "account_frozen" else "uninit"), None, None
+        return account_state(acc)
 
     async def status(self, address: Address) -> str:
         return (await self.state(address))[0]

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from pytoniq_core import Address, Cell
 
 from wrappers import registry as R
+from wrappers.chain.contract import account_state
 
 from .config import CHILDREN, TRUST_KINDS
 from .plan import Expected
@@ -57,13 +58,12 @@ class Observed:
 async def read_account(provider, address: Address) -> Observed:
     """Status, code hash, balance and last transaction of an account, through any provider."""
     account, shard = await provider.raw_get_account_state(address)
+    status, code, _data = account_state(account)
     if account is None:
-        return Observed(address, "nonexist")
-    st = account.storage.state
-    status = {"account_active": "active", "account_frozen": "frozen"}.get(st.type_, "uninit")
+        return Observed(address, status)
     obs = Observed(address, status, balance=account.storage.balance.grams)
-    if status == "active":
-        obs.code_hash = st.state_init.code.hash.hex()
+    if code is not None:
+        obs.code_hash = code.hash.hex()
     if shard is not None:
         h = shard.last_trans_hash
         obs.last_tx_hash = (h.hex() if isinstance(h, bytes) else f"{h:064x}") if h else None

@@ -36,6 +36,17 @@ class Sender(Protocol):
         (:class:`~wrappers.chain.records.TxRecord`), else an empty list."""
 
 
+def account_state(acc) -> tuple[str, Optional[Cell], Optional[Cell]]:
+    """(status, code, data) of a pytoniq account (None: no such account); status is 'nonexist',
+    'uninit', 'active' or 'frozen'. The one reading of an account's state, for any provider."""
+    if acc is None:
+        return "nonexist", None, None
+    st = acc.storage.state
+    if st.type_ == "account_active":
+        return "active", st.state_init.code, st.state_init.data
+    return ("frozen" if st.type_ == "account_frozen" else "uninit"), None, None
+
+
 def address_of(init: StateInit, workchain: int = 0) -> Address:
     return Address((workchain, init.serialize().hash))
 
@@ -69,12 +80,7 @@ class Contract:
     async def get_account(self) -> tuple[str, Optional[Cell], Optional[Cell]]:
         """(status, code, data); status is 'nonexist', 'uninit', 'active' or 'frozen'."""
         acc, _ = await self.provider.raw_get_account_state(self.address)
-        if acc is None:
-            return "nonexist", None, None
-        st = acc.storage.state
-        if st.type_ == "account_active":
-            return "active", st.state_init.code, st.state_init.data
-        return ("frozen" if st.type_ == "account_frozen" else "uninit"), None, None
+        return account_state(acc)
 
     async def get_status(self) -> str:
         return (await self.get_account())[0]
