@@ -309,8 +309,12 @@ class ReceiptVerifier:
         # the canonical form, signed by the key the worker's claims name. It proves the format, the
         # signature and every field the checks below compare; anything else is parsed and each
         # check says what differs.
+        try:
+            got, hash_error = response_hash(ev.content, ev.tool_calls), None
+        except Exception as e:
+            got, hash_error = None, e
         signed = None
-        r = self._expected(ev, claims)
+        r = self._expected(ev, claims, got) if got is not None else None
         if r is not None:
             v.receipt = r
             add(Check("receipt_format", True, f"job receipt, job {ev.job_id:016x}…"))
@@ -360,13 +364,12 @@ class ReceiptVerifier:
         add(Check("request_hash", r.request_hash == ev.request_hash,
                   "SHA-256 of the request sent" if r.request_hash == ev.request_hash
                   else "the worker signed another request than the one sent"))
-        try:
-            got = response_hash(ev.content, ev.tool_calls)
+        if got is None:
+            add(Check("response_hash", False, f"cannot hash the content received: {hash_error}"))
+        else:
             same = got == r.response_hash
             add(Check("response_hash", same, "matches the content received" if same
                       else "the content received is not what the worker signed"))
-        except Exception as e:
-            add(Check("response_hash", False, f"cannot hash the content received: {e}"))
 
         # money
         add(Check("usage", r.usage == ev.usage, f"{r.usage.prompt_tokens}+{r.usage.completion_tokens} tokens"
@@ -385,14 +388,14 @@ class ReceiptVerifier:
                   else f"the proxy charges {ev.cost} nanoTON, usage × price is {expected}"))
         return v
 
-    def _expected(self, ev: Evidence, claims) -> Optional[Receipt]:
-        """The receipt ``ev``'s facts make, if ``ev.receipt`` is exactly it signed by the claims' key."""
+    def _expected(self, ev: Evidence, claims, resp_hash: bytes) -> Optional[Receipt]:
+        """The receipt ``ev``'s facts make (``resp_hash`` its content's hash), if ``ev.receipt`` is
+        exactly it signed by the claims' key."""
         if claims is None or claims.public_key is None or claims.operator is None or self.stake_code is None:
             return None
         try:
             stake = self._stake_of(Address(claims.operator))
-            r = Receipt(stake, ev.job_id, ev.request_hash, response_hash(ev.content, ev.tool_calls), ev.usage,
-                        ev.coefficient)
+            r = Receipt(stake, ev.job_id, ev.request_hash, resp_hash, ev.usage, ev.coefficient)
         except Exception:
             return None
         return r if r.signs(ev.receipt, claims.public_key) else None
