@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, ClassVar, Optional, Union
 
 from pytoniq_core import Address
 
+from node import fastjson
 from node.payments.pricing import Usage, usage_from_openai, usage_to_openai
 from node.payments.vouchers import Voucher
 
@@ -88,14 +88,14 @@ def _voucher(v: Any, name: str = "voucher") -> Voucher:
         raise FrameError(f"{name} has exactly the fields channel, amount and signature")
     _int(d["amount"], f"{name}.amount")
     try:
-        return Voucher.from_json(json.dumps({"channel": _address(d["channel"], f"{name}.channel"),
-                                             "amount": d["amount"], "signature": _str(d["signature"], name, 128)}))
+        return Voucher.from_dict({"channel": _address(d["channel"], f"{name}.channel"), "amount": d["amount"],
+                                  "signature": _str(d["signature"], name, 128)})
     except ValueError as e:
         raise FrameError(str(e)) from None
 
 
 def voucher_dict(v: Voucher) -> dict:
-    return json.loads(v.to_json())
+    return v.to_dict()
 
 
 def _b64(v: Any, name: str) -> bytes:
@@ -351,7 +351,7 @@ def encode(frame: Frame) -> str:
     if type(frame) not in FRAMES.values():
         raise FrameError(f"not a link frame: {type(frame).__name__}")
     frame.validate()
-    return json.dumps(frame.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    return fastjson.dumps_str(frame.to_dict())
 
 
 def decode(text: Union[str, bytes], sender: Optional[str] = None) -> Frame:
@@ -369,7 +369,7 @@ def decode(text: Union[str, bytes], sender: Optional[str] = None) -> Frame:
     if len(text) > MAX_FRAME:
         raise FrameError("frame too large")
     try:
-        d = json.loads(text)
+        d = fastjson.loads(text)
     except ValueError:
         raise FrameError("a frame is a JSON object") from None
     if not isinstance(d, dict):

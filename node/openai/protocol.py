@@ -8,7 +8,7 @@ exactly as OpenAI's API does, so any OpenAI client reads them.
 """
 from __future__ import annotations
 
-import json
+from node import fastjson
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -115,7 +115,7 @@ def _load(body: Union[bytes, str, dict]) -> dict:
     if len(body) > MAX_BODY:
         raise APIError(413, f"The request body is larger than {MAX_BODY} bytes.", code="request_too_large")
     try:
-        d = json.loads(body)
+        d = fastjson.loads(body)
     except UnicodeDecodeError:
         raise bad_request("The request body is not UTF-8.", code="invalid_json") from None
     except ValueError as e:

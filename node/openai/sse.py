@@ -2,8 +2,9 @@
 end, ``data: {"error": {...}}`` when a stream breaks; and :class:`SSEDecoder` to read them back."""
 from __future__ import annotations
 
-import json
 from typing import Iterator, Union
+
+from node import fastjson
 
 from .errors import APIError
 
@@ -16,8 +17,8 @@ HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": 
 
 def event(obj: Union[dict, str]) -> bytes:
     """One ``data:`` event for a chunk object (or pre-encoded JSON text)."""
-    text = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    return b"data: " + text.encode("utf-8") + b"\n\n"
+    data = obj.encode("utf-8") if isinstance(obj, str) else fastjson.dumps(obj)
+    return b"data: " + data + b"\n\n"
 
 
 def error_event(err: APIError) -> bytes:
@@ -56,7 +57,7 @@ def parse_event(payload: str) -> Union[dict, str]:
     """A decoded payload as a chunk dict, or :data:`DONE`; raises ValueError for anything else."""
     if payload == DONE:
         return DONE
-    obj = json.loads(payload)
+    obj = fastjson.loads(payload)
     if not isinstance(obj, dict):
         raise ValueError("an SSE chunk is a JSON object")
     return obj

@@ -18,7 +18,7 @@ A usage travels as an OpenAI ``usage`` object (:func:`usage_to_openai`, :func:`u
 """
 from __future__ import annotations
 
-import json
+from node import fastjson
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +128,7 @@ def prompt_token_bound(body: bytes | str, doc: Any = _UNPARSED) -> int:
     raw = body.encode("utf-8") if isinstance(body, str) else body
     if doc is _UNPARSED:
         try:
-            doc = json.loads(raw)
+            doc = fastjson.loads(raw)
         except ValueError:
             doc = None
     messages = len(doc["messages"]) if isinstance(doc, dict) and isinstance(doc.get("messages"), list) else 0
@@ -143,7 +143,7 @@ def request_max_cost(body: bytes | str, max_coefficient: int, economics: Economi
     raw = body.encode("utf-8") if isinstance(body, str) else body
     if doc is _UNPARSED:
         try:
-            doc = json.loads(raw)
+            doc = fastjson.loads(raw)
         except ValueError:
             raise ValueError("the request body is not JSON") from None
     if not isinstance(doc, dict):

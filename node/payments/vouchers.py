@@ -48,14 +48,26 @@ class Voucher:
     def verify(self, payer_key: PublicLike) -> bool:
         return verify_statement(payer_key, TAG_VOUCHER, self.channel, self.amount, self.signature)
 
+    def to_dict(self) -> dict:
+        """The voucher as JSON fields: raw channel address, amount, signature in hex."""
+        return {"channel": self.channel.to_str(is_user_friendly=False), "amount": self.amount,
+                "signature": self.signature.hex()}
+
     def to_json(self) -> str:
-        return json.dumps({"channel": self.channel.to_str(is_user_friendly=False), "amount": self.amount,
-                           "signature": self.signature.hex()})
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> "Voucher":
         try:
             d = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"not a voucher: {e}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Voucher":
+        """The voucher of :meth:`to_dict`'s fields; ValueError for anything else."""
+        try:
             sig = bytes.fromhex(d["signature"])
             v = cls(Address(d["channel"]), int(d["amount"]), sig)
         except (ValueError, KeyError, TypeError) as e:

@@ -19,6 +19,7 @@ from typing import Optional
 from aiohttp import web
 from pytoniq_core import Address, Cell
 
+from node import fastjson
 from node.chain import CocoonError, keys_from_seed, open_network
 from node.link import frames as F
 from node.openai import errors as OE
@@ -60,7 +61,8 @@ async def _next_item(q: asyncio.Queue, timeout: float):
     ``timeout`` seconds (asyncio.TimeoutError)."""
     if not q.empty():
         return q.get_nowait()
-    return await asyncio.wait_for(q.get(), timeout)
+    async with asyncio.timeout(timeout):
+        return await q.get()
 
 
 def worker_side(status: int) -> bool:
@@ -649,7 +651,7 @@ class ProxyCore:
         encoded: list[bytes] = []
 
         def answer(cocoon: dict) -> bytes:      # encoded once: stored, then sent as stored
-            encoded.append(json.dumps({**res.body, "cocoon": cocoon}, separators=(",", ":")).encode())
+            encoded.append(fastjson.dumps({**res.body, "cocoon": cocoon}))
             return encoded[-1]
 
         job = JobInfo(job_id, request_id, max_cost, settled_before)
