@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Optional, Union
 
+from node import fastjson
 from node.openai import errors
-from node.openai.protocol import ChatRequest, CompletionRequest
+from node.openai.protocol import ChatRequest, CompletionRequest, delivered
 from node.payments.pricing import usage_from_openai
 from node.openai.sse import SSEDecoder, parse_event, DONE
 
@@ -468,6 +469,8 @@ class LlamaEngine:
 
 # ---------------------------------------------------------------------------- an OpenAI-compatible HTTP engine
 TEMPLATE_BYTES = 1024   # more than a chat template adds to the messages' own text (system prompt, markers)
+CANCEL_POLL = 0.1       # seconds between looks at a cancel flag while a whole answer is awaited
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class HttpEngine:
@@ -542,19 +545,44 @@ class HttpEngine:
         d["model"] = self.engine_model
         d["max_tokens"] = min(req.sampling.max_tokens or self.max_output_tokens, self.max_output_tokens)
         d.pop("max_completion_tokens", None)
-        d["stream"] = True
+        d["stream"] = req.stream
         d.pop("stream_options", None)
         d.pop("user", None)
         return d
 
+    async def _whole(self, r, cancel: threading.Event) -> Optional[dict]:
+        """A non-streaming answer's JSON object, or None when the job is cancelled before it arrives
+        (leaving the response closes the connection, which stops the engine). An answer already
+        received is read at once; else the cancel flag is looked at every CANCEL_POLL seconds."""
+        if r.content.is_eof():
+            data = await r.read()
+        else:
+            read = asyncio.ensure_future(r.read())
+            try:
+                while not read.done():
+                    await asyncio.wait({read}, timeout=CANCEL_POLL)
+                    if cancel.is_set() and not read.done():
+                        return None
+            finally:
+                if not read.done():
+                    read.cancel()
+            data = read.result()
+        answer = fastjson.loads(data)
+        if not isinstance(answer, dict):
+            raise ValueError("its answer is not a JSON object")
+        return answer
+
     async def run(self, req: Request, cancel: threading.Event, prompt: Optional[list[int]] = None
                   ) -> AsyncIterator[Union[Piece, Done]]:
+        """A streaming request is streamed from the engine; any other is asked for whole (one JSON
+        answer to read instead of an event per token, and engines report usage in it)."""
         assert self.session is not None and self.tokenizer is not None
         path = "/v1/chat/completions" if isinstance(req, ChatRequest) else "/v1/completions"
         finish, usage, text = "stop", None, []
         calls: dict[int, list] = {}
         try:
-            async with self.session.post(self.url + path, json=self._body(req)) as r:
+            async with self.session.post(self.url + path, data=fastjson.dumps(self._body(req)),
+                                         headers=JSON_HEADERS) as r:
                 if r.status != 200:
                     try:
                         body = await r.json(content_type=None)
@@ -564,38 +592,53 @@ class HttpEngine:
                     if r.status >= 500:
                         raise errors.APIError(502, f"the engine failed: {err.message}", code="engine_error")
                     raise err
-                dec = SSEDecoder()
-                async for data in r.content.iter_any():
-                    for payload in dec.feed(data):
-                        ev = parse_event(payload)
-                        if ev == DONE:
-                            break
-                        if "error" in ev:
-                            raise errors.APIError(502, f"the engine failed: {ev['error']}", code="engine_error")
-                        if ev.get("usage"):
-                            usage = usage_from_openai(ev["usage"])
-                        for ch in ev.get("choices") or ():
-                            if isinstance(req, ChatRequest):
-                                d = ch.get("delta") or {}
-                                piece = d.get("content") or ""
-                                for tc in d.get("tool_calls") or ():
-                                    slot = calls.setdefault(tc.get("index", 0), ["", ""])
-                                    f = tc.get("function") or {}
-                                    slot[0] += f.get("name") or ""
-                                    slot[1] += f.get("arguments") or ""
-                            else:
-                                piece = ch.get("text") or ""
-                            if ch.get("finish_reason"):
-                                finish = ch["finish_reason"]
-                            if piece:
-                                text.append(piece)
-                                yield Piece(piece, None, self.tokenizer.count)
+                if not req.stream:
+                    answer = await self._whole(r, cancel)
+                    if answer is None:
+                        finish = "cancelled"
+                    else:
+                        if answer.get("usage"):
+                            usage = usage_from_openai(answer["usage"])
+                        piece, got = delivered("chat" if isinstance(req, ChatRequest) else "completion", answer)
+                        calls = {i: list(c) for i, c in enumerate(got)}
+                        first = (answer.get("choices") or [{}])[0]       # n is 1 (the protocol refuses more)
+                        finish = (first.get("finish_reason") if isinstance(first, dict) else None) or finish
+                        if piece:
+                            text.append(piece)
+                            yield Piece(piece, None, self.tokenizer.count)
+                else:
+                    dec = SSEDecoder()
+                    async for data in r.content.iter_any():
+                        for payload in dec.feed(data):
+                            ev = parse_event(payload)
+                            if ev == DONE:
+                                break
+                            if "error" in ev:
+                                raise errors.APIError(502, f"the engine failed: {ev['error']}", code="engine_error")
+                            if ev.get("usage"):
+                                usage = usage_from_openai(ev["usage"])
+                            for ch in ev.get("choices") or ():
+                                if isinstance(req, ChatRequest):
+                                    d = ch.get("delta") or {}
+                                    piece = d.get("content") or ""
+                                    for tc in d.get("tool_calls") or ():
+                                        slot = calls.setdefault(tc.get("index", 0), ["", ""])
+                                        f = tc.get("function") or {}
+                                        slot[0] += f.get("name") or ""
+                                        slot[1] += f.get("arguments") or ""
+                                else:
+                                    piece = ch.get("text") or ""
+                                if ch.get("finish_reason"):
+                                    finish = ch["finish_reason"]
+                                if piece:
+                                    text.append(piece)
+                                    yield Piece(piece, None, self.tokenizer.count)
+                            if cancel.is_set():
+                                finish = "cancelled"
+                                break
                         if cancel.is_set():
                             finish = "cancelled"
                             break
-                    if cancel.is_set():
-                        finish = "cancelled"
-                        break
         except errors.APIError:
             raise
         except Exception as e:

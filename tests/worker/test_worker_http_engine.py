@@ -49,7 +49,7 @@ def direct(engine: str, body: dict) -> dict:
     return json.loads(urllib.request.urlopen(req, timeout=120).read())
 
 
-def test_answers_through_the_http_engine_with_the_tokenizers_usage(served_http, engine):
+def test_answers_through_the_http_engine_with_its_usage(served_http, engine):
     s = served_http
     assert s.hello.max_jobs == 2 + 8
     body = chat_body(content="What is two plus two?", max_tokens=12)
