@@ -9,6 +9,11 @@ the whole batch) and only then releases each caller: the callers of one batch sh
 the event loop never blocks on the disk. Reads use a second connection (WAL readers never wait for
 the writer).
 
+Writes nothing waits for (a receipt marked as sent, a voucher kept) are :meth:`GroupCommit.submit_lazy`:
+they ride with the next batch the writer commits anyway, and are committed on their own only after
+LAZY_WITHIN seconds without one, so a service serving one request at a time syncs once per request,
+not once per write.
+
 Used by the proxy's ledger (node/proxy/ledger.py), the worker's store (node/worker/store.py) and the
 client gateway's store.
 """
@@ -19,11 +24,14 @@ import concurrent.futures
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 Op = Callable[[sqlite3.Connection], Any]
 Done = Callable[[bool, Any], None]
+LAZY_WITHIN = 0.25      # seconds a lazy write may wait for a batch to ride with
+_LAZY = object()        # queued when the first lazy write arrives: the writer learns its deadline
 
 
 def connect(path: Path | str, readonly: bool = False, rows: bool = False) -> sqlite3.Connection:
@@ -58,18 +66,40 @@ class GroupCommit:
         self._closed = False
         self._batch: dict = {}             # once_per_batch objects of the batch under way
         self._q: "queue.SimpleQueue[Optional[tuple[Op, Optional[Done]]]]" = queue.SimpleQueue()
+        self._lazy: list[tuple[Op, Optional[Done]]] = []
+        self._lazy_due: Optional[float] = None
+        self._lazy_lock = threading.Lock()
         self._thread = threading.Thread(target=self._writer, name=name, daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ the writer thread
+    def _next(self):
+        """The next queued item; _LAZY once lazy writes are due and nothing else came."""
+        with self._lazy_lock:
+            due = self._lazy_due
+        if due is None:
+            return self._q.get()
+        try:
+            return self._q.get(timeout=max(0.0, due - time.monotonic()))
+        except queue.Empty:
+            return _LAZY
+
+    def _take_lazy(self) -> list:
+        with self._lazy_lock:
+            lazy, self._lazy, self._lazy_due = self._lazy, [], None
+        return lazy
+
     def _writer(self) -> None:
         db = self.db
         while True:
-            first = self._q.get()
-            if first is None:
-                return
-            batch, stop = [first], False
-            while True:
+            first = self._next()
+            if first is _LAZY:
+                with self._lazy_lock:
+                    due = self._lazy_due
+                if due is not None and due > time.monotonic():
+                    continue              # not due yet: wait for a batch to ride with
+            batch, stop = ([] if first is None or first is _LAZY else [first]), first is None
+            while not stop:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
@@ -77,7 +107,13 @@ class GroupCommit:
                 if nxt is None:           # close(): what was queued before it is committed first
                     stop = True
                     break
-                batch.append(nxt)
+                if nxt is not _LAZY:
+                    batch.append(nxt)
+            batch = self._take_lazy() + batch
+            if not batch:
+                if stop:
+                    return
+                continue
             results: list[tuple[bool, Any]] = []
             self._batch = {}
             try:
@@ -106,6 +142,20 @@ class GroupCommit:
                     done(ok, res)
             if stop:
                 return
+
+    def submit_lazy(self, op: Op, done: Optional[Done] = None) -> None:
+        """Queue ``op`` to be committed with the next batch, and at the latest LAZY_WITHIN seconds
+        from now. For writes nothing waits for and whose loss in a crash costs nothing but a repeat;
+        a lazy write runs before the other writes of its batch, so it must not depend on them."""
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        with self._lazy_lock:
+            self._lazy.append((op, done))
+            first = self._lazy_due is None
+            if first:
+                self._lazy_due = time.monotonic() + LAZY_WITHIN
+        if first:
+            self._q.put(_LAZY)
 
     def once_per_batch(self, key: Any, factory: Callable[[], Any]) -> Any:
         """From inside an operation: the object ``factory()`` made for ``key`` in the batch under way

@@ -56,3 +56,29 @@ def test_close_commits_what_was_queued_and_it_is_on_disk(tmp_path):
     assert con.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 20
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
+
+
+def test_lazy_writes_ride_with_the_next_batch_or_commit_alone_when_due(tmp_path, monkeypatch):
+    import node.durable as D
+
+    monkeypatch.setattr(D, "LAZY_WITHIN", 0.3)
+    path = tmp_path / "d.sqlite"
+    gc = GroupCommit(path, SCHEMA)
+    try:
+        gc.submit_lazy(_insert(1, "lazy"))
+        gc.submit_lazy(_insert(2, "lazy"))
+        assert gc.run_sync(_insert(3, "now")) == 3      # one batch: the two lazy writes ride with it
+        assert gc.commits == 1
+        assert gc.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 3
+        done = threading.Event()
+        gc.submit_lazy(_insert(4, "alone"), lambda ok, res: done.set())
+        assert not done.wait(0.1), "a lazy write waits for a batch to ride with"
+        assert gc.read(lambda c: c.execute("SELECT COUNT(*) FROM t WHERE k=4").fetchone()[0]) == 0
+        assert done.wait(5), "and is committed on its own once due"
+        assert gc.commits == 2
+        gc.submit_lazy(_insert(5, "at close"))
+    finally:
+        gc.close()                                      # a lazy write still queued is committed by close()
+    con = sqlite3.connect(path)
+    assert [r[0] for r in con.execute("SELECT k FROM t ORDER BY k")] == [1, 2, 3, 4, 5]
+    con.close()

@@ -40,6 +40,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pytoniq_core import Address
 
+from node import fastjson
 from node.chain import CocoonError
 from node.openai import headers as H
 from node.openai import sse
@@ -423,7 +424,7 @@ class Gateway:
                                param="max_tokens", code="missing_required_parameter")
             doc = dict(req.raw)
             doc["max_tokens"] = mot
-            sent = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+            sent = fastjson.dumps(doc)
         economics = self.view.params.economics
         max_cost = request_max_cost(sent, self.settings.max_coefficient, economics)
         request_id = uuid.uuid4().hex
@@ -541,9 +542,9 @@ class Gateway:
         authorized = ch.settled + reserved + max_cost
         await self._fund(ch, authorized)
         voucher = ch.voucher(authorized)
-        # written in the group commit under way once the request has gone out (waking the writer before
-        # would cost the first token a thread switch): after a crash the highest voucher the proxy holds
-        # is taken from the proxy (PROTOCOL.md §6)
+        # a lazy write, queued once the request has gone out (waking the writer before would cost the
+        # first token a thread switch) and committed with the answer's row: after a crash the highest
+        # voucher the proxy holds is taken from the proxy (PROTOCOL.md §6)
         asyncio.get_running_loop().call_soon(self.store.submit, SQL.authorize_op(request_id, ch.row.address,
                                                                                   ch.settled, max_cost, authorized))
         ch.inflight[request_id] = max_cost
@@ -687,7 +688,7 @@ def _record(endpoint: str, stream: bool, body: bytes) -> tuple[Optional[dict], s
     """(cocoon object or None, content, tool calls) of a request's record as the proxy replays it: the
     whole SSE transcript of a stream, or the JSON answer."""
     if not stream:
-        answer = json.loads(body)
+        answer = fastjson.loads(body)
         if not isinstance(answer, dict):
             raise ValueError("the answer is not an object")
         cocoon = answer.pop("cocoon", None)
@@ -780,7 +781,7 @@ class _Job:
             raise unavailable(f"the proxy's answer broke off: {describe_failure(e)}; what it billed for this request "
                               "is paid once its receipt verifies") from None
         try:
-            answer = json.loads(data)
+            answer = fastjson.loads(data)
             if not isinstance(answer, dict):
                 raise ValueError("not an object")
         except ValueError as e:
@@ -798,7 +799,7 @@ class _Job:
             raise err
         self.gw.metrics.requests.labels(self.endpoint, "ok").inc()
         answer["cocoon"] = self._cocoon(cocoon, vd)
-        return web.json_response(answer, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return web.Response(body=fastjson.dumps(answer), content_type="application/json")
 
     async def _send(self, out: web.StreamResponse, data: bytes) -> bool:
         """Write to the caller; False once it has hung up (aiohttp raises ClientConnectionResetError,

@@ -4,7 +4,8 @@ receipts.
 A write is an operation ``op(connection)`` (the ``*_op`` functions below) run by one writer thread
 with group commit (:class:`node.durable.GroupCommit`): everything queued is committed at once (one
 fsync for many requests) and the event loop never waits on the disk; reads use a second connection.
-A request's voucher is queued as the request goes out and is committed with the next group; an
+A request's voucher is queued as the request goes out and is committed with the next group (a lazy
+write, :meth:`node.durable.GroupCommit.submit_lazy`); an
 answer's receipt and the new settled total are committed before the answer is returned. After a
 ``kill -9`` the gateway takes the highest voucher the proxy holds from the proxy (its own signature,
 checked), so a voucher whose row was not yet written is not lost (docs/PROTOCOL.md §6).
@@ -187,8 +188,10 @@ class Store:
         return self.gc.run_sync(op)
 
     def submit(self, op: Op) -> None:
-        """Queue a write for the next group commit without waiting for it."""
-        self.gc.submit(op, _logged)
+        """Queue a write nothing waits for (an authorization, a request's mark): a lazy write, committed
+        with the next group (before that group's other writes, so a request's authorization always
+        precedes its answer's row) or on its own within :data:`node.durable.LAZY_WITHIN` seconds."""
+        self.gc.submit_lazy(op, _logged)
 
     def queue(self, op: Op) -> asyncio.Future:
         """Queue a write for the next group commit; the future is done when it is durable."""

@@ -6,7 +6,6 @@ recorded before it is sent and reconciled with the chain afterwards.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -166,11 +165,12 @@ class Store:
             receipt)))
 
     def mark_sent(self, job_id: str) -> None:
-        """Note that a receipt was handed to the link; queued with the next batch, not waited for (a
-        mark lost in a crash only means the receipt is sent once more, and the proxy ignores it)."""
+        """Note that a receipt was handed to the link; a lazy write (it rides with the next batch), not
+        waited for (a mark lost in a crash only means the receipt is sent once more, and the proxy
+        ignores it)."""
         t = time.time()
-        self._submit(lambda db: db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (t, job_id)),
-                     None)
+        self._db.submit_lazy(lambda db: db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL",
+                                                   (t, job_id)))
 
     def unsent(self) -> list[StoredReceipt]:
         return [self._receipt(r) for r in self._all(f"SELECT {self._RCOLS} FROM receipts WHERE sent IS NULL "
@@ -196,7 +196,7 @@ class Store:
         r = self._one("SELECT amount, signature FROM vouchers WHERE channel=?", (channel,))
         if not r:
             return None
-        return Voucher.from_json(json.dumps({"channel": channel, "amount": r[0], "signature": r[1]}))
+        return Voucher.from_dict({"channel": channel, "amount": r[0], "signature": r[1]})
 
     def _voucher_op(self, proxy_owner: str, v: Voucher):
         ch = v.channel.to_str(is_user_friendly=False)
@@ -224,11 +224,11 @@ class Store:
         return stored
 
     def keep_voucher(self, proxy_owner: str, v: Voucher) -> None:
-        """:meth:`put_voucher` without waiting: the voucher is committed with the next batch (the
-        event loop does not wait for its fsync; nothing is acknowledged on a voucher)."""
+        """:meth:`put_voucher` without waiting: a lazy write, committed with the next batch (nothing is
+        acknowledged on a voucher, and the proxy sends its latest one again when the link reopens)."""
         ch, op = self._voucher_op(proxy_owner, v)
         self._held(ch, v.amount)
-        self._submit(op, None)
+        self._db.submit_lazy(op)
 
     def paid(self) -> int:
         """The sum of the vouchers held, over all channels."""
