@@ -23,7 +23,8 @@ disk as --state-dir, default a temporary folder).
 
 On a shared machine the latencies move with the load, so the CPU time the proxy and the worker
 processes spend per request (from /proc, user + system) is printed too, with the load average.
---profile runs both under cProfile and writes proxy.prof and worker.prof to DIR.
+--profile runs both under cProfile during the one-at-a-time whole answers (the latency bar's row) and
+writes proxy.prof and worker.prof to DIR.
 
 Bars: p50 added at most 5 ms and p99 added at most 25 ms one request at a time (both modes), at least
 300 requests per second at 32 concurrent (whole answers), zero errors. Prints a table, a line per bar,
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -171,16 +173,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-PROFILE_RUNNER = """import cProfile, runpy, sys, time
+PROFILE_RUNNER = """import cProfile, runpy, signal, sys, time
 out, mod = sys.argv[1], sys.argv[2]
 sys.argv = [mod] + sys.argv[3:]
 prof = cProfile.Profile(time.thread_time)   # CPU time of the event loop's thread: load-independent
-prof.enable()
-try:
-    runpy.run_module(mod, run_name="__main__", alter_sys=True)
-finally:
-    prof.disable()
-    prof.dump_stats(out)
+# the benchmark profiles the steady state only: SIGUSR1 starts, SIGUSR2 stops and writes the stats
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (prof.disable(), prof.dump_stats(out)))
+runpy.run_module(mod, run_name="__main__", alter_sys=True)
 """
 
 
@@ -274,10 +274,17 @@ def main() -> None:
                 d = asyncio.run(run_load(f"http://127.0.0.1:{eport}/v1/chat/completions", direct_body, args.requests,
                                          conc, stream, lambda i: {}, None))
                 before = scrape(pp.metrics_url)
+                profiled = args.profile and conc == 1 and not stream
+                if profiled:
+                    for pid in (pp.proc.pid, wp.pid):
+                        os.kill(pid, signal.SIGUSR1)
                 cpu0 = (cpu_seconds(pp.proc.pid), cpu_seconds(wp.pid))
                 p = asyncio.run(run_load(f"{pp.base}/v1/chat/completions", body, args.requests, conc, stream,
                                          proxy_headers, ctx))
                 cpu1 = (cpu_seconds(pp.proc.pid), cpu_seconds(wp.pid))
+                if profiled:
+                    for pid in (pp.proc.pid, wp.pid):
+                        os.kill(pid, signal.SIGUSR2)
                 p["proxy_cpu_ms"] = (cpu1[0] - cpu0[0]) * 1000 / args.requests
                 p["worker_cpu_ms"] = (cpu1[1] - cpu0[1]) * 1000 / args.requests
                 worker_ms, own = own_ms(before, scrape(pp.metrics_url)) if not stream else (None, None)
