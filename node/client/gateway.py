@@ -416,7 +416,7 @@ class Gateway:
         if model is None:
             raise APIError(404, f"The model '{req.model}' does not exist or the proxy does not serve it.",
                            param="model", code="model_not_found")
-        sent = body
+        sent, doc = body, req.raw
         if req.sampling.max_tokens is None:
             mot = (model.get("cocoon") or {}).get("max_output_tokens", model.get("max_output_tokens"))
             if not isinstance(mot, int) or mot < 1:
@@ -426,7 +426,7 @@ class Gateway:
             doc["max_tokens"] = mot
             sent = fastjson.dumps(doc)
         economics = self.view.params.economics
-        max_cost = request_max_cost(sent, self.settings.max_coefficient, economics)
+        max_cost = request_max_cost(sent, self.settings.max_coefficient, economics, doc)   # parsed once
         request_id = uuid.uuid4().hex
         while True:
             ch = await self.ensure_channel(conn, max_cost)
