@@ -85,6 +85,10 @@ class VoucherTracker:
     def __init__(self, channel: Address, payer_key: PublicLike):
         self.channel, self.payer_key = channel, payer_key
         self.latest: Optional[Voucher] = None
+        try:                    # the key object once, not once per voucher
+            self._key: PublicLike = K.public_key(payer_key)
+        except ValueError:      # not a key: every voucher fails to verify, as before
+            self._key = payer_key
 
     @property
     def authorized(self) -> int:
@@ -95,7 +99,7 @@ class VoucherTracker:
         voucher that can never be valid here (wrong channel or signature)."""
         if v.channel != self.channel:
             raise ValueError("the voucher is for another channel")
-        if not v.verify(self.payer_key):
+        if not v.verify(self._key):
             raise ValueError("the voucher is not signed by the channel's payer key")
         if v.amount <= self.authorized:
             return False
@@ -107,7 +111,7 @@ class VoucherTracker:
         authorizes previous + maximum, then signs previous + actual). ``floor`` is the total before
         the request: a final voucher below it would give back money already earned, so it is
         refused, as is one above the authorization it settles."""
-        if v.channel != self.channel or not v.verify(self.payer_key):
+        if v.channel != self.channel or not v.verify(self._key):
             raise ValueError("the final voucher is not the payer's for this channel")
         if not floor <= v.amount <= self.authorized:
             raise ValueError(f"a final total must lie between {floor} and the authorized {self.authorized}")

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 LINK_LOST = object()          # put in every job queue of a link that closed
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0              # seconds between pings; a pong may take 5 s on a loaded host
+PAY_EVERY = 0.05              # seconds: pays signed closer together than this leave as one frame
 
 
 @dataclass
@@ -59,6 +60,7 @@ class WorkerLink:
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _pay: Optional[tuple[str, int, bytes]] = None     # the latest signed pay not yet sent
     _pay_flush: bool = False
+    _pay_sent_at: float = float("-inf")
 
     @property
     def owner_address(self) -> Address:
@@ -89,17 +91,26 @@ class WorkerLink:
 
     def pay(self, channel: str, amount: int, signature: bytes) -> None:
         """Send the worker its new cumulative pay (already signed and stored). Pays are cumulative,
-        so the ones signed in one burst (a group commit) go out as one frame: the highest."""
+        so the ones signed while a frame waits go out as one, the highest: a pay leaves at once
+        when none left in the last PAY_EVERY seconds, else when that interval is over (a worker
+        served one job after another verifies a pay per interval, not one per job)."""
         if self._pay is None or amount > self._pay[1]:
             self._pay = (channel, amount, signature)
         if not self._pay_flush:
             self._pay_flush = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._send_pay()))
+            loop = asyncio.get_running_loop()
+            wait = self._pay_sent_at + PAY_EVERY - loop.time()
+            send = lambda: asyncio.ensure_future(self._send_pay())
+            if wait > 0:
+                loop.call_later(wait, send)
+            else:
+                loop.call_soon(send)
 
     async def _send_pay(self) -> None:
         self._pay_flush = False
         p, self._pay = self._pay, None
         if p is not None:
+            self._pay_sent_at = asyncio.get_running_loop().time()
             await self.send(pay_frame(*p))
 
     def open_job(self, job_id: str) -> asyncio.Queue:
