@@ -82,3 +82,40 @@ def test_lazy_writes_ride_with_the_next_batch_or_commit_alone_when_due(tmp_path,
     con = sqlite3.connect(path)
     assert [r[0] for r in con.execute("SELECT k FROM t ORDER BY k")] == [1, 2, 3, 4, 5]
     con.close()
+
+
+def test_a_write_in_a_quiet_moment_commits_inline_and_a_slow_disk_keeps_it_in_the_writer(tmp_path, monkeypatch):
+    import time
+
+    import node.durable as D
+
+    gc = GroupCommit(tmp_path / "d.sqlite", SCHEMA)
+    where = []
+
+    def op(k: int, fail: bool = False):
+        def run(db):
+            where.append(threading.current_thread() is threading.main_thread())
+            db.execute("INSERT INTO t (k, v) VALUES (?, 'x')", (k,))
+            if fail:
+                raise ValueError("refused")
+            return k
+        return run
+
+    async def main():
+        gc.submit_lazy(_insert(1, "lazy"))
+        assert await gc.run(op(2)) == 2                 # quiet: committed here, the lazy write with it
+        assert gc.read(lambda c: c.execute("SELECT COUNT(*) FROM t").fetchone()[0]) == 2
+        time.sleep(D.INLINE_GAP * 2)
+        with pytest.raises(ValueError):
+            await gc.run(op(3, fail=True))              # inline too, and it changes nothing
+        time.sleep(D.INLINE_GAP * 2)
+        gc.commit_seconds = D.INLINE_MAX * 2            # a slow disk: the writer thread commits
+        assert await gc.run(op(4)) == 4
+        await gc.run(op(5))                             # and writes close together share its batches
+
+    try:
+        asyncio.run(main())
+        assert where[:2] == [True, True] and where[2:] == [False, False]
+        assert gc.read(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")]) == [1, 2, 4, 5]
+    finally:
+        gc.close()
