@@ -202,7 +202,7 @@ class Plain:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3, help="long generations per side")
+    ap.add_argument("--runs", type=int, default=5, help="long generations per side (the median is taken)")
     ap.add_argument("--pairs", type=int, default=40, help="paired short requests (TTFT and latency)")
     ap.add_argument("--concurrent", type=int, default=8)
     ap.add_argument("--per-client", type=int, default=4)
