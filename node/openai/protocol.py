@@ -369,6 +369,15 @@ def usage_chunk(id: str, created: int, model: str, usage: Usage, endpoint: str =
             "created": created, "model": model, "choices": [], "usage": usage_to_openai(usage)}
 
 
+def add_tool_call_delta(calls: dict[int, list], tc: dict) -> None:
+    """Add one streamed tool-call delta to ``calls`` (index -> [name, arguments]): a call's name and
+    arguments arrive in pieces, each piece naming the call's index."""
+    slot = calls.setdefault(tc.get("index", 0), ["", ""])
+    f = tc.get("function") or {}
+    slot[0] += f.get("name") or ""
+    slot[1] += f.get("arguments") or ""
+
+
 def delivered(endpoint: str, chunks_or_answer: Union[dict, list]) -> tuple[str, list]:
     """What a response delivered, as the receipt's response hash covers it (docs/PROTOCOL.md §5):
     (content text, [(name, arguments), ...] in index order), from a whole answer or a list of stream
@@ -392,10 +401,7 @@ def delivered(endpoint: str, chunks_or_answer: Union[dict, list]) -> tuple[str, 
                     d = ch.get("delta") or {}
                     text.append(d.get("content") or "")
                     for tc in d.get("tool_calls") or ():
-                        slot = calls.setdefault(tc.get("index", 0), ["", ""])
-                        f = tc.get("function") or {}
-                        slot[0] += f.get("name") or ""
-                        slot[1] += f.get("arguments") or ""
+                        add_tool_call_delta(calls, tc)
                 else:
                     text.append(ch.get("text") or "")
     return "".join(text), [tuple(calls[i]) for i in sorted(calls)]

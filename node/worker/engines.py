@@ -24,7 +24,7 @@ from typing import AsyncIterator, Callable, Optional, Union
 
 from node import fastjson
 from node.openai import errors
-from node.openai.protocol import ChatRequest, CompletionRequest, delivered
+from node.openai.protocol import ChatRequest, CompletionRequest, add_tool_call_delta, delivered
 from node.payments.pricing import usage_from_openai
 from node.openai.sse import SSEDecoder, parse_event, DONE
 
@@ -622,10 +622,7 @@ class HttpEngine:
                                     d = ch.get("delta") or {}
                                     piece = d.get("content") or ""
                                     for tc in d.get("tool_calls") or ():
-                                        slot = calls.setdefault(tc.get("index", 0), ["", ""])
-                                        f = tc.get("function") or {}
-                                        slot[0] += f.get("name") or ""
-                                        slot[1] += f.get("arguments") or ""
+                                        add_tool_call_delta(calls, tc)
                                 else:
                                     piece = ch.get("text") or ""
                                 if ch.get("finish_reason"):
