@@ -107,7 +107,7 @@ def start_worker(net: Devnet, label: str, proxy: ProxyProc, *extra: str, stake: 
     proc = net.procs.start(label, argv, ready=http_ready(f"http://127.0.0.1:{mport}/metrics"), timeout=timeout)
     proc.party = p  # type: ignore[attr-defined]
     if wait_admitted:
-        wait_for(lambda: proxy.health()["workers"] >= 1 and _admitted(proxy, p), timeout, f"{label} admitted", proc)
+        wait_for(lambda: _admitted(proxy, p) and _routable(proxy, p), timeout, f"{label} admitted", proc)
     return proc
 
 
@@ -120,6 +120,13 @@ def _admitted(proxy: ProxyProc, p: Party) -> bool:
         return False
     raw = p.address.to_str(is_user_friendly=False)
     return any(w["owner"] == raw and w["state"] == "up" for w in s["workers"])
+
+
+def _routable(proxy: ProxyProc, p: Party) -> bool:
+    """Whether the proxy routes to the worker now: its score line appears in the proxy's metrics once
+    the link joins the pool, after the books say "up" and the welcome went out."""
+    raw = p.address.to_str(is_user_friendly=False)
+    return f'cocoon_proxy_worker_score{{worker="{raw}"}}' in proxy.metrics()
 
 
 def wait_for(cond, timeout: float, what: str, proc: Optional[Proc] = None) -> None:
