@@ -163,8 +163,9 @@ class GroupCommit:
 
     def submit_lazy(self, op: Op, done: Optional[Done] = None) -> None:
         """Queue ``op`` to be committed with the next batch, and alone after LAZY_WITHIN seconds (at
-        most twice that) if no batch comes. For writes nothing waits for and whose loss in a crash costs nothing but a repeat;
-        a lazy write runs before the other writes of its batch, so it must not depend on them."""
+        most twice that) if no batch comes. For writes nothing waits for and whose loss in a crash
+        costs nothing but a repeat; a lazy write runs before the other writes of its batch, so it must
+        not depend on them."""
         if self._closed:
             raise RuntimeError("the database is closed")
         with self._lazy_lock:

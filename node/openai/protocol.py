@@ -8,11 +8,11 @@ exactly as OpenAI's API does, so any OpenAI client reads them.
 """
 from __future__ import annotations
 
-from node import fastjson
 import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from node import fastjson
 from node.payments.pricing import Usage, usage_to_openai
 
 from .errors import APIError, bad_request, unknown_field

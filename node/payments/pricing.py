@@ -18,10 +18,10 @@ A usage travels as an OpenAI ``usage`` object (:func:`usage_to_openai`, :func:`u
 """
 from __future__ import annotations
 
-from node import fastjson
 from dataclasses import dataclass
 from typing import Any
 
+from node import fastjson
 from wrappers.registry import Economics
 
 COEF_ONE = 1000
