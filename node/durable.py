@@ -16,6 +16,10 @@ writer and back costs two thread switches, each a wake-up of an idle core (about
 request through the whole network on a 2-core virtual machine). Under load writes arrive closer
 together than that and share the writer's batches.
 
+A write the caller needs durable later but not now (the gateway's authorization row, which commits
+while the proxy answers) is :meth:`GroupCommit.behind`: the writer thread commits it while the event
+loop goes on.
+
 Writes nothing waits for (a receipt marked as sent, a voucher kept) are :meth:`GroupCommit.submit_lazy`:
 they ride with the next batch committed anyway, and are committed on their own only after LAZY_WITHIN
 seconds without one, so a service serving one request at a time syncs once per request,
@@ -218,10 +222,16 @@ class GroupCommit:
             if not ok:
                 raise res
             return res
+        return await self.behind(op)
+
+    def behind(self, op: Op) -> asyncio.Future:
+        """Queue ``op`` to the writer thread, never committed on this thread: the caller goes on while
+        the disk syncs (a write the event loop needs durable later, not now). An asyncio future, done
+        with the operation's result when it is durable."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.submit(op, lambda ok, res: loop.call_soon_threadsafe(_resolve, fut, ok, res))
-        return await fut
+        return fut
 
     def run_sync(self, op: Op) -> Any:
         """:meth:`run` from a thread without an event loop (start-up, status commands, tests)."""

@@ -1,6 +1,8 @@
 """``cocoon client``: the client gateway (a local OpenAI-compatible endpoint paid in TON) and its state."""
 from __future__ import annotations
 
+import os
+
 import asyncio
 import json
 import time
@@ -101,7 +103,7 @@ def run_cmd(state_dir: Path, registry: str, network: str, chain_api_key: Optiona
                         port=port, api_key=api_key, budget=budget_n, deposit=deposit_n,
                         max_coefficient=round(max_coefficient * 1000), proxy=proxy, proxy_endpoint=proxy_endpoint, dev_trust=dev_trust,
                         pccs_url=pccs_url, accept_tcb=tuple(accept_tcb) or ("UpToDate",), refresh=refresh,
-                        stake_ttl=stake_ttl)
+                        stake_ttl=stake_ttl, failpoint=os.environ.get("COCOON_CLIENT_FAILPOINT") or None)
     app = init(settings)
     click.echo(f"cocoon client gateway: http://{host}:{port}/v1 (state {state_dir}, budget {budget_n / 1e9:g} TON)")
     eventloop.tune_gc()

@@ -55,11 +55,14 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[GATEWAY].status())
+    gw = request.app[GATEWAY]
+    await gw.store.caught_up()      # every answer returned so far is counted
+    return web.json_response(gw.status())
 
 
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    await gw.store.caught_up()
     st = gw.status()
     gw.metrics.budget.set(st["budget"])
     gw.metrics.settled.set(st["spent"])

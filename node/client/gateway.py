@@ -28,11 +28,13 @@ earlier may reach the proxy after the settle (requests travel over several conne
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import aiohttp
@@ -321,8 +323,11 @@ class Gateway:
         return self.store.channel(raw(addr))  # type: ignore[return-value]
 
     async def _resume(self, conn: ProxyConnection, ch: LiveChannel) -> None:
-        """Take up where the proxy is: re-send unacknowledged settles, then adopt the proxy's settled
-        total if the voucher it holds is our own signature (and not for a disputed answer)."""
+        """Take up where the proxy is: finish the answers a crash cut off from their rows, re-send
+        unacknowledged settles, then adopt the proxy's settled total if the voucher it holds is our own
+        signature (and not for a disputed answer)."""
+        if not await self._finish_unrecorded(conn, ch):
+            return
         for request_id, final in self.store.settling(ch.row.address):
             ok = await self._post_settle(conn, ch, request_id, final, quiet=True)
             self.store.submit(SQL.mark_op(request_id, {True: "settled", False: "superseded", None: "settling"}[ok]))
@@ -362,6 +367,31 @@ class Gateway:
             self.store.update_channel(ch.row.address, settled=owed)
         self.store.update_channel(ch.row.address, signed_max=max(ch.row.signed_max, amount))
         ch.row = self.store.channel(ch.row.address)  # type: ignore[assignment]
+
+    async def _finish_unrecorded(self, conn: ProxyConnection, ch: LiveChannel) -> bool:
+        """Requests authorized before a crash whose answers have no row (the process died before it
+        wrote them, maybe after returning them): each is paid from the proxy's record of its request id,
+        once its receipt verifies against the request hash kept, exactly as it would have been; one
+        without a record was never billed. Done before the proxy's total is adopted, which counts them.
+        False when the proxy cannot be reached (the rows wait for the next resume)."""
+        rows = self.store.unfinished(ch.row.address)
+        for request_id, endpoint, model, stream, request_hash, max_cost in rows:
+            req = SimpleNamespace(model=model, stream=bool(stream))
+            probe = fastjson.dumps({"model": model, "max_tokens": 1, "stream": bool(stream), **(
+                {"messages": [{"role": "user", "content": "record"}]} if endpoint == "chat" else {"prompt": "record"})})
+            job = _Job(self, conn, ch, None, endpoint, req, probe, request_id, max_cost, time.perf_counter())
+            job.request_hash = bytes.fromhex(request_hash)
+            job.authorized = asyncio.get_running_loop().create_future()
+            job.authorized.set_result(None)               # its row is on disk
+            ch.inflight[request_id] = max_cost
+            if not await self.recover(job, at_resume=True):
+                return False
+            if not job.ended:    # the proxy kept it in progress: never counted here, so never paid twice later
+                self.store.submit(SQL.mark_op(request_id, "unresolved"))
+        if rows:
+            await self.store.caught_up()
+            log.info("finished %d request(s) a restart cut off from their rows", len(rows))
+        return True
 
     async def _fund(self, ch: LiveChannel, need_total: int) -> None:
         """Top the escrow up so it holds ``need_total`` in all, within the budget; else 402."""
@@ -435,7 +465,7 @@ class Gateway:
                     if self.channel is ch:
                         self.channel = None
                     continue
-                voucher = await self._authorize(ch, endpoint, request_id, max_cost)
+                voucher, authorization = await self._authorize(ch, endpoint, request_id, max_cost, req, sent)
             break
         # The request goes out without the lock: the proxy keeps the highest voucher it was sent, and
         # each one covers every request in flight, so admissions need no order among themselves.
@@ -443,13 +473,16 @@ class Gateway:
                    H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
         self.metrics.overhead.labels("authorize").observe(time.perf_counter() - t0)
         job = _Job(self, conn, ch, request, endpoint, req, sent, request_id, max_cost, t0)
+        # the authorization row is queued once the request has gone out (waking the writer before would
+        # cost the first token a thread switch) and commits while the proxy answers
+        asyncio.get_running_loop().call_soon(job.record, authorization)
         try:
             try:
                 job.resp = await conn.http.post(ENDPOINT_PATHS[endpoint], data=sent, headers=headers)
             except (aiohttp.ClientConnectorError, RaTlsError) as e:   # it never reached the proxy
                 ch.inflight.pop(request_id, None)
                 job.ended = True
-                self.store.submit(SQL.mark_op(request_id, "failed"))
+                job.mark("failed")
                 await self._proxy_failed(conn, e)
                 self.metrics.requests.labels(endpoint, "unavailable").inc()
                 raise unavailable(f"the proxy could not be reached: {describe_failure(e)}") from None
@@ -473,15 +506,18 @@ class Gateway:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def recover(self, job: "_Job") -> None:
+    async def recover(self, job: "_Job", at_resume: bool = False) -> bool:
         """A request whose answer was not read to its end here (the caller hung up, the proxy's stream
         broke): it stays in flight, since the proxy may still bill it, until the proxy's record of its
         request id says what was billed; that is then paid like any answer once its receipt verifies.
-        The record is asked for with a zero voucher, which never starts a new job (PROTOCOL.md §4)."""
+        The record is asked for with a zero voucher, which never starts a new job (PROTOCOL.md §4).
+        ``at_resume``: a request from before a restart; waits at most RESUME_WAIT for a job in
+        progress, and returns False at once (the request still in flight) when the proxy cannot be
+        reached."""
         ch = job.ch
         headers = {H.CHANNEL: ch.row.address, H.VOUCHER: ch.voucher(0), H.REQUEST_ID: job.request_id,
                    H.MAX_COEFFICIENT: str(self.settings.max_coefficient), "Content-Type": "application/json"}
-        deadline = time.monotonic() + self.settings.request_timeout + RESUME_WAIT
+        deadline = time.monotonic() + (0 if at_resume else self.settings.request_timeout) + RESUME_WAIT
         delay, server_errors = 0.2, 0
         while True:
             status, body, why = None, b"", "the proxy is not in use"
@@ -495,6 +531,11 @@ class Gateway:
                         status, body = r.status, await r.read()
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 why = describe_failure(e)
+            if status is None and at_resume:
+                log.warning("request %s from before the restart: the proxy cannot be reached (%s); asked again at "
+                            "the next resume", job.request_id, why)
+                ch.inflight.pop(job.request_id, None)
+                return False
             if status == 200:
                 break
             if status is not None:
@@ -505,13 +546,13 @@ class Gateway:
                     # no record (the proxy never admitted it or freed the id), or one of an unbilled error
                     log.info("request %s was not billed (%s)", job.request_id, why)
                     await self.release(job)
-                    return
+                    return True
             if time.monotonic() > deadline:
                 log.warning("request %s: the proxy's record could not be read (%s); it is no longer counted in "
                             "flight", job.request_id, why)
                 async with ch.lock:
                     ch.inflight.pop(job.request_id, None)
-                return
+                return True
             await asyncio.sleep(delay)
             delay = min(2 * delay, 5.0)
         try:
@@ -521,16 +562,18 @@ class Gateway:
             cocoon, content, calls = None, "", []
         if cocoon is None:
             await self.release(job)
-            return
+            return True
         ev, verdict, why = await job._verify(cocoon, content, calls)
         vd = await self.settle(job, verdict, ev)
         self.metrics.requests.labels(job.endpoint, "recovered").inc()
         log.info("request %s ended without being read to its end; its record: %s, paid %d", job.request_id,
                  "verified" if vd["ok"] else f"receipt failed ({why or '; '.join(vd.get('failed', []))})", vd["paid"])
+        return True
 
-    async def _authorize(self, ch: LiveChannel, endpoint: str, request_id: str, max_cost: int) -> str:
+    async def _authorize(self, ch: LiveChannel, endpoint: str, request_id: str, max_cost: int, req: Any,
+                         sent: bytes) -> tuple[str, SQL.Op]:
         """Under the channel's lock: check the budget, fund the escrow, sign settled + everything in flight +
-        this request's maximum cost, and record it; the voucher header's value."""
+        this request's maximum cost; (the voucher header's value, the write that records it)."""
         reserved = sum(ch.inflight.values())
         spent = self.store.spent_total(besides=ch.row.address) + ch.settled
         if spent + reserved + max_cost > self.settings.budget:
@@ -542,13 +585,9 @@ class Gateway:
         authorized = ch.settled + reserved + max_cost
         await self._fund(ch, authorized)
         voucher = ch.voucher(authorized)
-        # a lazy write, queued once the request has gone out (waking the writer before would cost the
-        # first token a thread switch) and committed with the answer's row: after a crash the highest
-        # voucher the proxy holds is taken from the proxy (PROTOCOL.md §6)
-        asyncio.get_running_loop().call_soon(self.store.submit, SQL.authorize_op(request_id, ch.row.address,
-                                                                                  ch.settled, max_cost, authorized))
         ch.inflight[request_id] = max_cost
-        return voucher
+        return voucher, SQL.authorize_op(request_id, ch.row.address, ch.settled, max_cost, authorized, endpoint,
+                                         req.model, req.stream, hashlib.sha256(sent).digest())
 
     # ------------------------------------------------------------------ paying
     async def settle(self, job: "_Job", verdict: Optional[ReceiptVerdict], ev: Optional[Evidence]) -> dict:
@@ -574,7 +613,14 @@ class Gateway:
                            endpoint=job.endpoint, model=job.req.model, job_id=f"{ev.job_id:064x}", ok=ok,
                            paid=vd["paid"], prompt_tokens=ev.usage.prompt_tokens,
                            completion_tokens=ev.usage.completion_tokens, record=record, verdict=vd)
+        if job.authorized is not None:   # the row a restart recovers this answer from is durable
+            try:
+                await job.authorized
+            except Exception as e:
+                log.error("request %s: its authorization row was not written (%s)", job.request_id, e)
         job.ended = True
+        if self.settings.failpoint == "answer-unrecorded":   # crash tests: the answer goes out, its row never
+            return self._die_after_answer(vd)
         async with ch.lock:   # the books in memory first; their row is written behind them, in order
             ch.inflight.pop(job.request_id, None)
             if ok:
@@ -582,14 +628,14 @@ class Gateway:
                 # the exact total: what this gateway owes, nothing for the requests still in flight (each
                 # of them carried its own authorization, which the proxy keeps; PROTOCOL.md §4)
                 final = ch.row.settled
-                durable = self.store.queue(SQL.finish_op(job.request_id, "settling", cost, ch.row.address,
+                durable = self.store.behind(SQL.finish_op(job.request_id, "settling", cost, ch.row.address,
                                                          ch.row.settled, final, receipt=receipt, view=view))
                 self.spawn(self._settle_in_order(conn, ch, job.request_id, final, durable))
             else:
                 ch.row.disputed += cost
-                durable = self.store.queue(SQL.finish_op(job.request_id, "unpaid", 0, ch.row.address, ch.row.settled,
-                                                         None, cost, receipt=receipt, view=view))
-        await durable   # the receipt and the total are kept before the caller sees the answer's end
+                self.store.behind(SQL.finish_op(job.request_id, "unpaid", 0, ch.row.address, ch.row.settled,
+                                                None, cost, receipt=receipt, view=view))
+        # the receipt and the total commit right behind the answer; the settle goes out once they are durable
         if ev is not None:
             u = ev.usage
             self.metrics.tokens.labels("prompt").inc(u.prompt_tokens)
@@ -603,6 +649,13 @@ class Gateway:
             if self.settings.proxy == "auto" and ev is not None and cost > 0:
                 self.exclude(conn.cand.info.owner_hash, f"billed {cost} for an answer whose receipt failed")
                 await self._drop_proxy()
+        return vd
+
+    def _die_after_answer(self, vd: dict) -> dict:
+        import os
+        import signal
+
+        asyncio.get_running_loop().call_later(0.3, os.kill, os.getpid(), signal.SIGKILL)
         return vd
 
     def _view_key(self) -> tuple[str, str]:
@@ -633,7 +686,7 @@ class Gateway:
         job.ended = True
         async with ch.lock:
             ch.inflight.pop(job.request_id, None)
-            self.store.submit(SQL.mark_op(job.request_id, "refused"))
+            job.mark("refused")
 
     async def _post_settle(self, conn: ProxyConnection, ch: LiveChannel, request_id: str, amount: int,
                            quiet: bool = False) -> Optional[bool]:
@@ -723,9 +776,25 @@ class _Job:
         self.gw, self.conn, self.ch, self.request, self.endpoint = gw, conn, ch, request, endpoint
         self.req, self.sent, self.request_id, self.max_cost, self.t0 = req, sent, request_id, max_cost, t0
         self.resp: Optional[aiohttp.ClientResponse] = None
+        self.authorized: Optional[asyncio.Future] = None   # the authorization row, durable when done
+        self.request_hash: Optional[bytes] = None           # set when ``sent`` is not the body sent (a recovery)
         self.ended = False        # paid or released: no longer in flight
         self.recovering = False
         self.gone = False         # the caller hung up
+
+    def record(self, op: SQL.Op) -> None:
+        """Queue the authorization row (it commits while the proxy answers)."""
+        self.authorized = self.gw.store.behind(op)
+
+    def mark(self, state: str, deferred: bool = False) -> None:
+        """Note how the request ended (a lazy write), after its authorization row, which it updates."""
+        op = SQL.mark_op(self.request_id, state)
+        if self.authorized is None and not deferred:   # the row is queued at the loop's next turn: follow it
+            asyncio.get_running_loop().call_soon(self.mark, state, True)
+        elif self.authorized is None or self.authorized.done():
+            self.gw.store.submit(op)
+        else:
+            self.authorized.add_done_callback(lambda _f: self.gw.store.submit(op))
 
     def recover(self) -> None:
         if not (self.ended or self.recovering):
@@ -757,6 +826,8 @@ class _Job:
         try:
             ev = Evidence.from_cocoon(cocoon, self.sent, content, calls)
             ev.max_cost = self.max_cost
+            if self.request_hash is not None:
+                ev.request_hash = self.request_hash
         except EvidenceError as e:
             return None, None, str(e)
         verdict = await self.gw.receipts.verify(ev, cap=self.max_cost)

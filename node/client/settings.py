@@ -34,6 +34,7 @@ class Settings:
     request_timeout: float = 600.0
     open_timeout: float = 120.0           # waiting for the escrow to open on chain
     extra: dict = field(default_factory=dict)
+    failpoint: Optional[str] = field(default=None, repr=False)   # crash tests only (COCOON_CLIENT_FAILPOINT)
 
     @property
     def db_path(self) -> Path:

@@ -4,11 +4,18 @@ receipts.
 A write is an operation ``op(connection)`` (the ``*_op`` functions below) run by one writer thread
 with group commit (:class:`node.durable.GroupCommit`): everything queued is committed at once (one
 fsync for many requests) and the event loop never waits on the disk; reads use a second connection.
-A request's voucher is queued as the request goes out and is committed with the next group (a lazy
-write, :meth:`node.durable.GroupCommit.submit_lazy`); an
-answer's receipt and the new settled total are committed before the answer is returned. After a
-``kill -9`` the gateway takes the highest voucher the proxy holds from the proxy (its own signature,
-checked), so a voucher whose row was not yet written is not lost (docs/PROTOCOL.md §6).
+No commit stands on a request's path (docs/PROTOCOL.md §6):
+
+- a request's authorization row (its id, endpoint, model and request hash) is queued as the request
+  goes out and commits while the proxy answers; the answer's end waits for it (it is long done);
+- an answer's receipt and the new settled total are queued right behind the answer (committed within
+  a few milliseconds, :meth:`Store.caught_up` waits for them), and the settle voucher goes out only
+  once they are durable.
+
+After a ``kill -9`` between the two, the authorization row names a request whose answer has no row:
+the restarted gateway asks the proxy for that request id's record (the proxy stored it before it
+answered), verifies its receipt and pays it as it would have, so a receipt once returned is never
+lost. The highest voucher the proxy holds is taken from the proxy (its own signature, checked).
 """
 from __future__ import annotations
 
@@ -47,9 +54,14 @@ CREATE TABLE IF NOT EXISTS requests (
     settled_before INTEGER NOT NULL,
     max_cost    INTEGER NOT NULL,
     state       TEXT NOT NULL,                -- authorized | settling | settled | unpaid | refused | failed
+                                              -- | unresolved (no record found after a restart)
     cost        INTEGER,                      -- what was paid (settled state)
     final       INTEGER,                      -- the settle voucher's amount (settling, settled)
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    endpoint    TEXT,                         -- chat | completion   (these four: what a restart needs
+    model       TEXT,                         --   to ask the proxy for the request's record)
+    stream      INTEGER,
+    request_hash TEXT                         -- SHA-256 of the body sent (hex)
 );
 CREATE TABLE IF NOT EXISTS receipts (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -76,13 +88,22 @@ CREATE TABLE IF NOT EXISTS views (            -- registry views receipts were ch
 
 
 # ---------------------------------------------------------------------------- write operations
-def authorize_op(request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int) -> Op:
-    """A request's authorization (the voucher's amount)."""
+# columns added to a table after its first release: (table, column, type), added at open when missing
+ADDED_COLUMNS = (("requests", "endpoint", "TEXT"), ("requests", "model", "TEXT"), ("requests", "stream", "INTEGER"),
+                 ("requests", "request_hash", "TEXT"))
+
+
+def authorize_op(request_id: str, channel: str, settled_before: int, max_cost: int, voucher: int,
+                 endpoint: Optional[str] = None, model: Optional[str] = None, stream: bool = False,
+                 request_hash: Optional[bytes] = None) -> Op:
+    """A request's authorization (the voucher's amount) and what identifies its record at the proxy."""
     t = time.time()
 
     def op(c: sqlite3.Connection) -> None:
-        c.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at) "
-                  "VALUES(?, ?, ?, ?, 'authorized', ?)", (request_id, channel, settled_before, max_cost, t))
+        c.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at, endpoint, "
+                  "model, stream, request_hash) VALUES(?, ?, ?, ?, 'authorized', ?, ?, ?, ?, ?)",
+                  (request_id, channel, settled_before, max_cost, t, endpoint, model, int(stream),
+                   request_hash.hex() if request_hash is not None else None))
         c.execute("UPDATE channels SET signed_max=MAX(signed_max, ?) WHERE address=?", (voucher, channel))
     return op
 
@@ -125,14 +146,6 @@ def view_key(view: dict) -> tuple[str, str]:
     """(hash, JSON text) of a registry view record: receipts name the view they were checked against."""
     text = json.dumps(view, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest(), text
-
-
-def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:
-    if not fut.done():
-        if ok:
-            fut.set_result(res)
-        else:
-            fut.set_exception(res)
 
 
 def _logged(ok: bool, res: Any) -> None:
@@ -178,6 +191,10 @@ class Store:
         self.path = path
         self.gc = GroupCommit(path, SCHEMA, name="client-store-writer")
         self.db = self.gc.reader     # reads; every write goes through the writer
+        self._behind: set[asyncio.Future] = set()
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.do(lambda c, t=table, col=column, k=kind: c.execute(f"ALTER TABLE {t} ADD COLUMN {col} {k}"))
 
     def close(self) -> None:
         self.gc.close()
@@ -188,21 +205,23 @@ class Store:
         return self.gc.run_sync(op)
 
     def submit(self, op: Op) -> None:
-        """Queue a write nothing waits for (an authorization, a request's mark): a lazy write, committed
-        with the next group (before that group's other writes, so a request's authorization always
-        precedes its answer's row) or on its own within :data:`node.durable.LAZY_WITHIN` seconds."""
+        """Queue a write nothing waits for and whose loss costs nothing (a request's mark): a lazy
+        write, committed with the next group or on its own within :data:`node.durable.LAZY_WITHIN`
+        seconds."""
         self.gc.submit_lazy(op, _logged)
 
-    def queue(self, op: Op) -> asyncio.Future:
-        """Queue a write for the next group commit; the future is done when it is durable."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        out = self.gc.inline(op)       # committed here in a quiet moment (node/durable.py)
-        if out is not None:
-            _resolve(fut, *out)
-        else:
-            self.gc.submit(op, lambda ok, res: loop.call_soon_threadsafe(_resolve, fut, ok, res))
+    def behind(self, op: Op) -> asyncio.Future:
+        """Queue a write to the writer thread now, never on this thread (the caller goes on while the
+        disk syncs); the future is done when it is durable. :meth:`caught_up` waits for all of them."""
+        fut = self.gc.behind(op)
+        self._behind.add(fut)
+        fut.add_done_callback(self._behind.discard)
         return fut
+
+    async def caught_up(self) -> None:
+        """Until every write queued by :meth:`behind` so far is durable (what status reads wait for)."""
+        if self._behind:
+            await asyncio.gather(*self._behind, return_exceptions=True)
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str) -> Optional[str]:
@@ -265,6 +284,13 @@ class Store:
     def request(self, request_id: str) -> Optional[tuple]:
         return self.db.execute("SELECT request_id, channel, settled_before, max_cost, state, cost, final FROM requests "
                                "WHERE request_id=?", (request_id,)).fetchone()
+
+    def unfinished(self, channel: str) -> list[tuple]:
+        """(request id, endpoint, model, stream, request hash, max cost) of the requests authorized on
+        ``channel`` whose answer has no row: what a crash cut off; oldest first."""
+        return list(self.db.execute("SELECT request_id, endpoint, model, stream, request_hash, max_cost FROM requests "
+                                    "WHERE channel=? AND state='authorized' AND request_hash IS NOT NULL "
+                                    "ORDER BY created_at", (channel,)))
 
     def settling(self, channel: str) -> list[tuple[str, int]]:
         """(request id, final amount) of settles signed but not acknowledged by the proxy, oldest first."""

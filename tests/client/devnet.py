@@ -112,7 +112,8 @@ class DevNet:
 
     # ---------------------------------------------------------------- gateways
     def gateway(self, name: str, *, budget: str = "5", extra: tuple = (), api_key: Optional[str] = None,
-                port: Optional[int] = None, wait_models: bool = True, stake_ttl: str = "0") -> "Gateway":
+                port: Optional[int] = None, wait_models: bool = True, stake_ttl: str = "0",
+                env: Optional[dict] = None) -> "Gateway":
         key = self.root / f"{name}.seed"
         if not key.exists():
             write_seed(key, name)
@@ -123,7 +124,7 @@ class DevNet:
                 *extra]
         if api_key:
             argv += ["--api-key", api_key]
-        p = self.procs.start(name, argv, ready=http_ready(f"http://127.0.0.1:{port}/metrics"), timeout=90)
+        p = self.procs.start(name, argv, ready=http_ready(f"http://127.0.0.1:{port}/metrics"), timeout=90, env=env)
         g = Gateway(self, name, p, port, self.root / name, api_key, argv)
         if wait_models:
             g.wait_for_model()
@@ -181,7 +182,9 @@ class Gateway:
 
     def restart(self, kill: bool = True) -> "Gateway":
         procs = self.net.procs
-        if kill:
+        if self.proc.popen.poll() is not None:
+            pass                      # it died already (a failpoint)
+        elif kill:
             procs.kill9(self.proc)
         else:
             procs.stop(self.proc)

@@ -208,6 +208,44 @@ def test_restart_mid_session_resumes_with_the_right_totals(net):
     assert after["channel"] == before["channel"]
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "completion-stream"])
+def test_kill9_after_an_answer_before_its_row_pays_it_once_from_the_proxys_record(net, endpoint):
+    """An answer's receipt and total are written right behind the answer, not before it. A failpoint
+    kills the gateway (SIGKILL) 0.3 s after an answer went out, its row never written; only the
+    request's authorization is on disk. The restarted gateway reads the proxy's record of that
+    request id, verifies its receipt against the request hash it kept, and pays exactly it, once."""
+    import sqlite3
+
+    g = net.gateway(f"unrecorded-{endpoint}", env={"COCOON_CLIENT_FAILPOINT": "answer-unrecorded"})
+    c = g.client(timeout=120, max_retries=0)
+    if endpoint == "chat":
+        co = cocoon_of(c.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8))
+    else:
+        co = cocoon_of(list(c.completions.create(model=MODEL, prompt="One, two,", max_tokens=6, stream=True))[-1])
+    assert co["verification"]["ok"] and co["cost"] > 0
+    assert g.proc.popen.wait(timeout=30) == -9
+    db = sqlite3.connect(str(g.state / "client.sqlite"))
+    rows = db.execute("SELECT state, request_hash IS NOT NULL FROM requests").fetchall()
+    kept = db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0]
+    db.close()
+    assert rows == [("authorized", 1)] and kept == 0
+    g.restart()
+    g.wait_for_model()
+    r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    co2 = cocoon_of(r)
+    assert co2["verification"]["ok"]
+    st = g.status()
+    assert st["spent"] == co["cost"] + co2["cost"] and st["receipts_verified"] == 2 and st["receipts_failed"] == 0
+    records = json.loads(g.cli("client", "receipts", "--json").stdout)
+    assert [x["job_id"] for x in records] == [co["job_id"], co2["job_id"]]
+    assert [x["paid"] for x in records] == [co["cost"], co2["cost"]] and all(x["verified"] for x in records)
+    # a second restart finds nothing left to finish: the first answer is not paid twice
+    g.restart()
+    g.wait_for_model()
+    r3 = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    assert g.status()["spent"] == co["cost"] + co2["cost"] + cocoon_of(r3)["cost"]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("mode, failed", [("content", "response_hash"), ("resign", "signature")])
 def test_a_tampered_answer_is_detected_and_not_paid(net, mode, failed, stream):

@@ -43,8 +43,8 @@ def test_store_books_survive_reopening(tmp_path):
 
 
 def test_the_writer_commits_queued_writes_in_groups_and_keeps_them(tmp_path):
-    """The running gateway's writes: queued ones (a voucher's row) and awaited ones (an answer's receipt
-    and total) share group commits, in order; an operation that fails changes nothing and the others
+    """The running gateway's writes: lazy ones (a request's mark) and ones queued behind the caller (a
+    voucher's row, an answer's receipt and total) share group commits, in order; an operation that fails changes nothing and the others
     stand; everything queued is on disk after close."""
     import asyncio
 
@@ -58,8 +58,9 @@ def test_the_writer_commits_queued_writes_in_groups_and_keeps_them(tmp_path):
         for i in range(50):
             s.submit(SQL.authorize_op(f"r{i}", a, 0, 100, 100 + i))
         s.submit(SQL.authorize_op("r0", a, 0, 100, 10**9))   # a duplicate id: refused, changes nothing
-        done = [s.queue(SQL.finish_op(f"r{i}", "settling", 10, a, 10 * (i + 1), 10 * (i + 1))) for i in range(50)]
-        await asyncio.gather(*done)
+        done = [s.behind(SQL.finish_op(f"r{i}", "settling", 10, a, 10 * (i + 1), 10 * (i + 1))) for i in range(50)]
+        await s.caught_up()
+        assert all(f.done() for f in done)
         return s.channel(a), s.request_counts()
 
     ch, counts = asyncio.run(main())
@@ -69,6 +70,44 @@ def test_the_writer_commits_queued_writes_in_groups_and_keeps_them(tmp_path):
     s.close()
     s = Store(tmp_path / "c.sqlite")
     assert s.request_counts() == {"settling": 40, "settled": 10}
+    s.close()
+
+
+def test_an_older_store_gains_the_request_columns_and_lists_what_a_crash_cut_off(tmp_path):
+    """A store written before requests kept their endpoint, model and request hash opens with those
+    columns added and its rows intact; ``unfinished`` lists exactly the authorized requests that name
+    a request hash (what a restart can ask the proxy about), oldest first."""
+    import sqlite3
+
+    from node.client import store as SQL
+
+    a, b = "0:" + "a" * 64, "0:" + "b" * 64
+    old = SQL.SCHEMA.replace(""",
+    endpoint    TEXT,                         -- chat | completion   (these four: what a restart needs
+    model       TEXT,                         --   to ask the proxy for the request's record)
+    stream      INTEGER,
+    request_hash TEXT                         -- SHA-256 of the body sent (hex)
+""", "\n")
+    assert old != SQL.SCHEMA
+    db = sqlite3.connect(str(tmp_path / "c.sqlite"))
+    db.executescript(old)
+    db.execute("INSERT INTO requests(request_id, channel, settled_before, max_cost, state, created_at) "
+               "VALUES('old', ?, 0, 100, 'authorized', 1)", (a,))
+    db.commit()
+    db.close()
+    s = Store(tmp_path / "c.sqlite")
+    try:
+        s.add_channel(0, a, b, "c" * 64, "https://p:1")
+        s.do(SQL.authorize_op("r1", a, 0, 100, 100, "chat", "m", False, bytes(32)))
+        s.do(SQL.authorize_op("r2", a, 0, 100, 200, "completion", "m", True, b"\x01" * 32))
+        s.do(SQL.finish_op("r1", "settling", 10, a, 10, 10))
+        assert s.request("old")[4] == "authorized"
+        assert s.unfinished(a) == [("r2", "completion", "m", 1, "01" * 32, 100)]
+        assert s.unfinished(b) == []
+    finally:
+        s.close()
+    s = Store(tmp_path / "c.sqlite")      # opening again adds nothing twice
+    assert [r[0] for r in s.unfinished(a)] == ["r2"]
     s.close()
 
 
