@@ -321,7 +321,7 @@ def main() -> None:
     print("cpu proxy / cpu worker: CPU time (user + system) each process spent per request")
     print(f"disk fsync p50 {disk_fsync:.2f} ms back to back, {disk_fsync_idle:.2f} ms after {IDLE_S * 1000:.0f} ms of "
           "rest, as one request at a time meets it (the ledger syncs before forwarding and before answering, "
-          "the worker before sending its receipt); "
+          "the worker's job-start mark commits while the job runs); "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} during the run, on {os.cpu_count()} cores")
     # the latency bars are judged one request at a time (at 32 in flight a request's latency is its
     # wait in line: 32 / throughput), the throughput bar at 32 (README, "Benchmarks")

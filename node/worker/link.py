@@ -220,6 +220,7 @@ class Link:
         self.state = "connected"
         self.metrics.connected.set(1)
         log.info("linked to proxy %s (channel %s, paid %d)", self.proxy_owner, self.channel, self.tracker.authorized)
+        await self.store.caught_up()        # a receipt written behind a frame the drop cut off is durable first
         for r in self.store.unsent():       # receipts stored before a crash or a drop, sent as stored
             await self.send(F.ReceiptFrame(r.job_id, r.receipt, r.usage, r.coefficient))
             self.store.mark_sent(r.job_id)

@@ -67,20 +67,28 @@ class Server:
             return None
         return F.ReceiptFrame(job_id, r.receipt, r.usage, r.coefficient)
 
-    def _sign(self, job: F.Job, usage: Usage, content: str, calls: list) -> tuple[bytes, bytes, bytes]:
+    def _receipt_boc(self, job: F.Job, usage: Usage, content: str, calls: list) -> tuple[bytes, bytes, bytes]:
         """(request hash, response hash, the signed receipt's BoC)."""
         req_hash = hashlib.sha256(job.body).digest()
         resp_hash = response_hash(content, calls)
         rc = Receipt(self.ident.stake, job.job_int, req_hash, resp_hash, usage, self.ident.coefficient)
         return req_hash, resp_hash, rc.signed_boc(self.ident.key)
 
-    async def _sign_and_store(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
-                              cancelled: bool) -> F.ReceiptFrame:
-        req_hash, resp_hash, boc = self._sign(job, usage, content, calls)
+    async def _sign(self, job: F.Job, channel: str, usage: Usage, content: str, calls: list, status: int,
+                    cancelled: bool, start_mark: "asyncio.Future") -> Optional[tuple[F.ReceiptFrame, tuple]]:
+        """The job's receipt frame and what :meth:`Store.keep_receipt` writes after it, once the job's
+        start mark is durable; None if the job id was started before (no second receipt, ever)."""
+        req_hash, resp_hash, boc = self._receipt_boc(job, usage, content, calls)
         fee = charge(usage, self.ident.coefficient, self.economics()).worker_fee
-        stored = await self.store.store_receipt(job.job_id, channel, job.endpoint, req_hash, resp_hash, usage,
-                                                self.ident.coefficient, fee, status, cancelled, boc)
-        if self.failpoint == "receipt-stored":   # crash tests: die between storing and sending
+        try:
+            first = await start_mark
+        except Exception as e:       # the disk failed: a receipt that could repeat is never sent
+            log.error("job %s: its start could not be recorded (%s); no receipt is sent", job.job_id, e)
+            return None
+        if not first:
+            log.warning("job %s was started here before; its answer carries no second receipt", job.job_id)
+            return None
+        if self.failpoint == "receipt-signed":   # crash tests: die between signing and sending
             import os
             import signal
             os.kill(os.getpid(), signal.SIGKILL)
@@ -89,8 +97,9 @@ class Server:
         m.tokens.labels("cached").inc(usage.cached_tokens)
         m.tokens.labels("completion").inc(usage.completion_tokens - usage.reasoning_tokens)
         m.tokens.labels("reasoning").inc(usage.reasoning_tokens)
-        m.earned.set(self.store.earned())
-        return F.ReceiptFrame(job.job_id, stored.receipt, stored.usage, stored.coefficient)
+        return (F.ReceiptFrame(job.job_id, boc, usage, self.ident.coefficient),
+                (job.job_id, channel, job.endpoint, req_hash, resp_hash, usage, self.ident.coefficient, fee, status,
+                 cancelled, boc))
 
     # ------------------------------------------------------------------ a job
     async def serve(self, job: F.Job, channel: str, emit: Emit) -> None:
@@ -102,6 +111,11 @@ class Server:
                 409, "This job id was already served; its receipt follows.", code="duplicate_job").to_dict()))
             await emit(again)
             self.store.mark_sent(job.job_id)
+            return
+        if job.job_id in self.cancels or self.store.started(job.job_id):
+            await emit(F.Result(job.job_id, 409, errors.APIError(
+                409, "This job id is being served or was started before a restart; it is not served again.",
+                code="duplicate_job").to_dict()))
             return
         try:
             req = P.parse_request(job.endpoint, job.body, self.engine.max_output_tokens)
@@ -119,13 +133,14 @@ class Server:
             return
         cancel = threading.Event()
         self.cancels[job.job_id] = cancel
+        start_mark = self.store.begin_job(job.job_id)   # commits while the job runs
         try:
-            await self._run(job, req, prompt, cancel, channel, emit, t0)
+            await self._run(job, req, prompt, cancel, channel, emit, t0, start_mark)
         finally:
             self.cancels.pop(job.job_id, None)
 
     async def _run(self, job: F.Job, req, prompt: Optional[list[int]], cancel: threading.Event, channel: str, emit: Emit,
-                   t0: float) -> None:
+                   t0: float, start_mark: "asyncio.Future") -> None:
         slots = self.engine.slots
         endpoint = job.endpoint
         cid = ("chatcmpl-" if endpoint == "chat" else "cmpl-") + job.job_id[:24]
@@ -249,9 +264,14 @@ class Server:
         self.metrics.jobs.labels(outcome).inc()
         if not started and usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             return                      # nothing was processed: no receipt (docs/PROTOCOL.md §3)
-        rf = await self._sign_and_store(job, channel, usage, content, [(c["name"], c["arguments"]) for c in calls],
-                                        status, cancelled)
+        signed = await self._sign(job, channel, usage, content, [(c["name"], c["arguments"]) for c in calls],
+                                  status, cancelled, start_mark)
+        if signed is None:
+            return
+        rf, row = signed
         await send(rf)
-        if not link_lost:
-            self.store.mark_sent(job.job_id)
+        written = self.store.keep_receipt(*row, sent=not link_lost)
+        self.metrics.earned.set(self.store.earned())
+        if link_lost:                # the link reopens only to find it durable and send it
+            await written
         self.metrics.latency.observe(time.monotonic() - t0)

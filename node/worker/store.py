@@ -1,8 +1,11 @@
 """The worker's state in SQLite (WAL, synchronous=FULL): receipts, vouchers, claims.
 
-Rules (docs/PROTOCOL.md §6): a receipt is stored (committed and synced) before it is sent and never
-replaced, so a job id has exactly one receipt for ever; a voucher is stored only if it is above the stored one; a claim is
-recorded before it is sent and reconciled with the chain afterwards.
+Rules (docs/PROTOCOL.md §6): a job id is recorded as started (committed and synced) before its receipt
+is sent, and a job id recorded once is never served again, so it has at most one receipt for ever
+(two receipts for one job are slashable evidence). The mark commits in the writer thread while the job
+runs; the receipt's own row is written right behind its frame, never replaced. A voucher is stored
+only if it is above the stored one; a claim is recorded before it is sent and reconciled with the
+chain afterwards.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ CREATE TABLE IF NOT EXISTS receipts (
     receipt BLOB NOT NULL,          -- BoC of the signed statement
     created REAL NOT NULL,
     sent REAL                       -- when it was handed to the link (NULL: still to send)
+);
+CREATE TABLE IF NOT EXISTS jobs (         -- every job id ever started: never served twice
+    job_id TEXT PRIMARY KEY,
+    started REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS vouchers (
     channel TEXT PRIMARY KEY,
@@ -71,10 +78,6 @@ class StoredReceipt:
     sent: Optional[float]
 
 
-class ConflictError(RuntimeError):
-    """A second, different receipt for a job that already has one."""
-
-
 class Store:
     """Writes go through one writer thread with group commit (:class:`node.durable.GroupCommit`: each
     operation in its own savepoint, one commit and one fsync for the batch, then each caller
@@ -89,6 +92,8 @@ class Store:
         self._earned: dict[str, int] = {ch: int(fee) for ch, fee in self._all(
             "SELECT channel, COALESCE(SUM(fee),0) FROM receipts GROUP BY channel")}
         self._paid: dict[str, int] = {ch: int(a) for ch, a in self._all("SELECT channel, amount FROM vouchers")}
+        self._pending: dict[str, StoredReceipt] = {}   # receipts whose rows are queued, not yet durable
+        self._behind: set = set()
 
     @property
     def commits(self) -> int:
@@ -97,16 +102,9 @@ class Store:
     def close(self) -> None:
         self._db.close()                         # operations queued before it are committed first
 
-    def _submit(self, op, done) -> None:
-        self._db.submit(op, done)
-
     def _write(self, op):
         """Run ``op(db)`` in the writer and wait until it is committed and synced."""
         return self._db.run_sync(op)
-
-    async def _write_async(self, op):
-        """The same, awaited: the event loop runs on while the batch commits."""
-        return await self._db.run(op)
 
     def _one(self, sql: str, args=()) -> Optional[tuple]:
         return self._db.read(lambda c: c.execute(sql, args).fetchone())
@@ -124,8 +122,23 @@ class Store:
                              bytes(r[11]), r[12], r[13], r[14])
 
     def receipt(self, job_id: str) -> Optional[StoredReceipt]:
+        pending = self._pending.get(job_id)
+        if pending is not None:
+            return pending
         r = self._one(f"SELECT {self._RCOLS} FROM receipts WHERE job_id=?", (job_id,))
         return self._receipt(r) if r else None
+
+    # ------------------------------------------------------------------ jobs
+    def begin_job(self, job_id: str):
+        """Record ``job_id`` as started, in the writer thread while the job runs (never on this
+        thread); an asyncio future, done when it is durable with True, or False if the id was
+        started before (then no receipt may be sent for it)."""
+        return self._db.behind(lambda db: db.execute("INSERT OR IGNORE INTO jobs VALUES (?, ?)",
+                                                     (job_id, time.time())).rowcount == 1)
+
+    def started(self, job_id: str) -> bool:
+        """Whether ``job_id`` was started here before (and its mark is durable)."""
+        return self._one("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)) is not None
 
     def _receipt_op(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
                     usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes):
@@ -141,28 +154,42 @@ class Store:
                                  response_hash.hex(), request_hash.hex(), None), True
         return op
 
-    def _stored(self, out: tuple[StoredReceipt, bool]) -> StoredReceipt:
-        got, new = out
-        if new:
-            with self._mem:
-                self._earned[got.channel] = self._earned.get(got.channel, 0) + got.fee
-        return got
+    def keep_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
+                     usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes,
+                     sent: bool):
+        """Write a job's receipt behind its frame (its job id's start mark is durable already): counted
+        and readable at once, durable when the returned future is done. ``sent``: the frame went out
+        (else it is sent when the link reopens)."""
+        at = time.time() if sent else None
+        got = StoredReceipt(job_id, channel, endpoint, usage, coefficient, fee, status, cancelled, receipt,
+                            response_hash.hex(), request_hash.hex(), at)
+        op = self._receipt_op(job_id, channel, endpoint, request_hash, response_hash, usage, coefficient, fee,
+                              status, cancelled, receipt)
 
-    def put_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
-                    usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool,
-                    receipt: bytes) -> StoredReceipt:
-        """Store a job's receipt (durably, before it is sent). A job that already has one keeps it:
-        the stored receipt is returned and the new one is dropped."""
-        return self._stored(self._write(self._receipt_op(job_id, channel, endpoint, request_hash, response_hash,
-                                                         usage, coefficient, fee, status, cancelled, receipt)))
+        def write(db: sqlite3.Connection):
+            out = op(db)
+            if at is not None:
+                db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (at, job_id))
+            return out
 
-    async def store_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes,
-                            response_hash: bytes, usage: Usage, coefficient: int, fee: int, status: int,
-                            cancelled: bool, receipt: bytes) -> StoredReceipt:
-        """:meth:`put_receipt` for the event loop: returns once the batch holding it is synced."""
-        return self._stored(await self._write_async(self._receipt_op(
-            job_id, channel, endpoint, request_hash, response_hash, usage, coefficient, fee, status, cancelled,
-            receipt)))
+        self._pending[job_id] = got
+        with self._mem:
+            self._earned[channel] = self._earned.get(channel, 0) + fee
+        fut = self._db.behind(write)
+        self._behind.add(fut)
+
+        def written(f) -> None:
+            self._behind.discard(f)
+            self._pending.pop(job_id, None)
+        fut.add_done_callback(written)
+        return fut
+
+    async def caught_up(self) -> None:
+        """Until every receipt row queued so far is durable."""
+        if self._behind:
+            import asyncio
+
+            await asyncio.gather(*self._behind, return_exceptions=True)
 
     def mark_sent(self, job_id: str) -> None:
         """Note that a receipt was handed to the link; a lazy write (it rides with the next batch), not

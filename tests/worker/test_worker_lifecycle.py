@@ -85,7 +85,10 @@ def test_revoked_image_or_model_is_dropped_at_the_next_refresh(tmp_path, model_p
 
 
 def test_kill9_between_signing_and_sending_never_gives_a_second_receipt(tmp_path, model_path):
-    s = Served(_mk(tmp_path / "w"), model_path, env={"COCOON_WORKER_FAILPOINT": "receipt-stored"})
+    """A job id's start is durable before its receipt leaves. A failpoint kills the worker (SIGKILL)
+    after it signed a job's receipt and before it sent it: after a restart that job id is never served
+    again (409 `duplicate_job`, no receipt), so the receipt signed has no twin."""
+    s = Served(_mk(tmp_path / "w"), model_path, env={"COCOON_WORKER_FAILPOINT": "receipt-signed"})
     try:
         s.start_worker()
         s.peer.wait_connected(60)
@@ -94,20 +97,26 @@ def test_kill9_between_signing_and_sending_never_gives_a_second_receipt(tmp_path
         s.proc.popen.wait(timeout=120)           # the failpoint kills the worker with SIGKILL
         assert s.proc.popen.returncode == -9
         db = sqlite3.connect(str(s.state_dir / "worker.sqlite"))
-        stored, sent = db.execute("SELECT receipt, sent FROM receipts WHERE job_id=?", (jid,)).fetchone()
+        started = db.execute("SELECT COUNT(*) FROM jobs WHERE job_id=?", (jid,)).fetchone()[0]
+        kept = db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0]
         db.close()
-        assert sent is None
+        assert started == 1 and kept == 0
+        before = s.peer.next_frame(jid, timeout=10)  # the answer went out before the crash
+        assert isinstance(before, F.Result) and before.status == 200
         s.env = None
         s.start_worker()                          # restart without the failpoint
         s.peer.wait_connected(60)
-        before = s.peer.next_frame(jid, timeout=10)  # the answer went out before the crash
-        assert isinstance(before, F.Result) and before.status == 200
-        resent = s.peer.next_frame(jid, timeout=60)  # the stored receipt, re-sent on reconnect
-        assert isinstance(resent, F.ReceiptFrame) and resent.receipt == bytes(stored)
-        s.peer.submit("chat", body, job_id=jid)   # the same job again: answered from the record
+        s.peer.submit("chat", body, job_id=jid)   # the same job again: refused, and no receipt
         out = s.peer.collect(jid, timeout=60)
-        assert out.result.status == 409 and out.receipt.receipt == bytes(stored)
-        assert status(s)["jobs"] == 1
+        assert out.result.status == 409 and out.result.body["error"]["code"] == "duplicate_job"
+        assert out.receipt is None
+        assert status(s)["jobs"] == 0
+        again = s.peer.collect(s.peer.submit("chat", body))   # other jobs are served as ever
+        assert again.result.status == 200 and again.receipt is not None
+        jid2 = again.receipt.job_id                # served again: 409 and the very receipt it sent
+        s.peer.submit("chat", body, job_id=jid2)
+        twice = s.peer.collect(jid2, timeout=60)
+        assert twice.result.status == 409 and twice.receipt.receipt == again.receipt.receipt
     finally:
         s.close()
 
