@@ -12,7 +12,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -40,6 +39,14 @@ def net(tmp_path_factory):
 def cocoon_of(obj) -> dict:
     extra = getattr(obj, "model_extra", None) or {}
     return extra.get("cocoon") or {}
+
+
+def verified_hello(g) -> dict:
+    """One short chat through ``g`` with a fresh SDK client: its ``cocoon`` object, receipt verified."""
+    r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
+    co = cocoon_of(r)
+    assert co["verification"]["ok"], co.get("verification")
+    return co
 
 
 def test_chat_pays_exactly_the_verified_receipt(net):
@@ -198,9 +205,7 @@ def test_restart_mid_session_resumes_with_the_right_totals(net):
     stream.close()
     g.wait_for_model()
     # the proxy may still be ending the interrupted job: the gateway waits for it before it resumes
-    r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    co = cocoon_of(r)
-    assert co["verification"]["ok"]
+    co = verified_hello(g)
     after = g.status()
     # the proxy's settled total before this request is the gateway's, so the new voucher matched it
     assert co["settled_before"] == after["spent"] - co["cost"]
@@ -231,9 +236,7 @@ def test_kill9_after_an_answer_before_its_row_pays_it_once_from_the_proxys_recor
     assert rows == [("authorized", 1)] and kept == 0
     g.restart()
     g.wait_for_model()
-    r = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    co2 = cocoon_of(r)
-    assert co2["verification"]["ok"]
+    co2 = verified_hello(g)
     st = g.status()
     assert st["spent"] == co["cost"] + co2["cost"] and st["receipts_verified"] == 2 and st["receipts_failed"] == 0
     records = json.loads(g.cli("client", "receipts", "--json").stdout)
@@ -242,8 +245,7 @@ def test_kill9_after_an_answer_before_its_row_pays_it_once_from_the_proxys_recor
     # a second restart finds nothing left to finish: the first answer is not paid twice
     g.restart()
     g.wait_for_model()
-    r3 = g.client(timeout=120, max_retries=0).chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8)
-    assert g.status()["spent"] == co["cost"] + co2["cost"] + cocoon_of(r3)["cost"]
+    assert g.status()["spent"] == co["cost"] + co2["cost"] + verified_hello(g)["cost"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
