@@ -245,7 +245,8 @@ def test_kill9_after_an_answer_before_its_row_pays_it_once_from_the_proxys_recor
     # a second restart finds nothing left to finish: the first answer is not paid twice
     g.restart()
     g.wait_for_model()
-    assert g.status()["spent"] == co["cost"] + co2["cost"] + verified_hello(g)["cost"]
+    co3 = verified_hello(g)
+    assert g.status()["spent"] == co["cost"] + co2["cost"] + co3["cost"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
