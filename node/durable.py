@@ -230,7 +230,13 @@ class GroupCommit:
         with the operation's result when it is durable."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.submit(op, lambda ok, res: loop.call_soon_threadsafe(_resolve, fut, ok, res))
+
+        def done(ok: bool, res: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut, ok, res)
+            except RuntimeError:   # the loop has closed: nobody is waiting any more
+                pass
+        self.submit(op, done)
         return fut
 
     def run_sync(self, op: Op) -> Any:

@@ -3,7 +3,8 @@
 Rules (docs/PROTOCOL.md §6): a job id is recorded as started (committed and synced) before its receipt
 is sent, and a job id recorded once is never served again, so it has at most one receipt for ever
 (two receipts for one job are slashable evidence). The mark commits in the writer thread while the job
-runs; the receipt's own row is written right behind its frame, never replaced. A voucher is stored
+runs; the receipt's own row is written right behind its frame, never replaced, and takes the mark's
+place in the same transaction (so the marks kept are only of jobs without a receipt). A voucher is stored
 only if it is above the stored one; a claim is recorded before it is sent and reconciled with the
 chain afterwards.
 """
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS receipts (
     created REAL NOT NULL,
     sent REAL                       -- when it was handed to the link (NULL: still to send)
 );
-CREATE TABLE IF NOT EXISTS jobs (         -- every job id ever started: never served twice
+CREATE TABLE IF NOT EXISTS jobs (         -- job ids started and without a receipt row: never served again
     job_id TEXT PRIMARY KEY,
     started REAL NOT NULL
 );
@@ -132,12 +133,14 @@ class Store:
     def begin_job(self, job_id: str):
         """Record ``job_id`` as started, in the writer thread while the job runs (never on this
         thread); an asyncio future, done when it is durable with True, or False if the id was
-        started before (then no receipt may be sent for it)."""
-        return self._db.behind(lambda db: db.execute("INSERT OR IGNORE INTO jobs VALUES (?, ?)",
-                                                     (job_id, time.time())).rowcount == 1)
+        started or has a receipt already (then no receipt may be sent for it). The mark is dropped
+        when the receipt's row is written, which records the job id for good."""
+        return self._db.behind(lambda db: db.execute(
+            "INSERT OR IGNORE INTO jobs SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM receipts WHERE job_id=?)",
+            (job_id, time.time(), job_id)).rowcount == 1)
 
     def started(self, job_id: str) -> bool:
-        """Whether ``job_id`` was started here before (and its mark is durable)."""
+        """Whether ``job_id`` was started here before without a receipt row (its mark is durable)."""
         return self._one("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)) is not None
 
     def _receipt_op(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
@@ -170,6 +173,7 @@ class Store:
             out = op(db)
             if at is not None:
                 db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (at, job_id))
+            db.execute("DELETE FROM jobs WHERE job_id=?", (job_id,))   # the receipt's row records it now
             return out
 
         self._pending[job_id] = got
