@@ -115,15 +115,19 @@ def _stream_job(s: Streamer) -> str:
 
 
 def test_equal_load_goes_to_the_better_reputed_worker(net, proxy, client):
-    # worker-y gets a bad record: a report with failures, signed by this proxy's operator key
+    # worker-y gets a bad record: a report with failures, signed by this proxy's operator key. Both
+    # workers are idle; their decayed job times differ (x's last job was a 32-token stream, y's a
+    # 4-token chat, several times shorter), so y's score is taken far enough below x's (under a
+    # twentieth of it) that only the reputation can decide
     wy = net.party("worker-y")
     now = net.now()
-    report = P.build_report(net.registry, proxy.party.address, wy.address, now, succeeded=1, failed=40)
+    report = P.build_report(net.registry, proxy.party.address, wy.address, now, succeeded=1, failed=400)
     key = K.signing_key(proxy.party.operator_seed)
     net.run(net.send(proxy.party, net.registry, P.SUBMIT_VALUE + 10**7, P.signed_submission(report, key)))
-    wait_for(lambda: _score(net, wy) < 2000, 30, "the report to land")
+    wait_for(lambda: _score(net, wy) < 250, 30, "the report to land")
     # the proxy refreshes scores every second (--refresh 1); its metrics show the score routing weighs
-    wait_for(lambda: _proxy_score(proxy, wy) < 2000, 60, "the proxy to read the new score")
+    wait_for(lambda: _proxy_score(proxy, wy) < 250, 60, "the proxy to read the new score")
+    assert _proxy_score(proxy, net.party("worker-x")) >= 20 * _proxy_score(proxy, wy)
     served = set()
     for _ in range(4):
         _a, cocoon = client.chat("Say ok.", max_tokens=3)
