@@ -77,6 +77,7 @@ class GroupCommit:
         self._rlock = threading.Lock()
         self.commits = 0                   # batches committed (each one fsync)
         self._closed = False
+        self._behind: set[asyncio.Future] = set()   # futures of behind() writes not yet durable
         self._batch: dict = {}             # once_per_batch objects of the batch under way
         self._q: "queue.SimpleQueue[Optional[tuple[Op, Optional[Done]]]]" = queue.SimpleQueue()
         self._lazy: list[tuple[Op, Optional[Done]]] = []
@@ -227,9 +228,11 @@ class GroupCommit:
     def behind(self, op: Op) -> asyncio.Future:
         """Queue ``op`` to the writer thread, never committed on this thread: the caller goes on while
         the disk syncs (a write the event loop needs durable later, not now). An asyncio future, done
-        with the operation's result when it is durable."""
+        with the operation's result when it is durable. :meth:`caught_up` waits for all of them."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        self._behind.add(fut)
+        fut.add_done_callback(self._behind.discard)
 
         def done(ok: bool, res: Any) -> None:
             try:
@@ -238,6 +241,11 @@ class GroupCommit:
                 pass
         self.submit(op, done)
         return fut
+
+    async def caught_up(self) -> None:
+        """Until every write queued by :meth:`behind` so far is durable (or failed)."""
+        if self._behind:
+            await asyncio.gather(*self._behind, return_exceptions=True)
 
     def run_sync(self, op: Op) -> Any:
         """:meth:`run` from a thread without an event loop (start-up, status commands, tests)."""

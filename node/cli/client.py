@@ -1,10 +1,9 @@
 """``cocoon client``: the client gateway (a local OpenAI-compatible endpoint paid in TON) and its state."""
 from __future__ import annotations
 
-import os
-
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional

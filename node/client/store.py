@@ -191,7 +191,6 @@ class Store:
         self.path = path
         self.gc = GroupCommit(path, SCHEMA, name="client-store-writer")
         self.db = self.gc.reader     # reads; every write goes through the writer
-        self._behind: set[asyncio.Future] = set()
         for table, column, kind in ADDED_COLUMNS:
             if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.do(lambda c, t=table, col=column, k=kind: c.execute(f"ALTER TABLE {t} ADD COLUMN {col} {k}"))
@@ -213,15 +212,11 @@ class Store:
     def behind(self, op: Op) -> asyncio.Future:
         """Queue a write to the writer thread now, never on this thread (the caller goes on while the
         disk syncs); the future is done when it is durable. :meth:`caught_up` waits for all of them."""
-        fut = self.gc.behind(op)
-        self._behind.add(fut)
-        fut.add_done_callback(self._behind.discard)
-        return fut
+        return self.gc.behind(op)
 
     async def caught_up(self) -> None:
         """Until every write queued by :meth:`behind` so far is durable (what status reads wait for)."""
-        if self._behind:
-            await asyncio.gather(*self._behind, return_exceptions=True)
+        await self.gc.caught_up()
 
     # ------------------------------------------------------------------ meta
     def get_meta(self, key: str) -> Optional[str]:

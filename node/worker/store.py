@@ -94,7 +94,6 @@ class Store:
             "SELECT channel, COALESCE(SUM(fee),0) FROM receipts GROUP BY channel")}
         self._paid: dict[str, int] = {ch: int(a) for ch, a in self._all("SELECT channel, amount FROM vouchers")}
         self._pending: dict[str, StoredReceipt] = {}   # receipts whose rows are queued, not yet durable
-        self._behind: set = set()
 
     @property
     def commits(self) -> int:
@@ -143,57 +142,32 @@ class Store:
         """Whether ``job_id`` was started here before without a receipt row (its mark is durable)."""
         return self._one("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)) is not None
 
-    def _receipt_op(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
-                    usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes):
-        def op(db: sqlite3.Connection) -> tuple[StoredReceipt, bool]:
-            row = db.execute(f"SELECT {self._RCOLS} FROM receipts WHERE job_id=?", (job_id,)).fetchone()
-            if row is not None:
-                return self._receipt(row), False
-            db.execute("INSERT INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
-                       (job_id, channel, endpoint, request_hash.hex(), response_hash.hex(), usage.prompt_tokens,
-                        usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens, coefficient, fee,
-                        status, int(cancelled), receipt, time.time()))
-            return StoredReceipt(job_id, channel, endpoint, usage, coefficient, fee, status, bool(cancelled), receipt,
-                                 response_hash.hex(), request_hash.hex(), None), True
-        return op
-
     def keep_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
                      usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes,
                      sent: bool):
         """Write a job's receipt behind its frame (its job id's start mark is durable already): counted
         and readable at once, durable when the returned future is done. ``sent``: the frame went out
-        (else it is sent when the link reopens)."""
-        at = time.time() if sent else None
+        (else it is sent when the link reopens). A job that has a row already keeps it."""
         got = StoredReceipt(job_id, channel, endpoint, usage, coefficient, fee, status, cancelled, receipt,
-                            response_hash.hex(), request_hash.hex(), at)
-        op = self._receipt_op(job_id, channel, endpoint, request_hash, response_hash, usage, coefficient, fee,
-                              status, cancelled, receipt)
+                            response_hash.hex(), request_hash.hex(), time.time() if sent else None)
 
-        def write(db: sqlite3.Connection):
-            out = op(db)
-            if at is not None:
-                db.execute("UPDATE receipts SET sent=? WHERE job_id=? AND sent IS NULL", (at, job_id))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (job_id, channel, endpoint, got.request_hash, got.response_hash, usage.prompt_tokens,
+                        usage.cached_tokens, usage.completion_tokens, usage.reasoning_tokens, coefficient, fee,
+                        status, int(cancelled), receipt, time.time(), got.sent))
             db.execute("DELETE FROM jobs WHERE job_id=?", (job_id,))   # the receipt's row records it now
-            return out
 
         self._pending[job_id] = got
         with self._mem:
             self._earned[channel] = self._earned.get(channel, 0) + fee
         fut = self._db.behind(write)
-        self._behind.add(fut)
-
-        def written(f) -> None:
-            self._behind.discard(f)
-            self._pending.pop(job_id, None)
-        fut.add_done_callback(written)
+        fut.add_done_callback(lambda _f: self._pending.pop(job_id, None))
         return fut
 
     async def caught_up(self) -> None:
         """Until every receipt row queued so far is durable."""
-        if self._behind:
-            import asyncio
-
-            await asyncio.gather(*self._behind, return_exceptions=True)
+        await self._db.caught_up()
 
     def mark_sent(self, job_id: str) -> None:
         """Note that a receipt was handed to the link; a lazy write (it rides with the next batch), not
