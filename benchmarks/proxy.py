@@ -228,6 +228,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400, help="requests per measurement")
     ap.add_argument("--state-dir", type=Path, help="where the network's state goes (default: a temporary folder)")
     ap.add_argument("--profile", type=Path, help="run the proxy and the worker under cProfile; stats go to this folder")
+    ap.add_argument("--only", choices=("1-whole", "1-ttft", "32-whole", "32-ttft"), action="append",
+                    help="measure only these rows (repeatable; for profiling one row: the bars then judge what ran)")
     ap.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.echo_server:
@@ -278,6 +280,8 @@ def main() -> None:
         rows = []
         for conc in (1, 32):
             for stream in (False, True):
+                if args.only and f"{conc}-{'ttft' if stream else 'whole'}" not in args.only:
+                    continue
                 d = asyncio.run(run_load(f"http://127.0.0.1:{eport}/v1/chat/completions", direct_body, args.requests,
                                          conc, stream, lambda i: {}, None))
                 before = scrape(pp.metrics_url)
@@ -326,16 +330,19 @@ def main() -> None:
     # the latency bars are judged one request at a time (at 32 in flight a request's latency is its
     # wait in line: 32 / throughput), the throughput bar at 32 (README, "Benchmarks")
     alone = [r for r in rows if r["concurrency"] == 1]
-    worst_p50 = max(r["added_p50_ms"] for r in alone)
-    worst_p99 = max(r["added_p99_ms"] for r in alone)
-    rps = min(r["proxy"]["rps"] for r in rows if r["concurrency"] == 32 and r["mode"] == "whole")
+    at32 = [r for r in rows if r["concurrency"] == 32 and r["mode"] == "whole"]
+    worst_p50 = max((r["added_p50_ms"] for r in alone), default=None)
+    worst_p99 = max((r["added_p99_ms"] for r in alone), default=None)
+    rps = min((r["proxy"]["rps"] for r in at32), default=None)
     errors = sum(r["proxy"]["errors"] + r["direct"]["errors"] for r in rows)
-    ok = worst_p50 <= BAR_P50_MS and worst_p99 <= BAR_P99_MS and rps >= BAR_RPS and errors == 0
-    for name, value, bar, met in (("added p50, 1 at a time", worst_p50, f"<= {BAR_P50_MS} ms", worst_p50 <= BAR_P50_MS),
-                                  ("added p99, 1 at a time", worst_p99, f"<= {BAR_P99_MS} ms", worst_p99 <= BAR_P99_MS),
-                                  ("req/s at 32, whole answers", rps, f">= {BAR_RPS:g}", rps >= BAR_RPS),
-                                  ("errors", errors, "0", errors == 0)):
-        print(f"bar: {name} {value:.2f} ({bar}): {'met' if met else 'NOT met'}")
+    checks = (("added p50, 1 at a time", worst_p50, f"<= {BAR_P50_MS} ms", lambda v: v <= BAR_P50_MS),
+              ("added p99, 1 at a time", worst_p99, f"<= {BAR_P99_MS} ms", lambda v: v <= BAR_P99_MS),
+              ("req/s at 32, whole answers", rps, f">= {BAR_RPS:g}", lambda v: v >= BAR_RPS),
+              ("errors", errors, "0", lambda v: v == 0))
+    ok = all(value is not None and met(value) for _name, value, _bar, met in checks)   # a row not run meets nothing
+    for name, value, bar, met in checks:
+        print(f"bar: {name} " + ("not measured (--only)" if value is None else
+                                 f"{value:.2f} ({bar}): {'met' if met(value) else 'NOT met'}"))
     print(json.dumps({"benchmark": "proxy", "requests": args.requests, "rows": rows, "fsync_p50_ms": disk_fsync, "fsync_after_rest_p50_ms": disk_fsync_idle, "load_average": load,
                       "cpus": os.cpu_count(),
                       "added_p50_ms": worst_p50, "added_p99_ms": worst_p99, "rps_32": rps, "errors": errors,
