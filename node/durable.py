@@ -134,23 +134,34 @@ class GroupCommit:
                 return
 
     def _commit(self, batch: list) -> list[tuple[bool, Any]]:
-        """Run ``batch`` in one transaction, each operation in its own savepoint, and commit (the
-        caller holds ``_wlock``); (ok, result or exception) per operation."""
+        """Run ``batch`` in one transaction, each operation in its own savepoint (unless it is alone),
+        and commit (the caller holds ``_wlock``); (ok, result or exception) per operation."""
         db = self.db
         results: list[tuple[bool, Any]] = []
         self._batch = {}
         self._last_start = time.monotonic()
         try:
             db.execute("BEGIN IMMEDIATE")
-            for i, (op, _done) in enumerate(batch):
-                db.execute(f"SAVEPOINT s{i}")
+            if len(batch) == 1:   # alone, an operation needs no savepoint: if it raises, nothing is committed
                 try:
-                    results.append((True, op(db)))
-                    db.execute(f"RELEASE s{i}")
-                except BaseException as e:   # this operation changes nothing; the others stand
-                    db.execute(f"ROLLBACK TO s{i}")
-                    db.execute(f"RELEASE s{i}")
-                    results.append((False, e))
+                    results.append((True, batch[0][0](db)))
+                except BaseException as e:
+                    self._batch = {}
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    return [(False, e)]
+            else:
+                for i, (op, _done) in enumerate(batch):
+                    db.execute(f"SAVEPOINT s{i}")
+                    try:
+                        results.append((True, op(db)))
+                        db.execute(f"RELEASE s{i}")
+                    except BaseException as e:   # this operation changes nothing; the others stand
+                        db.execute(f"ROLLBACK TO s{i}")
+                        db.execute(f"RELEASE s{i}")
+                        results.append((False, e))
             for once in self._batch.values():
                 once.before_commit(db)
             t = time.perf_counter()

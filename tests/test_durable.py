@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -38,6 +39,12 @@ def test_callers_share_commits_and_a_failed_op_changes_nothing(tmp_path):
         with pytest.raises(ZeroDivisionError):
             gc.run_sync(lambda db: (db.execute("INSERT INTO t VALUES (100, 'x')"), 1 / 0))
         assert gc.read(lambda c: c.execute("SELECT COUNT(*) FROM t WHERE k=100").fetchone()[0]) == 0
+        # alone in a quiet moment (committed on the caller's thread): the same, and the next write stands
+        time.sleep(0.01)
+        with pytest.raises(ZeroDivisionError):
+            asyncio.run(gc.run(lambda db: (db.execute("INSERT INTO t VALUES (101, 'x')"), 1 / 0)))
+        assert asyncio.run(gc.run(_insert(102, "y"))) == 102
+        assert gc.read(lambda c: c.execute("SELECT k FROM t WHERE k>100").fetchall()) == [(102,)]
     finally:
         gc.close()
 

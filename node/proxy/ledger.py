@@ -204,13 +204,13 @@ class _BatchPay:
     def __init__(self, worker: str, channel: str, sign_pay: Callable[[str, int], bytes]):
         self.worker, self.channel, self.sign_pay = worker, channel, sign_pay
         self.cumulative, self.signature = 0, b""
+        self.latest: tuple[str, int] = ("", 0)   # (job id, cumulative) of the batch's latest pay row
 
     def before_commit(self, c: sqlite3.Connection) -> None:
-        total = c.execute("SELECT paid FROM workers WHERE owner=?", (self.worker,)).fetchone()["paid"]
+        job_id, total = self.latest      # the last operation that paid this worker stands: nothing follows it
         self.cumulative, self.signature = total, self.sign_pay(self.channel, total)
         c.execute("UPDATE workers SET pay_sig=? WHERE owner=?", (self.signature.hex(), self.worker))
-        c.execute("UPDATE pay SET signature=? WHERE worker=? AND cumulative=?", (self.signature.hex(), self.worker,
-                                                                              total))
+        c.execute("UPDATE pay SET signature=? WHERE job_id=?", (self.signature.hex(), job_id))
 
 
 class Ledger(GroupCommit):
@@ -352,6 +352,7 @@ class Ledger(GroupCommit):
                               (job_id, worker, worker_fee, total, "", t))
                     # signed once per group commit, for the worker's total after all of it
                     pay = self.once_per_batch(("pay", worker), lambda: _BatchPay(worker, w["channel"], sign_pay))
+                    pay.latest = (job_id, total)
             return billed, pay
 
         return await self.run(op)
@@ -373,11 +374,12 @@ class Ledger(GroupCommit):
             if worker_fee <= 0 or w is None or not w["channel"]:
                 return None
             total = w["paid"] + worker_fee
-            sig = sign_pay(w["channel"], total)
-            c.execute("UPDATE workers SET paid=?, pay_sig=? WHERE owner=?", (total, sig.hex(), worker))
+            c.execute("UPDATE workers SET paid=? WHERE owner=?", (total, worker))
             c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
-                      (job_id, worker, worker_fee, total, sig.hex(), t))
-            return WorkerPay(worker, w["channel"], total, sig)
+                      (job_id, worker, worker_fee, total, "", t))
+            pay = self.once_per_batch(("pay", worker), lambda: _BatchPay(worker, w["channel"], sign_pay))
+            pay.latest = (job_id, total)
+            return pay
         return await self.run(op)
 
     async def answer_unbilled(self, job_id: str, *, worker: Optional[str], outcome: str, http_status: int,

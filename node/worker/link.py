@@ -31,6 +31,7 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 LOAD_COALESCE = 0.02        # seconds: slot changes within it go out as one ``load`` frame
+LOAD_EVERY = 1.0            # seconds: a change of occupancy alone goes out at most this often
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Link:
         self._jobs: set[asyncio.Task] = set()
         self._load_pending = False
         self._load_sent: Optional[tuple[int, int, int]] = None
+        self._load_at = float("-inf")       # when the latest load frame went out (loop time)
 
     # ------------------------------------------------------------------ registry changes
     def revoke(self, why: str) -> None:
@@ -279,22 +281,30 @@ class Link:
                                                                                       t.exception())))
 
     def _load_changed(self) -> None:
-        """Slots changed: one ``load`` frame goes out after LOAD_COALESCE seconds with the state then
-        (a burst of jobs starting and ending costs one frame, not three per job)."""
-        if not self._load_pending:
-            self._load_pending = True
-            asyncio.get_running_loop().call_later(LOAD_COALESCE, lambda: asyncio.ensure_future(self._send_load()))
+        """Slots changed: one ``load`` frame goes out with the state then, LOAD_COALESCE seconds
+        after a change of capacity (``max_jobs``, what the proxy admits against), and at most once
+        per LOAD_EVERY seconds for occupancy alone, which the proxy counts itself (jobs starting and
+        ending one after another cost the proxy no frame each)."""
+        s = self.server.engine.slots
+        self.metrics.active.set(s.active)
+        self.metrics.queue.set(s.waiting)
+        if self._load_pending:
+            return
+        self._load_pending = True
+        loop = asyncio.get_running_loop()
+        wait = LOAD_COALESCE
+        if self._load_sent is not None and self._load_sent[2] == s.capacity:
+            wait = max(wait, self._load_at + LOAD_EVERY - loop.time())
+        loop.call_later(wait, lambda: asyncio.ensure_future(self._send_load()))
 
     async def _send_load(self) -> None:
         self._load_pending = False
         s = self.server.engine.slots
-        self.metrics.active.set(s.active)
-        self.metrics.queue.set(s.waiting)
         now = (s.active, s.waiting, s.capacity)
         if now == self._load_sent:
             return
         try:
             await self.send(F.Load(*now))
-            self._load_sent = now
+            self._load_sent, self._load_at = now, asyncio.get_running_loop().time()
         except Exception:
             pass

@@ -272,6 +272,6 @@ class Server:
         await send(rf)
         written = self.store.keep_receipt(*row, sent=not link_lost)
         self.metrics.earned.set(self.store.earned())
-        if link_lost:                # the link reopens only to find it durable and send it
+        if written is not None:      # unsent: the link reopens only to find it durable and send it
             await written
         self.metrics.latency.observe(time.monotonic() - t0)

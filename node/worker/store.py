@@ -3,13 +3,18 @@
 Rules (docs/PROTOCOL.md §6): a job id is recorded as started (committed and synced) before its receipt
 is sent, and a job id recorded once is never served again, so it has at most one receipt for ever
 (two receipts for one job are slashable evidence). The mark commits in the writer thread while the job
-runs; the receipt's own row is written right behind its frame, never replaced, and takes the mark's
-place in the same transaction (so the marks kept are only of jobs without a receipt). A voucher is stored
+runs; the receipt's own row, never replaced, takes the mark's place in the same transaction (so the
+marks kept are only of jobs without a receipt). A sent receipt's row is a lazy write: it rides with the
+next commit (the next job's mark) or commits alone within a quarter of a second, so it never syncs
+the disk alongside the proxy's books while the proxy answers; a crash before then loses only the
+worker's copy of a receipt the proxy holds, and the mark keeps the job id from being served again.
+A receipt the link could not send is written at once, and the link reopens only once it is durable. A voucher is stored
 only if it is above the stored one; a claim is recorded before it is sent and reconciled with the
 chain afterwards.
 """
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -144,10 +149,11 @@ class Store:
 
     def keep_receipt(self, job_id: str, channel: str, endpoint: str, request_hash: bytes, response_hash: bytes,
                      usage: Usage, coefficient: int, fee: int, status: int, cancelled: bool, receipt: bytes,
-                     sent: bool):
-        """Write a job's receipt behind its frame (its job id's start mark is durable already): counted
-        and readable at once, durable when the returned future is done. ``sent``: the frame went out
-        (else it is sent when the link reopens). A job that has a row already keeps it."""
+                     sent: bool) -> Optional["asyncio.Future"]:
+        """Write a job's receipt (its job id's start mark is durable already): counted and readable at
+        once. ``sent``: the frame went out, and the row is a lazy write (see the module's docstring);
+        None is returned. Else the receipt is sent when the link reopens, and the row is written
+        behind: the returned future is done when it is durable. A job that has a row already keeps it."""
         got = StoredReceipt(job_id, channel, endpoint, usage, coefficient, fee, status, cancelled, receipt,
                             response_hash.hex(), request_hash.hex(), time.time() if sent else None)
 
@@ -161,12 +167,15 @@ class Store:
         self._pending[job_id] = got
         with self._mem:
             self._earned[channel] = self._earned.get(channel, 0) + fee
+        if sent:
+            self._db.submit_lazy(write, lambda _ok, _res: self._pending.pop(job_id, None))
+            return None
         fut = self._db.behind(write)
         fut.add_done_callback(lambda _f: self._pending.pop(job_id, None))
         return fut
 
     async def caught_up(self) -> None:
-        """Until every receipt row queued so far is durable."""
+        """Until every unsent receipt's row queued so far is durable."""
         await self._db.caught_up()
 
     def mark_sent(self, job_id: str) -> None:

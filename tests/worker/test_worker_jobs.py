@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from pytoniq_core import Cell
@@ -261,10 +262,18 @@ def test_cancel_of_an_answer_not_yet_sent_bills_no_completion(served):
 
 
 def test_many_jobs_at_once_on_one_link(served):
+    """Jobs queue for the one slot, and the worker reports its occupancy: the first change after a
+    quiet second at once, then at most once a second (the proxy counts jobs in flight itself)."""
+    from node.worker.link import LOAD_EVERY
+
+    time.sleep(LOAD_EVERY + 0.1)
+    n0, t0 = len(served.peer.loads), time.monotonic()
     bodies = [chat_body(content=f"Say the number {i}.", max_tokens=6) for i in range(3)]
     ids = [served.peer.submit("chat", b) for b in bodies]
     outs = [served.peer.collect(j) for j in ids]
     for jid, body, out in zip(ids, bodies, outs):
         assert out.result.status == 200 and out.receipt.job_id == jid
         check_receipt(served, jid, body, out.receipt, out.result.body["choices"][0]["message"]["content"])
-    assert any(l.queued > 0 for l in served.peer.loads), "one slot: the others waited in the queue"
+    loads = served.peer.loads[n0:]
+    assert any(l.queued > 0 for l in loads), "one slot: the others waited in the queue"
+    assert len(loads) <= 1 + (time.monotonic() - t0) / LOAD_EVERY, [(l.active, l.queued) for l in loads]
