@@ -104,6 +104,11 @@ class Slots:
         self.waiting += 1
         self._changed()
 
+    @property
+    def free(self) -> bool:
+        """Whether :meth:`acquire` would take a slot without waiting."""
+        return not self._sem.locked()
+
     async def acquire(self) -> None:
         try:
             await self._sem.acquire()

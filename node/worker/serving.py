@@ -167,7 +167,10 @@ class Server:
         deadline = t0 + job.timeout
         try:
             try:
-                await asyncio.wait_for(slots.acquire(), max(0.001, deadline - time.monotonic()))
+                if slots.free:      # taken at once, without the task a timeout around a wait costs
+                    await slots.acquire()
+                else:
+                    await asyncio.wait_for(slots.acquire(), max(0.001, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 raise errors.timeout("The job waited longer than its timeout for a free slot.") from None
             started = True
