@@ -78,7 +78,6 @@ class GroupCommit:
         self.commits = 0                   # batches committed (each one fsync)
         self._closed = False
         self._behind: set[asyncio.Future] = set()   # futures of behind() writes not yet durable
-        self._batch: dict = {}             # once_per_batch objects of the batch under way
         self._q: "queue.SimpleQueue[Optional[tuple[Op, Optional[Done]]]]" = queue.SimpleQueue()
         self._lazy: list[tuple[Op, Optional[Done]]] = []
         self._lazy_due: Optional[float] = None
@@ -138,7 +137,6 @@ class GroupCommit:
         and commit (the caller holds ``_wlock``); (ok, result or exception) per operation."""
         db = self.db
         results: list[tuple[bool, Any]] = []
-        self._batch = {}
         self._last_start = time.monotonic()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -146,7 +144,6 @@ class GroupCommit:
                 try:
                     results.append((True, batch[0][0](db)))
                 except BaseException as e:
-                    self._batch = {}
                     try:
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
@@ -162,8 +159,6 @@ class GroupCommit:
                         db.execute(f"ROLLBACK TO s{i}")
                         db.execute(f"RELEASE s{i}")
                         results.append((False, e))
-            for once in self._batch.values():
-                once.before_commit(db)
             t = time.perf_counter()
             db.execute("COMMIT")
             took = time.perf_counter() - t
@@ -189,16 +184,13 @@ class GroupCommit:
             if self._lazy_due is None:
                 self._lazy_due = time.monotonic() + LAZY_WITHIN
 
-    def once_per_batch(self, key: Any, factory: Callable[[], Any]) -> Any:
-        """From inside an operation: the object ``factory()`` made for ``key`` in the batch under way
-        (made at the first call); its ``before_commit(db)`` runs once, after the batch's operations
-        and before its commit, in the same transaction. For work a batch needs once rather than per
-        operation, such as signing the latest of several cumulative totals. It must not depend on an
-        operation that failed having run (that operation's changes are gone)."""
-        obj = self._batch.get(key)
-        if obj is None:
-            obj = self._batch[key] = factory()
-        return obj
+    def lazy(self, op: Op) -> asyncio.Future:
+        """:meth:`submit_lazy` with an asyncio future, done with the operation's result once it is
+        durable (for a write something must follow, but not at once: a signed pay, sent once kept)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.submit_lazy(op, _resolver(loop, fut))
+        return fut
 
     # ------------------------------------------------------------------ callers
     def submit(self, op: Op, done: Optional[Done] = None) -> None:
@@ -244,13 +236,7 @@ class GroupCommit:
         fut = loop.create_future()
         self._behind.add(fut)
         fut.add_done_callback(self._behind.discard)
-
-        def done(ok: bool, res: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(_resolve, fut, ok, res)
-            except RuntimeError:   # the loop has closed: nobody is waiting any more
-                pass
-        self.submit(op, done)
+        self.submit(op, _resolver(loop, fut))
         return fut
 
     async def caught_up(self) -> None:
@@ -277,6 +263,16 @@ class GroupCommit:
         self._thread.join(timeout=30)
         self.db.close()
         self.reader.close()
+
+
+def _resolver(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> Done:
+    """A ``done`` callback (run in whichever thread commits) that settles ``fut`` on its loop."""
+    def done(ok: bool, res: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(_resolve, fut, ok, res)
+        except RuntimeError:   # the loop has closed: nobody is waiting any more
+            pass
+    return done
 
 
 def _resolve(fut: asyncio.Future, ok: bool, res: Any) -> None:

@@ -40,10 +40,10 @@ from wrappers import stake as S
 
 from . import routing
 from .chainview import ChainView, ClientChannel, raw
-from .ledger import Conflict, Ledger, PaymentRequired
+from .ledger import Conflict, Ledger, PayDue, PaymentRequired
 from .metrics import Metrics
 from .settings import ProxySettings
-from .workers import LINK_LOST, WorkerLink, WorkerPool, pay_frame
+from .workers import LINK_LOST, WorkerLink, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -273,14 +273,19 @@ class ProxyCore:
             await self.ledger.worker_channel(link.owner, channel)
             await self.ledger.funding_done(fid, "done", deposited)
             rec = self.ledger.worker(link.owner)
-        paid, sig = rec["paid"], rec["pay_sig"]
-        voucher = Voucher(addr, paid, bytes.fromhex(sig)) if sig and paid else None
-        return channel, paid if voucher else 0, voucher
+        signed, sig = rec["pay_signed"], rec["pay_sig"]
+        voucher = Voucher(addr, signed, bytes.fromhex(sig)) if sig and signed else None
+        return channel, signed if voucher else 0, voucher
 
     def sign_pay(self, channel: str, amount: int) -> bytes:
-        """The operator key's voucher for a worker's cumulative pay (called inside the ledger's
-        transaction that stores it, so it is stored before it is sent)."""
+        """The operator key's voucher for a worker's cumulative pay."""
         return Voucher.sign(self.operator, Address(channel), amount).signature
+
+    async def signed_pay(self, due: PayDue) -> Optional[bytes]:
+        """Sign a worker's cumulative pay and keep it: the signature once it is durable (the ``pay``
+        frame may go out), None if a pay at least as high is held already."""
+        sig = self.sign_pay(due.channel, due.cumulative)
+        return sig if await self.ledger.store_pay(due, sig) else None
 
     async def top_up_workers(self) -> None:
         """Keep each worker channel's deposit ahead of the pay signed on it."""
@@ -565,12 +570,12 @@ class ProxyCore:
             log.warning("worker %s re-sent a receipt that does not verify: %s", link.owner, why)
             return
         fee = charge(rf.usage, rf.coefficient, self.chain.economics).worker_fee
-        pay = await self.ledger.pay_late(rf.job_id, worker=link.owner, usage=usage_to_openai(rf.usage),
+        due = await self.ledger.pay_late(rf.job_id, worker=link.owner, usage=usage_to_openai(rf.usage),
                                          coefficient=rf.coefficient, worker_fee=fee,
-                                         receipt=base64.b64encode(rf.receipt).decode(), sign_pay=self.sign_pay)
-        if pay is not None:
+                                         receipt=base64.b64encode(rf.receipt).decode())
+        if due is not None:
             self.metrics.worker_pay.inc(fee)
-            await link.send(pay_frame(pay.channel, pay.cumulative, pay.signature))
+            link.pay(due)
 
     def _check_receipt(self, link: WorkerLink, job_id: str, rf: F.ReceiptFrame, request_hash: Optional[bytes],
                        content: Optional[tuple[str, list]]) -> Optional[str]:
@@ -614,7 +619,7 @@ class ProxyCore:
         billed, pay = await self.ledger.complete(
             job_id, worker=link.owner, outcome=outcome, usage=usage_to_openai(rf.usage), coefficient=rf.coefficient,
             tokens=tokens, cost=c.client_cost, worker_fee=c.worker_fee, receipt=cocoon["receipt"], http_status=status,
-            response=response_for(cocoon), latency_ms=latency_ms, sign_pay=self.sign_pay)
+            response=response_for(cocoon), latency_ms=latency_ms)
         link.load.observe(time.perf_counter() - t0)
         self.metrics.billed.inc(billed)
         self.metrics.worker_pay.inc(c.worker_fee)
@@ -625,8 +630,8 @@ class ProxyCore:
                 self.metrics.tokens.labels(kind).inc(n)
         if pay is not None:
             live = self.pool.get(pay.worker)
-            if live is not None:
-                live.pay(pay.channel, pay.cumulative, pay.signature)
+            if live is not None:    # else it is sent when the worker's link reopens
+                live.pay(pay)
         return billed, cocoon
 
     async def _finish_json(self, endpoint, channel, request_id, job_id, settled_before, max_cost, link,

@@ -11,8 +11,11 @@ What is stored, and when (docs/PROTOCOL.md §6):
   answered from here and never served or billed twice;
 - ``jobs``: the reservation of a request's maximum cost while it runs, then the worker's receipt,
   usage, cost and fee;
-- ``workers`` and ``pay``: each worker's channel and the cumulative pay the proxy signed, one row per
-  job's fee, stored before the ``pay`` frame is sent;
+- ``workers`` and ``pay``: each worker's channel, what the proxy owes it in total (``paid``: one
+  ``pay`` row per job's fee, with the cumulative total after it, in the job's own transaction) and the
+  latest pay it signed (``pay_signed``, ``pay_sig``). A pay is signed when it is sent, at most every
+  50 ms (node/proxy/workers.py), for the total then, and stored before the ``pay`` frame goes out: a
+  lazy write that rides with the next commit, so no job's commit waits for a signature;
 - ``claims``: recorded before they are sent, reconciled with the chain after a restart;
 - ``reports``: the epoch statistics sent to the workers' reputation records.
 
@@ -29,7 +32,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from node.durable import GroupCommit, connect
 
@@ -89,6 +92,7 @@ CREATE TABLE IF NOT EXISTS workers (
     channel TEXT,
     deposited INTEGER NOT NULL DEFAULT 0,
     paid INTEGER NOT NULL DEFAULT 0,
+    pay_signed INTEGER NOT NULL DEFAULT 0,   -- the cumulative amount pay_sig signs (at most paid)
     pay_sig TEXT,
     model TEXT,
     coefficient INTEGER,
@@ -187,30 +191,15 @@ class Admission:
     record: Optional[RequestRow] = None   # set when the id was seen before
 
 
+
 @dataclass(frozen=True)
-class WorkerPay:
+class PayDue:
+    """A worker's cumulative pay after a job, stored, not yet signed: ``job_id`` names its ``pay`` row
+    (None when only the total is known, after a restart)."""
     worker: str
     channel: str
     cumulative: int
-    signature: bytes
-
-
-class _BatchPay:
-    """A worker's pay for all its jobs completed in one group commit: signed once, for the total
-    after the last of them, inside the transaction that stores it (so it is stored before it is
-    sent). The latest pay row carries the signature; the rows before it in the same commit are
-    covered by it (pays are cumulative) and keep an empty one."""
-
-    def __init__(self, worker: str, channel: str, sign_pay: Callable[[str, int], bytes]):
-        self.worker, self.channel, self.sign_pay = worker, channel, sign_pay
-        self.cumulative, self.signature = 0, b""
-        self.latest: tuple[str, int] = ("", 0)   # (job id, cumulative) of the batch's latest pay row
-
-    def before_commit(self, c: sqlite3.Connection) -> None:
-        job_id, total = self.latest      # the last operation that paid this worker stands: nothing follows it
-        self.cumulative, self.signature = total, self.sign_pay(self.channel, total)
-        c.execute("UPDATE workers SET pay_sig=? WHERE owner=?", (self.signature.hex(), self.worker))
-        c.execute("UPDATE pay SET signature=? WHERE job_id=?", (self.signature.hex(), job_id))
+    job_id: Optional[str]
 
 
 class Ledger(GroupCommit):
@@ -220,6 +209,11 @@ class Ledger(GroupCommit):
 
     def __init__(self, path: Path | str):
         super().__init__(path, SCHEMA, name="ledger-writer", rows=True)
+        cols = {r[1] for r in self.read(lambda c: c.execute("PRAGMA table_info(workers)").fetchall())}
+        if "pay_signed" not in cols:   # books written before pays were signed as they are sent
+            self.run_sync(lambda db: (
+                db.execute("ALTER TABLE workers ADD COLUMN pay_signed INTEGER NOT NULL DEFAULT 0"),
+                db.execute("UPDATE workers SET pay_signed=paid WHERE pay_sig IS NOT NULL AND pay_sig<>''")))
 
     # ------------------------------------------------------------------------ meta
     def get_meta(self, k: str) -> Optional[str]:
@@ -321,12 +315,12 @@ class Ledger(GroupCommit):
 
     async def complete(self, job_id: str, *, worker: str, outcome: str, usage: Optional[dict], coefficient: int,
                        tokens: int, cost: int, worker_fee: int, receipt: Optional[str], http_status: int,
-                       response: bytes, latency_ms: int, sign_pay: Optional[Callable[[str, int], bytes]],
-                       now: Optional[float] = None) -> tuple[int, Optional[WorkerPay]]:
+                       response: bytes, latency_ms: int, pay_worker: bool = True,
+                       now: Optional[float] = None) -> tuple[int, Optional[PayDue]]:
         """The end of a job, in one transaction: the receipt and cost, the client's settled total,
-        the answer recorded for its request id, and the worker's new cumulative pay signed by
-        ``sign_pay(channel, amount)`` (once per group commit: the pay returned is the worker's total
-        after every job the commit completed). Returns (cost billed, the pay to send)."""
+        the answer recorded for its request id, and (``pay_worker``, on a worker channel) the
+        worker's fee added to what it is owed. Returns (cost billed, the worker's new cumulative pay,
+        to be signed and sent: :meth:`store_pay`)."""
         t = time.time() if now is None else now
 
         def op(c):
@@ -342,23 +336,13 @@ class Ledger(GroupCommit):
                       (billed, t, j["channel"]))
             c.execute("UPDATE requests SET status='done', http_status=?, response=?, finished_at=? "
                       "WHERE channel=? AND request_id=?", (http_status, response, t, j["channel"], j["request_id"]))
-            pay = None
-            if worker_fee > 0 and sign_pay is not None:
-                w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
-                if w is not None and w["channel"]:
-                    total = w["paid"] + worker_fee
-                    c.execute("UPDATE workers SET paid=? WHERE owner=?", (total, worker))
-                    c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
-                              (job_id, worker, worker_fee, total, "", t))
-                    # signed once per group commit, for the worker's total after all of it
-                    pay = self.once_per_batch(("pay", worker), lambda: _BatchPay(worker, w["channel"], sign_pay))
-                    pay.latest = (job_id, total)
+            pay = _owe(c, job_id, worker, worker_fee, t) if worker_fee > 0 and pay_worker else None
             return billed, pay
 
         return await self.run(op)
 
     async def pay_late(self, job_id: str, *, worker: str, usage: dict, coefficient: int, worker_fee: int,
-                       receipt: str, sign_pay: Callable[[str, int], bytes]) -> Optional[WorkerPay]:
+                       receipt: str) -> Optional[PayDue]:
         """A receipt for a job the proxy aborted (it stopped while the job ran): the client was never
         answered and is not billed, but the worker did the work and is paid its fee, once."""
         t = time.time()
@@ -370,17 +354,34 @@ class Ledger(GroupCommit):
             c.execute("UPDATE jobs SET status='done', outcome='failed', usage=?, coefficient=?, cost=0, worker_fee=?, "
                       "receipt=?, finished_at=COALESCE(finished_at, ?) WHERE job_id=?",
                       (json.dumps(usage), coefficient, worker_fee, receipt, t, job_id))
-            w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
-            if worker_fee <= 0 or w is None or not w["channel"]:
-                return None
-            total = w["paid"] + worker_fee
-            c.execute("UPDATE workers SET paid=? WHERE owner=?", (total, worker))
-            c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
-                      (job_id, worker, worker_fee, total, "", t))
-            pay = self.once_per_batch(("pay", worker), lambda: _BatchPay(worker, w["channel"], sign_pay))
-            pay.latest = (job_id, total)
-            return pay
+            return _owe(c, job_id, worker, worker_fee, t) if worker_fee > 0 else None
         return await self.run(op)
+
+    async def store_pay(self, due: PayDue, signature: bytes) -> bool:
+        """Keep the signature of a worker's cumulative pay: a lazy write (it rides with the next
+        commit), returning once it is durable, when the ``pay`` frame may go out. A signature for
+        less than the one held, or for another channel, is not kept (False)."""
+        def op(c):
+            cur = c.execute("UPDATE workers SET pay_signed=?, pay_sig=? WHERE owner=? AND channel=? AND pay_signed<? "
+                            "AND paid>=?", (due.cumulative, signature.hex(), due.worker, due.channel, due.cumulative,
+                                            due.cumulative))
+            if cur.rowcount == 0:
+                return False
+            if due.job_id is not None:
+                c.execute("UPDATE pay SET signature=? WHERE job_id=?", (signature.hex(), due.job_id))
+            else:
+                c.execute("UPDATE pay SET signature=? WHERE worker=? AND cumulative=?", (signature.hex(), due.worker,
+                                                                                      due.cumulative))
+            return True
+        return await self.lazy(op)
+
+    def pay_due(self, worker: str) -> Optional[PayDue]:
+        """What a worker is owed beyond the pay signed to it (after a restart between a job's end and
+        its pay's signature), or None."""
+        w = self.worker(worker)
+        if w is None or not w["channel"] or w["paid"] <= w["pay_signed"]:
+            return None
+        return PayDue(worker, w["channel"], w["paid"], None)
 
     async def answer_unbilled(self, job_id: str, *, worker: Optional[str], outcome: str, http_status: int,
                               response: bytes, now: Optional[float] = None) -> None:
@@ -639,6 +640,19 @@ def _claimed(c: sqlite3.Connection, channel: str, claimed: int) -> None:
     notice ended) raises its settled total to it."""
     c.execute("UPDATE channels SET capped=capped+MAX(?-settled, 0), settled=MAX(settled, ?), claimed=MAX(claimed, ?) "
               "WHERE channel=?", (claimed, claimed, claimed, channel))
+
+
+def _owe(c: sqlite3.Connection, job_id: str, worker: str, fee: int, t: float) -> Optional[PayDue]:
+    """Add a job's fee to what its worker is owed (its ``pay`` row, signed later); None without a
+    channel to the worker."""
+    w = c.execute("SELECT channel, paid FROM workers WHERE owner=?", (worker,)).fetchone()
+    if w is None or not w["channel"]:
+        return None
+    total = w["paid"] + fee
+    c.execute("UPDATE workers SET paid=? WHERE owner=?", (total, worker))
+    c.execute("INSERT INTO pay (job_id, worker, fee, cumulative, signature, at) VALUES (?, ?, ?, ?, ?, ?)",
+              (job_id, worker, fee, total, "", t))
+    return PayDue(worker, w["channel"], total, job_id)
 
 
 def _reserved(c: sqlite3.Connection, channel: str) -> int:

@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Awaitable, Callable, Optional
 
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,6 +29,7 @@ from node.tee.ratls import peer_verdict
 from wrappers import keys as K
 from wrappers import stake as S
 
+from .ledger import PayDue
 from .routing import WorkerLoad
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,11 @@ class WorkerLink:
     dropped: Optional[str] = None     # why the proxy dropped it (registry refresh), if it did
     connected_at: float = field(default_factory=time.time)
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _pay: Optional[tuple[str, int, bytes]] = None     # the latest signed pay not yet sent
+    signer: Optional[Callable[[PayDue], Awaitable[Optional[bytes]]]] = None   # signs and keeps a pay
+    _pay: Optional[PayDue] = None     # the highest pay owed and not yet signed
     _pay_flush: bool = False
     _pay_sent_at: float = float("-inf")
+    _pay_sent: int = 0                # the highest cumulative pay sent on this link
 
     @property
     def owner_address(self) -> Address:
@@ -89,13 +92,13 @@ class WorkerLink:
         except (ConnectionError, RuntimeError):
             return False
 
-    def pay(self, channel: str, amount: int, signature: bytes) -> None:
-        """Send the worker its new cumulative pay (already signed and stored). Pays are cumulative,
-        so the ones signed while a frame waits go out as one, the highest: a pay leaves at once
-        when none left in the last PAY_EVERY seconds, else when that interval is over (a worker
-        served one job after another verifies a pay per interval, not one per job)."""
-        if self._pay is None or amount > self._pay[1]:
-            self._pay = (channel, amount, signature)
+    def pay(self, due: PayDue) -> None:
+        """Pay the worker its new cumulative total (stored, not yet signed). Pays are cumulative, so
+        the ones owed while a frame waits go out as one, the highest, signed when it leaves: at once
+        when no pay left in the last PAY_EVERY seconds, else when that interval is over (a worker
+        served one job after another verifies a pay per interval, and the proxy signs one)."""
+        if self._pay is None or due.cumulative > self._pay.cumulative:
+            self._pay = due
         if not self._pay_flush:
             self._pay_flush = True
             loop = asyncio.get_running_loop()
@@ -107,11 +110,22 @@ class WorkerLink:
                 loop.call_soon(send)
 
     async def _send_pay(self) -> None:
+        """Sign the pay owed, keep the signature (docs/PROTOCOL.md §6: stored before it is sent; the
+        write rides with the books' next commit), then send it, unless a higher one went out since."""
         self._pay_flush = False
         p, self._pay = self._pay, None
-        if p is not None:
-            self._pay_sent_at = asyncio.get_running_loop().time()
-            await self.send(pay_frame(*p))
+        if p is None or p.cumulative <= self._pay_sent or self.signer is None:
+            return
+        self._pay_sent_at = asyncio.get_running_loop().time()
+        try:
+            sig = await self.signer(p)
+        except Exception as e:        # the books failed: owed still, signed at the next pay or reconnect
+            log.error("the pay of %d to worker %s could not be kept: %s", p.cumulative, self.owner, e)
+            return
+        if sig is None or p.cumulative <= self._pay_sent:
+            return
+        self._pay_sent = p.cumulative
+        await self.send(pay_frame(p.channel, p.cumulative, sig))
 
     def open_job(self, job_id: str) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
@@ -241,12 +255,17 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
         return ws
     link.channel = channel
     link.stake = raw(core.chain.stake_address(Address(owner), S.ROLE_WORKER))
+    link.signer = core.signed_pay
+    link._pay_sent = paid
     await ws.send_str(F.encode(F.Welcome(core.owner_raw, channel, paid, voucher)))
     core.pool.links[owner] = link
     core.metrics.workers.set(len(core.pool.loads()))
     core.metrics.worker_score.labels(owner).set(score)
     log.info("worker %s admitted: model %s, coefficient %d, %d jobs at once, score %d", owner, hello.model,
              hello.coefficient, hello.max_jobs, score)
+    due = core.ledger.pay_due(owner)
+    if due is not None:   # owed beyond the pay signed to it (the proxy stopped before signing it)
+        link.pay(due)
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:

@@ -224,6 +224,58 @@ def test_kill_9_during_paid_requests(net):
     confirmed = [a for (a,) in con.execute("SELECT amount FROM claims WHERE status='confirmed' ORDER BY id")]
     con.close()
     assert confirmed and net.channel(c.channel).claimed == confirmed[-1]
+    # every fee the books owe the worker reaches it as a signed pay, those owed when a crash came
+    # before their signature too (signed when its link reopens)
+    con = books(pp)
+    owed = con.execute("SELECT paid FROM workers").fetchone()[0]
+    con.close()
+
+    def held() -> int:
+        w = sqlite3.connect(f"file:{net.dir / 'worker-k-state' / 'worker.sqlite'}?mode=ro", uri=True)
+        try:
+            return w.execute("SELECT COALESCE(MAX(amount), 0) FROM vouchers").fetchone()[0]
+        finally:
+            w.close()
+    wait_for(lambda: held() == owed, 30, f"the worker's latest pay is all it is owed ({owed})")
     print(f"{kills} crashes, {client.requests} paid requests, {len(confirmed)} claims")
     assert kills >= min(KILLS, 5)
     c.close()
+
+
+def test_a_pay_owed_when_the_proxy_dies_before_signing_it_is_sent_when_the_worker_returns(net):
+    """A job's fee is owed in the job's own commit, and its pay is signed when it is sent, in a write
+    that rides with the next commit: a kill -9 in between leaves the books owing more than they
+    signed. The restarted proxy signs what is owed and sends it when the worker's link reopens,
+    with no further job to carry it."""
+    pp = start_proxy(net, "proxy-p")
+    start_worker(net, "worker-p", pp)
+    c = PaidClient(pp, net.open_channel(net.party("client-p"), pp.party, 20 * TON))
+
+    def worker_row() -> tuple[int, int]:
+        con = books(pp)
+        try:
+            return con.execute("SELECT paid, pay_signed FROM workers").fetchone()
+        finally:
+            con.close()
+
+    def held() -> int:
+        w = sqlite3.connect(f"file:{net.dir / 'worker-p-state' / 'worker.sqlite'}?mode=ro", uri=True)
+        try:
+            return w.execute("SELECT COALESCE(MAX(amount), 0) FROM vouchers").fetchone()[0]
+        finally:
+            w.close()
+
+    try:
+        for _attempt in range(5):     # the kill must beat the signature's ride (a quarter of a second)
+            c.chat(settle=False)
+            net.procs.kill9(pp.proc)
+            paid, signed = worker_row()
+            restart_proxy(net, pp)
+            if paid > signed:
+                break
+        else:
+            pytest.fail("the pay was signed before every kill: nothing was owed across a restart")
+        wait_for(lambda: held() == paid, 60, f"the worker's pay covers the {paid} owed across the restart")
+        assert worker_row() == (paid, paid)
+    finally:
+        c.close()

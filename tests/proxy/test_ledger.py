@@ -31,10 +31,10 @@ async def admit(l, rid, voucher, max_cost, limit=None):
                          limit=limit)
 
 
-async def finish(l, job_id, cost, fee=0, worker="w", sign=None):
+async def finish(l, job_id, cost, fee=0, worker="w", pay=False):
     return await l.complete(job_id, worker=worker, outcome="succeeded", usage={"prompt_tokens": 1}, coefficient=1000,
                             tokens=3, cost=cost, worker_fee=fee, receipt="r", http_status=200, response=b"{}",
-                            latency_ms=5, sign_pay=sign)
+                            latency_ms=5, pay_worker=pay)
 
 
 def test_admission_covers_settled_in_flight_and_max_cost(ledger):
@@ -71,15 +71,13 @@ def test_cost_above_the_reservation_is_capped_and_pay_is_cumulative(ledger):
     async def go():
         await ledger.worker_connected("w", "ab", "m", 1000)
         await ledger.worker_channel("w", "0:" + "22" * 32)
-        signed = []
-        sign = lambda ch, amount: signed.append(amount) or bytes(64)  # noqa: E731
         a = await admit(ledger, "r1", 100, 100)
-        billed, pay = await finish(ledger, a.job_id, 10**6, fee=7, sign=sign)
-        assert billed == 100 and pay.cumulative == 7
+        billed, pay = await finish(ledger, a.job_id, 10**6, fee=7, pay=True)
+        assert billed == 100 and (pay.cumulative, pay.job_id) == (7, a.job_id)
         b = await admit(ledger, "r2", 300, 100)
-        _, pay = await finish(ledger, b.job_id, 50, fee=5, sign=sign)
-        assert pay.cumulative == 12 and signed == [7, 12]
-        assert ledger.worker("w")["paid"] == 12
+        _, pay = await finish(ledger, b.job_id, 50, fee=5, pay=True)
+        assert pay.cumulative == 12 and ledger.worker("w")["paid"] == 12
+        assert ledger.worker("w")["pay_signed"] == 0 and ledger.pay_due("w").cumulative == 12   # owed, not signed
     run(go())
 
 
@@ -150,39 +148,56 @@ def test_status_reads_the_file(ledger, tmp_path):
     assert (s["clients"], s["jobs"], s["billed"], s["owed"]) == (1, 1, 30, 30)
 
 
-def test_pays_completed_in_one_group_commit_are_signed_once(ledger):
-    """Five jobs of one worker ending in one commit: one signature, for the total after all five,
-    stored on the last pay row and the worker's row, and the pay every caller gets back."""
+def test_a_pay_is_kept_with_the_next_commit_never_lowered_and_owed_until_signed(ledger, tmp_path):
+    """A worker's pay is owed at each job's end and signed later (when it is sent): its signature is a
+    lazy write that rides with the next commit, is kept only above the one held, and what is owed
+    beyond it survives a restart; books from before the signed amount had a column gain it."""
     import sqlite3
-    import threading
+
+    from node.proxy.ledger import PayDue
 
     async def go():
         await ledger.worker_connected("w", "ab", "m", 1000)
         await ledger.worker_channel("w", "0:" + "22" * 32)
-        signed = []
-        sign = lambda ch, amount: signed.append(amount) or amount.to_bytes(64, "big")  # noqa: E731
-        jobs = [(await admit(ledger, f"r{i}", 1000, 100)).job_id for i in range(5)]
-        await finish(ledger, jobs[0], 10, fee=1, sign=sign)           # an earlier commit: paid 1
-        gate = threading.Event()
-        ledger.submit(lambda db: gate.wait(10))                         # hold the writer: the rest queue up
-        tasks = [asyncio.create_task(finish(ledger, j, 10, fee=2, sign=sign)) for j in jobs[1:]]
-        tasks.append(asyncio.create_task(finish(ledger, jobs[1], 10, fee=2, sign=sign)))   # fails: already done
-        await asyncio.sleep(0.05)
-        gate.set()
-        res = await asyncio.gather(*tasks, return_exceptions=True)
-        assert isinstance(res[-1], Conflict)
-        assert signed == [1, 9]
-        for billed, pay in res[:-1]:
-            assert billed == 10 and (pay.cumulative, pay.signature) == (9, (9).to_bytes(64, "big"))
-        return jobs
+        jobs = [(await admit(ledger, f"r{i}", 1000, 100)).job_id for i in range(3)]
+        dues = [(await finish(ledger, j, 10, fee=f, pay=True))[1] for j, f in zip(jobs, (1, 2, 4))]
+        assert [d.cumulative for d in dues] == [1, 3, 7]
+        commits = ledger.commits
+        kept = asyncio.create_task(ledger.store_pay(dues[1], (3).to_bytes(64, "big")))
+        await asyncio.sleep(0.01)
+        assert not kept.done() and ledger.commits == commits      # waits for a commit to ride with
+        nxt = await admit(ledger, "r9", 1000, 100)                 # the next commit takes it along
+        assert await kept is True and ledger.commits == commits + 1
+        w = ledger.worker("w")
+        assert (w["paid"], w["pay_signed"], w["pay_sig"]) == (7, 3, (3).to_bytes(64, "big").hex())
+        assert ledger.pay_due("w") == PayDue("w", "0:" + "22" * 32, 7, None)
+        assert await ledger.store_pay(dues[0], (1).to_bytes(64, "big")) is False    # lower than held: not kept
+        assert await ledger.store_pay(PayDue("w", "0:" + "33" * 32, 7, None), bytes(64)) is False  # another channel
+        return nxt
 
-    jobs = run(go())
-    assert ledger.worker("w")["paid"] == 9 and ledger.worker("w")["pay_sig"] == (9).to_bytes(64, "big").hex()
+    run(go())
     con = sqlite3.connect(ledger.path)
     rows = dict(con.execute("SELECT cumulative, signature FROM pay").fetchall())
+    assert rows == {1: "", 3: (3).to_bytes(64, "big").hex(), 7: ""}
     con.close()
-    assert rows == {1: (1).to_bytes(64, "big").hex(), 3: "", 5: "", 7: "", 9: (9).to_bytes(64, "big").hex()}
-    assert len(jobs) == 5
+    ledger.close()
+    again = Ledger(ledger.path)                      # a restart: 4 owed beyond the pay signed
+    assert again.pay_due("w").cumulative == 7
+    assert run(again.store_pay(again.pay_due("w"), (7).to_bytes(64, "big"))) is True
+    assert again.pay_due("w") is None and again.worker("w")["pay_signed"] == 7
+    again.close()
+    old = tmp_path / "old.sqlite"                    # books without the column: the signed pay is the paid one
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE workers (owner TEXT PRIMARY KEY, operator_key TEXT NOT NULL, channel TEXT, "
+                "deposited INTEGER NOT NULL DEFAULT 0, paid INTEGER NOT NULL DEFAULT 0, pay_sig TEXT, model TEXT, "
+                "coefficient INTEGER, state TEXT NOT NULL, reason TEXT, last_seen REAL NOT NULL)")
+    con.execute("INSERT INTO workers VALUES ('w', 'ab', 'c', 0, 9, 'aa', 'm', 1000, 'up', NULL, 0)")
+    con.execute("INSERT INTO workers VALUES ('v', 'ab', 'c', 0, 0, NULL, 'm', 1000, 'up', NULL, 0)")
+    con.commit()
+    con.close()
+    migrated = Ledger(old)
+    assert migrated.worker("w")["pay_signed"] == 9 and migrated.worker("v")["pay_signed"] == 0
+    migrated.close()
 
 
 class Payer:
