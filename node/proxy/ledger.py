@@ -191,7 +191,6 @@ class Admission:
     record: Optional[RequestRow] = None   # set when the id was seen before
 
 
-
 @dataclass(frozen=True)
 class PayDue:
     """A worker's cumulative pay after a job, stored, not yet signed: ``job_id`` names its ``pay`` row

@@ -26,7 +26,8 @@ class Metrics:
         self.exposure = Gauge("cocoon_proxy_exposure_nanoton", "Authorized by clients but not yet claimed",
                               registry=r)
         self.billed = Counter("cocoon_proxy_billed_nanoton", "What clients were billed by receipts", registry=r)
-        self.worker_pay = Counter("cocoon_proxy_worker_pay_nanoton", "Pay owed to workers: each job's fee (signed as it is sent)", registry=r)
+        self.worker_pay = Counter("cocoon_proxy_worker_pay_nanoton",
+                                  "Pay owed to workers: each job's fee (signed as it is sent)", registry=r)
         self.claims = Counter("cocoon_proxy_claims", "Claims from client channels by outcome", ["status"], registry=r)
         self.claimed = Counter("cocoon_proxy_claimed_nanoton", "Value settled on chain by claims", registry=r)
         self.claim_fees = Counter("cocoon_proxy_claim_fees_nanoton", "Fees paid for claims", registry=r)
