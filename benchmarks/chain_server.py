@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import base64
 import json
-import subprocess
 import sys
 import tempfile
 import time

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from pytoniq_core import Address
 
 from node.cli import main
-from wrappers import stake as S
 from wrappers.chain.emulated import EmbeddedChain
 
 REPO = Path(__file__).resolve().parents[1]

@@ -153,7 +153,6 @@ async def _run(
         except (OSError, ValueError) as e:
             raise UsageProblem(f"--allow-simulated: {e}") from None
 
-    quote = data if kind == "quote" else None
     claims_bytes = _read_claims(claims_value)
     if kind == "certificate":
         try:

@@ -103,7 +103,7 @@ def show(network, state_file, mnemonic_file, key_file, wallet_version, registry,
         click.echo(f"jobs          {t.succeeded} succeeded, {t.failed} failed, {t.timed_out} timed out{rate}")
         click.echo(f"tokens        {t.tokens}")
         mean = t.mean_latency_ms
-        click.echo(f"latency       " + (f"{mean} ms mean over succeeded jobs" if mean is not None else "-"))
+        click.echo("latency       " + (f"{mean} ms mean over succeeded jobs" if mean is not None else "-"))
         click.echo(f"slashes       {sl.count}, {fmt_ton(sl.total)} TON in all, last {_when(sl.last_at, now)}")
         for e in sl.events:
             click.echo(f"  #{e.number} {_when(e.at, now)}: {fmt_ton(e.amount)} TON ({e.kind_name})")

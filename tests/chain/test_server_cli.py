@@ -14,7 +14,6 @@ from click.testing import CliRunner
 
 from node.cli import main
 from wrappers import keys as K
-from wrappers import TON
 
 
 def _keys(tmp: Path) -> dict:

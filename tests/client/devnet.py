@@ -9,6 +9,7 @@ every service is a ``cocoon`` process started by :class:`tests.procs.Procs`.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -175,9 +176,7 @@ class Gateway:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
             return r.read().decode()
 
-    def cli(self, *args: str) -> "subprocess.CompletedProcess":
-        import subprocess
-
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([COCOON, *args, "--state", str(self.state)], capture_output=True, text=True, timeout=120)
 
     def restart(self, kill: bool = True) -> "Gateway":
