@@ -120,6 +120,7 @@ class SnapshotSource:
     max_age: float = 7200.0
     clock: Callable[[], float] = time.monotonic
     _snapshot: RegistrySnapshot | None = field(default=None, init=False)
+    _delivered: RegistrySnapshot | None = field(default=None, init=False)   # every listener has acted on it
     _fetched_at: float = field(default=0.0, init=False)
     _listeners: list[Listener] = field(default_factory=list, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -133,7 +134,8 @@ class SnapshotSource:
             return snapshot
 
         src = cls(fetch=fetch, max_age=float("inf"))
-        src._snapshot, src._fetched_at = snapshot, src.clock()
+        src._snapshot = src._delivered = snapshot
+        src._fetched_at = src.clock()
         return src
 
     def add_listener(self, listener: Listener) -> None:
@@ -158,16 +160,29 @@ class SnapshotSource:
         return self._snapshot
 
     async def refresh(self) -> RegistrySnapshot:
-        """Fetch once; notify listeners if anything changed. Fetch errors propagate."""
+        """Fetch once; notify listeners if anything changed since every listener last acted. Fetch
+        errors propagate. A listener that raises does not keep the others from being told; the
+        first error propagates after all of them ran, and the change is told again at the next
+        refresh (listeners act on the snapshot as it is, so telling one twice is harmless), so a
+        revocation is never lost to one listener's failure."""
         new = await self.fetch()
         if not isinstance(new, RegistrySnapshot):
             raise TypeError("fetch() must return a RegistrySnapshot")
-        old, self._snapshot, self._fetched_at = self._snapshot, new, self.clock()
+        self._snapshot, self._fetched_at = new, self.clock()
+        old = self._delivered
         if old != new:
+            failed: BaseException | None = None
             for listener in list(self._listeners):
-                res = listener(old, new)
-                if inspect.isawaitable(res):
-                    await res
+                try:
+                    res = listener(old, new)
+                    if inspect.isawaitable(res):
+                        await res
+                except Exception as e:
+                    log.warning("a registry snapshot listener failed: %r", e)
+                    failed = failed or e
+            if failed is not None:
+                raise failed
+            self._delivered = new
         return new
 
     async def _loop(self) -> None:

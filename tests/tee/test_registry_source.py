@@ -93,3 +93,34 @@ async def test_fetch_must_return_a_snapshot():
 
     with pytest.raises(TypeError):
         await SnapshotSource(fetch=fetch).refresh()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_listener_neither_stops_the_others_nor_loses_the_change():
+    """A revocation reaches every listener even when one of them fails, and is told again at the
+    next refresh (the snapshot itself has not changed again) until every listener has acted on it."""
+    snaps = [RegistrySnapshot(version=1), RegistrySnapshot(version=2), RegistrySnapshot(version=2),
+             RegistrySnapshot(version=2)]
+    seen, failures = [], [1]
+
+    async def fetch():
+        return snaps.pop(0)
+
+    def flaky(old, new):
+        if new.version == 2 and failures:
+            failures.pop()
+            raise ConnectionError("chain down while re-checking")
+        seen.append(("flaky", old and old.version, new.version))
+
+    src = SnapshotSource(fetch=fetch)
+    src.add_listener(flaky)
+    src.add_listener(lambda old, new: seen.append(("other", old and old.version, new.version)))
+    await src.refresh()
+    with pytest.raises(ConnectionError):
+        await src.refresh()                      # v2: the first listener fails, the second still acts
+    assert seen == [("flaky", None, 1), ("other", None, 1), ("other", 1, 2)]
+    assert src.current().version == 2
+    await src.refresh()                          # v2 again: told again, this time to both
+    assert seen[3:] == [("flaky", 1, 2), ("other", 1, 2)]
+    await src.refresh()                          # nothing new once every listener acted
+    assert len(seen) == 5
