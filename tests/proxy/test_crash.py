@@ -145,6 +145,15 @@ def books(pp) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{pp.state / 'proxy.sqlite'}?mode=ro", uri=True)
 
 
+def worker_pay(net, label: str) -> int:
+    """The highest pay the worker started as ``label`` holds (its own store, read only)."""
+    w = sqlite3.connect(f"file:{net.dir / f'{label}-state' / 'worker.sqlite'}?mode=ro", uri=True)
+    try:
+        return w.execute("SELECT COALESCE(MAX(amount), 0) FROM vouchers").fetchone()[0]
+    finally:
+        w.close()
+
+
 def check_books(pp, client: Client, final: bool = False) -> None:
     con = books(pp)
     try:
@@ -229,14 +238,7 @@ def test_kill_9_during_paid_requests(net):
     con = books(pp)
     owed = con.execute("SELECT paid FROM workers").fetchone()[0]
     con.close()
-
-    def held() -> int:
-        w = sqlite3.connect(f"file:{net.dir / 'worker-k-state' / 'worker.sqlite'}?mode=ro", uri=True)
-        try:
-            return w.execute("SELECT COALESCE(MAX(amount), 0) FROM vouchers").fetchone()[0]
-        finally:
-            w.close()
-    wait_for(lambda: held() == owed, 30, f"the worker's latest pay is all it is owed ({owed})")
+    wait_for(lambda: worker_pay(net, "worker-k") == owed, 30, f"the worker's latest pay is all it is owed ({owed})")
     print(f"{kills} crashes, {client.requests} paid requests, {len(confirmed)} claims")
     assert kills >= min(KILLS, 5)
     c.close()
@@ -258,13 +260,6 @@ def test_a_pay_owed_when_the_proxy_dies_before_signing_it_is_sent_when_the_worke
         finally:
             con.close()
 
-    def held() -> int:
-        w = sqlite3.connect(f"file:{net.dir / 'worker-p-state' / 'worker.sqlite'}?mode=ro", uri=True)
-        try:
-            return w.execute("SELECT COALESCE(MAX(amount), 0) FROM vouchers").fetchone()[0]
-        finally:
-            w.close()
-
     try:
         for _attempt in range(5):     # the kill must beat the signature's ride (a quarter of a second)
             c.chat(settle=False)
@@ -275,7 +270,8 @@ def test_a_pay_owed_when_the_proxy_dies_before_signing_it_is_sent_when_the_worke
                 break
         else:
             pytest.fail("the pay was signed before every kill: nothing was owed across a restart")
-        wait_for(lambda: held() == paid, 60, f"the worker's pay covers the {paid} owed across the restart")
+        wait_for(lambda: worker_pay(net, "worker-p") == paid, 60,
+                 f"the worker's pay covers the {paid} owed across the restart")
         assert worker_row() == (paid, paid)
     finally:
         c.close()
