@@ -20,10 +20,12 @@ A write the caller needs durable later but not now (the gateway's authorization 
 while the proxy answers) is :meth:`GroupCommit.behind`: the writer thread commits it while the event
 loop goes on.
 
-Writes nothing waits for (a receipt marked as sent, a voucher kept) are :meth:`GroupCommit.submit_lazy`:
-they ride with the next batch committed anyway, and are committed on their own only after LAZY_WITHIN
-seconds without one, so a service serving one request at a time syncs once per request,
-not once per write.
+Writes nothing waits for (a receipt marked as sent, a voucher kept, the worker's row of a receipt it
+sent) are :meth:`GroupCommit.submit_lazy`: they ride with the next batch committed anyway, and are
+committed on their own only after LAZY_WITHIN seconds without one, so a service serving one request
+at a time syncs once per request, not once per write. :meth:`GroupCommit.lazy` is the same with a
+future, for a write something follows once it is durable but need not follow at once (the proxy's
+signature of a worker's pay, sent when kept).
 
 Used by the proxy's ledger (node/proxy/ledger.py), the worker's store (node/worker/store.py) and the
 client gateway's store.

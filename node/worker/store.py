@@ -8,9 +8,9 @@ marks kept are only of jobs without a receipt). A sent receipt's row is a lazy w
 next commit (the next job's mark) or commits alone within a quarter of a second, so it never syncs
 the disk alongside the proxy's books while the proxy answers; a crash before then loses only the
 worker's copy of a receipt the proxy holds, and the mark keeps the job id from being served again.
-A receipt the link could not send is written at once, and the link reopens only once it is durable. A voucher is stored
-only if it is above the stored one; a claim is recorded before it is sent and reconciled with the
-chain afterwards.
+A receipt the link could not send is written at once, and the link reopens only once it is durable.
+A voucher is stored only if it is above the stored one; a claim is recorded before it is sent and
+reconciled with the chain afterwards.
 """
 from __future__ import annotations
 
