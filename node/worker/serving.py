@@ -117,6 +117,11 @@ class Server:
                 409, "This job id is being served or was started before a restart; it is not served again.",
                 code="duplicate_job").to_dict()))
             return
+        # the mark commits from here, while the request is parsed and the engine runs: begun later, the
+        # receipt of a fast answer waited for it (a refusal below drops it again)
+        start_mark = self.store.begin_job(job.job_id)
+        cancel = threading.Event()
+        self.cancels[job.job_id] = cancel        # a repeat of the id from now on is refused at once
         try:
             req = P.parse_request(job.endpoint, job.body, self.engine.max_output_tokens)
             if req.model != self.model_name:
@@ -128,12 +133,11 @@ class Server:
                 prompt = await asyncio.to_thread(self.engine.tokens_before_run, req, len(job.body))
             self.engine.slots.admit()
         except errors.APIError as e:
+            self.cancels.pop(job.job_id, None)
+            self.store.drop_start(job.job_id, start_mark)   # refused: the id may come again
             self.metrics.jobs.labels("refused").inc()
             await emit(F.Result(job.job_id, e.status, e.to_dict()))
             return
-        cancel = threading.Event()
-        self.cancels[job.job_id] = cancel
-        start_mark = self.store.begin_job(job.job_id)   # commits while the job runs
         try:
             await self._run(job, req, prompt, cancel, channel, emit, t0, start_mark)
         finally:

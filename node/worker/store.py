@@ -143,6 +143,14 @@ class Store:
             "INSERT OR IGNORE INTO jobs SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM receipts WHERE job_id=?)",
             (job_id, time.time(), job_id)).rowcount == 1)
 
+    def drop_start(self, job_id: str, mark: "asyncio.Future") -> None:
+        """Forget the start mark of a job refused before it ran (no receipt was signed for it): a lazy
+        write queued once the mark is durable, so it never runs before the mark it removes."""
+        def queue(f: "asyncio.Future") -> None:
+            if not f.cancelled() and f.exception() is None and f.result():
+                self._db.submit_lazy(lambda db: db.execute("DELETE FROM jobs WHERE job_id=?", (job_id,)))
+        mark.add_done_callback(queue)
+
     def started(self, job_id: str) -> bool:
         """Whether ``job_id`` was started here before without a receipt row (its mark is durable)."""
         return self._one("SELECT 1 FROM jobs WHERE job_id=?", (job_id,)) is not None

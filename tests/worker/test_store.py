@@ -52,3 +52,34 @@ def test_a_receipt_the_link_could_not_send_is_kept_unsent(tmp_path):
     asyncio.run(main())
     assert [r.receipt for r in s.unsent()] == [b"cut"]
     s.close()
+
+
+def test_the_mark_of_a_job_refused_before_it_ran_is_dropped_once_durable(tmp_path):
+    """A job refused before it ran (a bad request, a full queue) signed no receipt: its mark, begun
+    as the job arrived, is dropped by a lazy write queued only once the mark is durable, so the drop
+    never runs before the mark it removes. Then the id may start again, and so after reopening."""
+    path = tmp_path / "worker.sqlite"
+    s = Store(path)
+
+    async def main():
+        mark = s.begin_job("e" * 64)
+        s.drop_start("e" * 64, mark)
+        assert await mark is True
+        await asyncio.sleep(0)               # the drop is queued as the mark's future completes
+        assert s.started("e" * 64)            # lazy: still there until a commit takes it
+        assert await s.begin_job("f" * 64) is True      # this commit carries the drop
+        assert not s.started("e" * 64)
+        s.drop_start("f" * 64, s.begin_job("f" * 64))   # a mark refused as a repeat drops nothing
+        assert await s.begin_job("g" * 64) is True
+        assert s.started("f" * 64)
+
+    asyncio.run(main())
+    s.close()
+    s = Store(path)
+    assert not s.started("e" * 64) and s.started("f" * 64)
+
+    async def again():
+        assert await s.begin_job("e" * 64) is True
+
+    asyncio.run(again())
+    s.close()

@@ -147,6 +147,20 @@ def test_bad_requests_are_4xx_with_an_openai_error_and_no_receipt(served, name, 
     assert out.receipt is None
 
 
+def test_a_job_id_refused_before_it_ran_may_be_served_later(served):
+    """The job id's start mark is begun as the job arrives, before its request is checked; a job
+    refused then (here: a model this worker does not serve) drops the mark again, so the id is not
+    burnt: sent again with a good request, it is served and carries a receipt."""
+    jid = served.peer.submit("chat", chat_body(model="gpt-4"))
+    out = served.peer.collect(jid, timeout=60)
+    assert out.result.status == 404 and out.receipt is None
+    body = chat_body()
+    served.peer.submit("chat", body, job_id=jid)
+    out = served.peer.collect(jid, timeout=120)
+    assert out.result.status == 200, out.result
+    check_receipt(served, jid, body, out.receipt, out.result.body["choices"][0]["message"]["content"])
+
+
 def test_cancel_mid_stream_bills_delivered_tokens_only(served):
     import time
 
