@@ -612,14 +612,14 @@ class ProxyCore:
         c = charge(rf.usage, rf.coefficient, self.chain.economics)
         latency_ms = int((time.perf_counter() - t0) * 1000)
         cocoon = {"request_id": job.request_id, "job_id": job_id, "receipt": base64.b64encode(rf.receipt).decode(),
-                  "worker_cert": base64.b64encode(link.cert_der).decode(), "coefficient": rf.coefficient,
+                  "worker_cert": link.cert_b64, "coefficient": rf.coefficient,
                   "usage": usage_to_openai(rf.usage), "cost": min(c.client_cost, job.max_cost),
                   "settled_before": job.settled_before}
         tokens = rf.usage.prompt_tokens + rf.usage.completion_tokens
         billed, pay = await self.ledger.complete(
             job_id, worker=link.owner, outcome=outcome, usage=usage_to_openai(rf.usage), coefficient=rf.coefficient,
             tokens=tokens, cost=c.client_cost, worker_fee=c.worker_fee, receipt=cocoon["receipt"], http_status=status,
-            response=response_for(cocoon), latency_ms=latency_ms)
+            response=response_for(cocoon), latency_ms=latency_ms, cert=link.cert_der)
         link.load.observe(time.perf_counter() - t0)
         self.metrics.billed.inc(billed)
         self.metrics.worker_pay.inc(c.worker_fee)

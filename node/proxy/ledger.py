@@ -27,6 +27,8 @@ reservation, so concurrent requests on one channel cannot both spend the same au
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import sqlite3
 import time
@@ -58,10 +60,16 @@ CREATE TABLE IF NOT EXISTS requests (
     status TEXT NOT NULL,
     http_status INTEGER,
     stream INTEGER NOT NULL,
-    response BLOB,
+    response BLOB,          -- the answer as sent, less the worker certificate's base64 (see cert_at)
     created_at REAL NOT NULL,
     finished_at REAL,
+    cert TEXT,              -- the SHA-256 (hex) of the worker certificate the answer carries, in certs
+    cert_at INTEGER,        -- where in response its base64 goes back (NULL: response is whole)
     PRIMARY KEY (channel, request_id)
+);
+CREATE TABLE IF NOT EXISTS certs (      -- each worker certificate once, not once per answer
+    hash TEXT PRIMARY KEY,
+    der BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -213,6 +221,10 @@ class Ledger(GroupCommit):
             self.run_sync(lambda db: (
                 db.execute("ALTER TABLE workers ADD COLUMN pay_signed INTEGER NOT NULL DEFAULT 0"),
                 db.execute("UPDATE workers SET pay_signed=paid WHERE pay_sig IS NOT NULL AND pay_sig<>''")))
+        cols = {r[1] for r in self.read(lambda c: c.execute("PRAGMA table_info(requests)").fetchall())}
+        if "cert" not in cols:         # books written before answers were kept without the certificate
+            self.run_sync(lambda db: (db.execute("ALTER TABLE requests ADD COLUMN cert TEXT"),
+                                      db.execute("ALTER TABLE requests ADD COLUMN cert_at INTEGER")))
 
     # ------------------------------------------------------------------------ meta
     def get_meta(self, k: str) -> Optional[str]:
@@ -315,11 +327,14 @@ class Ledger(GroupCommit):
     async def complete(self, job_id: str, *, worker: str, outcome: str, usage: Optional[dict], coefficient: int,
                        tokens: int, cost: int, worker_fee: int, receipt: Optional[str], http_status: int,
                        response: bytes, latency_ms: int, pay_worker: bool = True,
+                       cert: Optional[bytes] = None,
                        now: Optional[float] = None) -> tuple[int, Optional[PayDue]]:
         """The end of a job, in one transaction: the receipt and cost, the client's settled total,
         the answer recorded for its request id, and (``pay_worker``, on a worker channel) the
         worker's fee added to what it is owed. Returns (cost billed, the worker's new cumulative pay,
-        to be signed and sent: :meth:`store_pay`)."""
+        to be signed and sent: :meth:`store_pay`). ``cert``: the worker certificate (DER) the answer
+        carries in base64; it is kept once in ``certs`` and cut from the answer's record (a few
+        kilobytes an answer), which :meth:`request` gives back whole."""
         t = time.time() if now is None else now
 
         def op(c):
@@ -333,8 +348,9 @@ class Ledger(GroupCommit):
                        billed, worker_fee, receipt, t, latency_ms, job_id))
             c.execute("UPDATE channels SET settled=settled+?, last_job_at=? WHERE channel=?",
                       (billed, t, j["channel"]))
-            c.execute("UPDATE requests SET status='done', http_status=?, response=?, finished_at=? "
-                      "WHERE channel=? AND request_id=?", (http_status, response, t, j["channel"], j["request_id"]))
+            kept, ref, at = _cut_cert(c, response, cert)
+            c.execute("UPDATE requests SET status='done', http_status=?, response=?, finished_at=?, cert=?, cert_at=? "
+                      "WHERE channel=? AND request_id=?", (http_status, kept, t, ref, at, j["channel"], j["request_id"]))
             pay = _owe(c, job_id, worker, worker_fee, t) if worker_fee > 0 and pay_worker else None
             return billed, pay
 
@@ -660,8 +676,28 @@ def _reserved(c: sqlite3.Connection, channel: str) -> int:
 
 
 def _request(c: sqlite3.Connection, channel: str, request_id: str) -> Optional[RequestRow]:
-    r = c.execute("SELECT * FROM requests WHERE channel=? AND request_id=?", (channel, request_id)).fetchone()
+    r = c.execute("SELECT r.*, certs.der FROM requests r LEFT JOIN certs ON certs.hash = r.cert "
+                  "WHERE r.channel=? AND r.request_id=?", (channel, request_id)).fetchone()
     if r is None:
         return None
+    response = r["response"]
+    if r["cert_at"] is not None:     # the answer as it was sent: its certificate back in place
+        at = r["cert_at"]
+        response = response[:at] + base64.b64encode(r["der"]) + response[at:]
     return RequestRow(r["channel"], r["request_id"], r["job_id"], r["status"], r["http_status"], bool(r["stream"]),
-                      r["response"])
+                      response)
+
+
+def _cut_cert(c: sqlite3.Connection, response: bytes, cert: Optional[bytes]) -> tuple[bytes, Optional[str], Optional[int]]:
+    """(the answer to keep, the certificate's hash, where its base64 goes back): the certificate is
+    kept once in ``certs`` and its base64, which the answer carries last (in its ``cocoon`` object),
+    is cut out; splicing it back at the same place gives the very bytes sent."""
+    if not cert:
+        return response, None, None
+    b64 = base64.b64encode(cert)
+    at = response.rfind(b64)
+    if at < 0:
+        return response, None, None
+    ref = hashlib.sha256(cert).hexdigest()
+    c.execute("INSERT OR IGNORE INTO certs (hash, der) VALUES (?, ?)", (ref, cert))
+    return response[:at] + response[at + len(b64):], ref, at

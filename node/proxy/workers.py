@@ -13,6 +13,7 @@ link dies every job on it receives :data:`LINK_LOST` at once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import time
@@ -73,6 +74,11 @@ class WorkerLink:
     def public_key(self) -> Ed25519PublicKey:
         """The operator key as a key object, made once (it checks every receipt)."""
         return K.public_key(self.operator_key)
+
+    @functools.cached_property
+    def cert_b64(self) -> str:
+        """The certificate as every answer's ``cocoon`` object carries it, encoded once."""
+        return base64.b64encode(self.cert_der).decode()
 
     @functools.cached_property
     def stake_address(self) -> Address:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import sqlite3
 
 import pytest
 from hypothesis import given, settings
@@ -197,6 +199,45 @@ def test_a_pay_is_kept_with_the_next_commit_never_lowered_and_owed_until_signed(
     con.close()
     migrated = Ledger(old)
     assert migrated.worker("w")["pay_signed"] == 9 and migrated.worker("v")["pay_signed"] == 0
+    migrated.close()
+
+
+def test_an_answer_is_kept_without_its_worker_certificate_and_read_back_as_sent(ledger, tmp_path):
+    """The worker certificate every answer carries (base64, a few kilobytes) is kept once in
+    ``certs`` and cut from each record; the record reads back byte for byte as sent, even when the
+    answer's own text holds the same base64 (the cut is the one in the ``cocoon`` object, last). Books
+    from before keep their whole answers and gain the columns."""
+    cert = os.urandom(3000)
+    b64 = base64.b64encode(cert)
+    sent = [b'{"choices":[],"cocoon":{"worker_cert":"' + b64 + b'","cost":1}}',
+            b'{"choices":[{"text":"' + b64 + b'"}],"cocoon":{"worker_cert":"' + b64 + b'"}}',
+            b'data: {"x":1}\n\ndata: {"cocoon":{"worker_cert":"' + b64 + b'"}}\n\ndata: [DONE]\n\n']
+
+    async def go():
+        for i, body in enumerate(sent):
+            a = await admit(ledger, f"c{i}", 1000 * (i + 1), 100)
+            await ledger.complete(a.job_id, worker="w", outcome="succeeded", usage={"prompt_tokens": 1},
+                                  coefficient=1000, tokens=3, cost=10, worker_fee=0, receipt="r", http_status=200,
+                                  response=body, latency_ms=5, cert=cert)
+            assert (await admit(ledger, f"c{i}", 1000 * (i + 1), 100)).record.response == body
+    run(go())
+    con = sqlite3.connect(ledger.path)
+    assert con.execute("SELECT COUNT(*), SUM(LENGTH(der)) FROM certs").fetchone() == (1, 3000)
+    kept = [r[0] for r in con.execute("SELECT response FROM requests ORDER BY request_id")]
+    assert [len(k) for k in kept] == [len(b) - len(b64) for b in sent]
+    assert kept[1].count(b64) == 1                   # the answer's own text is kept as it is
+    con.close()
+    assert [ledger.request(CH, f"c{i}").response for i in range(3)] == sent
+    old = tmp_path / "old.sqlite"                    # books without the columns: answers kept whole
+    con = sqlite3.connect(old)
+    con.execute("CREATE TABLE requests (channel TEXT NOT NULL, request_id TEXT NOT NULL, job_id TEXT NOT NULL, "
+                "status TEXT NOT NULL, http_status INTEGER, stream INTEGER NOT NULL, response BLOB, "
+                "created_at REAL NOT NULL, finished_at REAL, PRIMARY KEY (channel, request_id))")
+    con.execute("INSERT INTO requests VALUES (?, 'r', 'j', 'done', 200, 0, ?, 0, 0)", (CH, sent[0]))
+    con.commit()
+    con.close()
+    migrated = Ledger(old)
+    assert migrated.request(CH, "r").response == sent[0]
     migrated.close()
 
 
