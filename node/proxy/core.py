@@ -619,7 +619,7 @@ class ProxyCore:
         billed, pay = await self.ledger.complete(
             job_id, worker=link.owner, outcome=outcome, usage=usage_to_openai(rf.usage), coefficient=rf.coefficient,
             tokens=tokens, cost=c.client_cost, worker_fee=c.worker_fee, receipt=cocoon["receipt"], http_status=status,
-            response=response_for(cocoon), latency_ms=latency_ms, cert=link.cert_der)
+            response=response_for(cocoon), latency_ms=latency_ms, cert=link.cert)
         link.load.observe(time.perf_counter() - t0)
         self.metrics.billed.inc(billed)
         self.metrics.worker_pay.inc(c.worker_fee)

@@ -28,6 +28,7 @@ reservation, so concurrent requests on one channel cannot both spend the same au
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import sqlite3
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from node import fastjson
 from node.durable import GroupCommit, connect
 
 SCHEMA = """
@@ -191,6 +193,21 @@ class RequestRow:
 
 
 @dataclass(frozen=True)
+class Cert:
+    """A worker certificate (DER) as answers carry it (base64) and the books key it (SHA-256, hex),
+    both computed once per certificate, not once per answer."""
+    der: bytes
+
+    @functools.cached_property
+    def b64(self) -> bytes:
+        return base64.b64encode(self.der)
+
+    @functools.cached_property
+    def hash(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()
+
+
+@dataclass(frozen=True)
 class Admission:
     """What :meth:`Ledger.admit` decided: a new job, or the record of an earlier answer."""
     job_id: str
@@ -327,12 +344,12 @@ class Ledger(GroupCommit):
     async def complete(self, job_id: str, *, worker: str, outcome: str, usage: Optional[dict], coefficient: int,
                        tokens: int, cost: int, worker_fee: int, receipt: Optional[str], http_status: int,
                        response: bytes, latency_ms: int, pay_worker: bool = True,
-                       cert: Optional[bytes] = None,
+                       cert: Optional[Cert] = None,
                        now: Optional[float] = None) -> tuple[int, Optional[PayDue]]:
         """The end of a job, in one transaction: the receipt and cost, the client's settled total,
         the answer recorded for its request id, and (``pay_worker``, on a worker channel) the
         worker's fee added to what it is owed. Returns (cost billed, the worker's new cumulative pay,
-        to be signed and sent: :meth:`store_pay`). ``cert``: the worker certificate (DER) the answer
+        to be signed and sent: :meth:`store_pay`). ``cert``: the worker certificate the answer
         carries in base64; it is kept once in ``certs`` and cut from the answer's record (a few
         kilobytes an answer), which :meth:`request` gives back whole."""
         t = time.time() if now is None else now
@@ -344,7 +361,7 @@ class Ledger(GroupCommit):
             billed = min(cost, j["max_cost"])
             c.execute("UPDATE jobs SET status='done', outcome=?, worker=?, usage=?, coefficient=?, tokens=?, cost=?, "
                       "worker_fee=?, receipt=?, finished_at=?, latency_ms=? WHERE job_id=?",
-                      (outcome, worker, json.dumps(usage) if usage is not None else None, coefficient, tokens,
+                      (outcome, worker, fastjson.dumps_str(usage) if usage is not None else None, coefficient, tokens,
                        billed, worker_fee, receipt, t, latency_ms, job_id))
             c.execute("UPDATE channels SET settled=settled+?, last_job_at=? WHERE channel=?",
                       (billed, t, j["channel"]))
@@ -688,16 +705,14 @@ def _request(c: sqlite3.Connection, channel: str, request_id: str) -> Optional[R
                       response)
 
 
-def _cut_cert(c: sqlite3.Connection, response: bytes, cert: Optional[bytes]) -> tuple[bytes, Optional[str], Optional[int]]:
+def _cut_cert(c: sqlite3.Connection, response: bytes, cert: Optional[Cert]) -> tuple[bytes, Optional[str], Optional[int]]:
     """(the answer to keep, the certificate's hash, where its base64 goes back): the certificate is
     kept once in ``certs`` and its base64, which the answer carries last (in its ``cocoon`` object),
     is cut out; splicing it back at the same place gives the very bytes sent."""
-    if not cert:
+    if cert is None:
         return response, None, None
-    b64 = base64.b64encode(cert)
-    at = response.rfind(b64)
+    at = response.rfind(cert.b64)
     if at < 0:
         return response, None, None
-    ref = hashlib.sha256(cert).hexdigest()
-    c.execute("INSERT OR IGNORE INTO certs (hash, der) VALUES (?, ?)", (ref, cert))
-    return response[:at] + response[at + len(b64):], ref, at
+    c.execute("INSERT OR IGNORE INTO certs (hash, der) VALUES (?, ?)", (cert.hash, cert.der))
+    return response[:at] + response[at + len(cert.b64):], cert.hash, at

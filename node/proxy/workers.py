@@ -13,7 +13,6 @@ link dies every job on it receives :data:`LINK_LOST` at once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import logging
 import time
@@ -30,7 +29,7 @@ from node.tee.ratls import peer_verdict
 from wrappers import keys as K
 from wrappers import stake as S
 
-from .ledger import PayDue
+from .ledger import Cert, PayDue
 from .routing import WorkerLoad
 
 log = logging.getLogger(__name__)
@@ -76,9 +75,14 @@ class WorkerLink:
         return K.public_key(self.operator_key)
 
     @functools.cached_property
+    def cert(self) -> Cert:
+        """The certificate as the books keep it (:class:`node.proxy.ledger.Cert`), made once."""
+        return Cert(self.cert_der)
+
+    @functools.cached_property
     def cert_b64(self) -> str:
         """The certificate as every answer's ``cocoon`` object carries it, encoded once."""
-        return base64.b64encode(self.cert_der).decode()
+        return self.cert.b64.decode()
 
     @functools.cached_property
     def stake_address(self) -> Address:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.proxy.ledger import Conflict, Ledger, PaymentRequired, read_summary
+from node.proxy.ledger import Cert, Conflict, Ledger, PaymentRequired, read_summary
 
 CH = "0:" + "11" * 32
 SIG = b"\x01" * 64
@@ -218,7 +218,7 @@ def test_an_answer_is_kept_without_its_worker_certificate_and_read_back_as_sent(
             a = await admit(ledger, f"c{i}", 1000 * (i + 1), 100)
             await ledger.complete(a.job_id, worker="w", outcome="succeeded", usage={"prompt_tokens": 1},
                                   coefficient=1000, tokens=3, cost=10, worker_fee=0, receipt="r", http_status=200,
-                                  response=body, latency_ms=5, cert=cert)
+                                  response=body, latency_ms=5, cert=Cert(cert))
             assert (await admit(ledger, f"c{i}", 1000 * (i + 1), 100)).record.response == body
     run(go())
     con = sqlite3.connect(ledger.path)
