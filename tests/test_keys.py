@@ -33,6 +33,44 @@ def test_a_signature_verifies_with_its_key_and_digest_only(a, b, digest):
     assert not K.verify(K.public_key_int(a), sig[:-1], digest)          # malformed: False, not an exception
 
 
+@settings(max_examples=100, deadline=None)
+@given(seeds, st.binary(min_size=32, max_size=32), st.integers(0, 63), st.integers(1, 255))
+def test_verify_agrees_with_openssl_on_real_keys_and_tampered_signatures(seed, digest, at, flip):
+    """verify() checks with libsodium; on every real key, signature and tampering it says what
+    OpenSSL's check (``cryptography``) says. A signature is exactly 64 bytes: one with a byte more
+    is refused even though libsodium's combined form would read the extra byte as the message's."""
+    from cryptography.exceptions import InvalidSignature
+
+    def openssl(sig: bytes) -> bool:
+        try:
+            K.public_key(K.public_key_int(seed)).verify(sig, digest)
+            return True
+        except InvalidSignature:
+            return False
+
+    sig = K.sign(seed, digest)
+    bad = sig[:at] + bytes((sig[at] ^ flip,)) + sig[at + 1:]
+    for s_ in (sig, bad):
+        assert K.verify(K.public_key_int(seed), s_, digest) == openssl(s_)
+    assert K.verify(seed_public(seed), sig, digest)
+    assert not K.verify(K.public_key_int(seed), sig + digest[:1], digest[1:])
+
+
+def seed_public(seed: bytes):
+    return K.signing_key(seed).public_key()          # the key object form, as the services cache it
+
+
+def test_a_small_order_key_verifies_nothing():
+    """The identity point as a public key: with S = 0 and R = the identity, OpenSSL accepts the
+    signature for any message; libsodium refuses small-order keys and points, and so does verify()."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    identity = (1).to_bytes(32, "little")
+    sig = identity + bytes(32)
+    for digest in (b"\x07" * 32, bytes(32)):
+        Ed25519PublicKey.from_public_bytes(identity).verify(sig, digest)     # OpenSSL: no exception
+        assert not K.verify(identity, sig, digest)
+
+
 def test_bad_keys_are_refused():
     with pytest.raises(ValueError):
         K.signing_key(b"\x01" * 31)

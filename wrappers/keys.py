@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Union
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import CryptoError
 
 KeyLike = Union[Ed25519PrivateKey, bytes]                  # a private key
 PublicLike = Union[int, bytes, Ed25519PublicKey]           # a public key
@@ -71,10 +72,24 @@ def sign(key: KeyLike, digest: bytes) -> bytes:
     return signing_key(key).sign(digest)
 
 
+def raw_public(key: PublicLike) -> bytes:
+    """The 32 raw bytes of a public key given in any of its forms."""
+    if isinstance(key, Ed25519PublicKey):
+        return key.public_bytes_raw()
+    return key_int(key).to_bytes(32, "big")
+
+
 def verify(key: PublicLike, signature: bytes, digest: bytes) -> bool:
-    """Whether ``signature`` is ``key``'s over ``digest``; a malformed key or signature is False."""
+    """Whether ``signature`` is ``key``'s over ``digest``; a malformed key or signature is False.
+
+    Checked by libsodium (PyNaCl, which pytoniq-core installs): on the services' hot paths (a
+    receipt per job, vouchers) it verifies in half the time of OpenSSL's Ed25519 here, and it is
+    stricter, refusing besides a small-order key or signature point, which no real key makes
+    (tests/test_keys.py checks it agrees with ``cryptography`` on real keys and tampered signatures)."""
+    if len(signature) != 64:
+        return False
     try:
-        public_key(key).verify(signature, digest)
+        crypto_sign_open(bytes(signature) + bytes(digest), raw_public(key))
         return True
-    except (InvalidSignature, ValueError):
+    except (CryptoError, ValueError, TypeError):
         return False
