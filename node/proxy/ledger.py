@@ -711,8 +711,11 @@ def _cut_cert(c: sqlite3.Connection, response: bytes, cert: Optional[Cert]) -> t
     is cut out; splicing it back at the same place gives the very bytes sent."""
     if cert is None:
         return response, None, None
-    at = response.rfind(cert.b64)
-    if at < 0:
-        return response, None, None
+    b64 = cert.b64
+    at = response.rfind(b64[:32])               # a short needle finds it in a tenth of the time
+    if at < 0 or response[at:at + len(b64)] != b64:
+        at = response.rfind(b64)                # any whole occurrence will do: it goes back where it was cut
+        if at < 0:
+            return response, None, None
     c.execute("INSERT OR IGNORE INTO certs (hash, der) VALUES (?, ?)", (cert.hash, cert.der))
-    return response[:at] + response[at + len(cert.b64):], cert.hash, at
+    return response[:at] + response[at + len(b64):], cert.hash, at
