@@ -56,6 +56,18 @@ def test_verify_agrees_with_openssl_on_real_keys_and_tampered_signatures(seed, d
     assert not K.verify(K.public_key_int(seed), sig + digest[:1], digest[1:])
 
 
+@settings(max_examples=50, deadline=None)
+@given(seeds, st.binary(min_size=0, max_size=64))
+def test_a_signature_is_openssls_byte_for_byte_from_every_form_of_the_key(seed, digest):
+    """sign() signs with libsodium; Ed25519 is deterministic, so the bytes are those OpenSSL's
+    signer (``cryptography``) makes, whichever form the private key is given in."""
+    want = K.signing_key(seed).sign(digest)
+    _public, private64 = crypto_sign_seed_keypair(seed)
+    assert K.sign(seed, digest) == K.sign(private64, digest) == K.sign(K.signing_key(seed), digest) == want
+    with pytest.raises(ValueError):
+        K.sign(seed[:31], digest)
+
+
 def seed_public(seed: bytes):
     return K.signing_key(seed).public_key()          # the key object form, as the services cache it
 

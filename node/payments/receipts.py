@@ -104,7 +104,7 @@ class Receipt:
 
     def signed_boc(self, key: Ed25519PrivateKey) -> bytes:
         """``self.sign(key).to_cell().to_boc()``, byte for byte."""
-        return C.chain_boc(self._cells(key.sign(self.statement_hash())))
+        return C.chain_boc(self._cells(K.sign(key, self.statement_hash())))
 
     def signs(self, boc: bytes, public_key) -> bool:
         """Whether ``boc`` is exactly this receipt in :meth:`signed_boc`'s form, signed by
