@@ -103,6 +103,7 @@ async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, header
 
     lat: list[float] = []
     errors = 0
+    seen: list[str] = []          # the first few failures, as printed at the end
     sem = asyncio.Semaphore(conc)
     raw = json.dumps({**body, "stream": stream}).encode()
     conn = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else False, limit=conc + 4)
@@ -115,8 +116,10 @@ async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, header
                 try:
                     async with sess.post(url, data=raw, headers=hdrs) as r:
                         if r.status != 200:
-                            await r.read()
+                            text = (await r.read())[:300].decode("utf-8", "replace")
                             errors += 1
+                            if len(seen) < 5:
+                                seen.append(f"HTTP {r.status}: {text}")
                             return
                         if stream:
                             dec = SSEDecoder()
@@ -128,18 +131,21 @@ async def run_load(url: str, body: dict, n: int, conc: int, stream: bool, header
                         else:
                             await r.read()
                             lat.append(time.perf_counter() - t0)
-                except Exception:
+                except Exception as e:
                     errors += 1
+                    if len(seen) < 5:
+                        seen.append(f"{type(e).__name__}: {e}")
 
         for i in range(min(conc, 8)):            # warm the connections
             await one(-1 - i)
         lat.clear()
         errors = 0
+        seen.clear()
         t0 = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
     return {"p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3, "rps": len(lat) / wall, "errors": errors,
-            "n": len(lat)}
+            "n": len(lat), "failures": seen}
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -320,6 +326,10 @@ def main() -> None:
         print(f"{r['concurrency']:>4} {r['mode']:<6} {d['p50_ms']:>8.2f}ms {d['p99_ms']:>8.2f}ms {p['p50_ms']:>8.2f}ms "
               f"{p['p99_ms']:>8.2f}ms {r['added_p50_ms']:>8.2f}ms {r['added_p99_ms']:>8.2f}ms {p['rps']:>10.0f} "
               f"{p['errors'] + d['errors']:>6} {split} {p['proxy_cpu_ms']:>8.2f}ms {p['worker_cpu_ms']:>8.2f}ms")
+    for r in rows:
+        for side in ("direct", "proxy"):
+            for f in r[side]["failures"]:
+                print(f"error ({side}, {r['concurrency']} {r['mode']}): {f}")
     print("on worker / in proxy: mean time per request from the proxy's own histograms, between sending the job "
           "and its receipt / the rest of the proxy's handling (server side)")
     print("cpu proxy / cpu worker: CPU time (user + system) each process spent per request")

@@ -515,7 +515,7 @@ class ProxyCore:
                                            outcome, request_hash, t0)
 
     def _no_worker(self, status: int, model: str, max_coef: int) -> OE.APIError:
-        if status == 429:
+        if status in (429, 402):    # full, or waiting for the proxy's pay: both pass in moments
             return OE.overloaded(routing.retry_after(self.pool.loads(), model, max_coef))
         return OE.unavailable("the workers serving this model failed; nothing was billed, retry later")
 
@@ -531,6 +531,11 @@ class ProxyCore:
         link.close_job(job_id)
         if outcome.kind == "lost":
             link.load.up = False
+        else:                       # its queue was full, the proxy is behind with its pay, or it failed
+            body = outcome.result.body if isinstance(outcome.result.body, dict) else {}
+            err = body.get("error") if isinstance(body.get("error"), dict) else {}
+            log.warning("worker %s turned job %s away: %d %s", link.owner, job_id[:16], outcome.result.status,
+                        err.get("code") or "")
 
     async def _collect(self, link: WorkerLink, job_id: str, q: asyncio.Queue) -> Outcome:
         """Wait for a non-streaming job's result, then its receipt. A job past its timeout is

@@ -38,6 +38,18 @@ LINK_LOST = object()          # put in every job queue of a link that closed
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 10.0              # seconds between pings; a pong may take 5 s on a loaded host
 PAY_EVERY = 0.05              # seconds: pays signed closer together than this leave as one frame
+PAY_CREDIT_SHARE = 4          # ... unless what is unpaid passes 1/4 of the worker's credit: then at once
+
+
+def pay_wait(now: float, sent_at: float, unpaid: int, credit: int) -> float:
+    """Seconds before the next pay may leave: PAY_EVERY after the last one, so a worker busy with
+    one short job after another verifies one pay per interval and the proxy signs one; but at once
+    when the worker has gone unpaid for a quarter of its credit. A worker refuses new jobs past its
+    credit (402 `proxy_behind`), and at a few hundred answers a second pays batched by time alone
+    came near it: 50 ms of answers plus the jobs in flight, against a credit of some fifty jobs."""
+    if unpaid * PAY_CREDIT_SHARE >= credit:
+        return 0.0
+    return max(0.0, sent_at + PAY_EVERY - now)
 
 
 @dataclass
@@ -61,9 +73,10 @@ class WorkerLink:
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     signer: Optional[Callable[[PayDue], Awaitable[Optional[bytes]]]] = None   # signs and keeps a pay
     _pay: Optional[PayDue] = None     # the highest pay owed and not yet signed
-    _pay_flush: bool = False
+    _pay_timer: Optional[asyncio.TimerHandle] = None   # when the next pay leaves
     _pay_sent_at: float = float("-inf")
     _pay_sent: int = 0                # the highest cumulative pay sent on this link
+    _pay_signing: int = 0             # the highest cumulative pay handed to the signer
 
     @property
     def owner_address(self) -> Address:
@@ -106,31 +119,37 @@ class WorkerLink:
         """Pay the worker its new cumulative total (stored, not yet signed). Pays are cumulative, so
         the ones owed while a frame waits go out as one, the highest, signed when it leaves: at once
         when no pay left in the last PAY_EVERY seconds, else when that interval is over (a worker
-        served one job after another verifies a pay per interval, and the proxy signs one)."""
+        served one job after another verifies a pay per interval, and the proxy signs one), or at
+        once when the worker nears its credit (:func:`pay_wait`)."""
         if self._pay is None or due.cumulative > self._pay.cumulative:
             self._pay = due
-        if not self._pay_flush:
-            self._pay_flush = True
-            loop = asyncio.get_running_loop()
-            wait = self._pay_sent_at + PAY_EVERY - loop.time()
-            send = lambda: asyncio.ensure_future(self._send_pay())
-            if wait > 0:
-                loop.call_later(wait, send)
-            else:
-                loop.call_soon(send)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        unpaid = self._pay.cumulative - max(self._pay_sent, self._pay_signing)
+        at = now + pay_wait(now, self._pay_sent_at, unpaid, self.credit)
+        if self._pay_timer is not None:
+            if self._pay_timer.when() <= at:
+                return
+            self._pay_timer.cancel()          # due sooner now: the worker nears its credit
+        self._pay_timer = loop.call_at(at, self._flush_pay)
+
+    def _flush_pay(self) -> None:
+        self._pay_timer = None
+        asyncio.ensure_future(self._send_pay())
 
     async def _send_pay(self) -> None:
         """Sign the pay owed, keep the signature (docs/PROTOCOL.md §6: stored before it is sent; the
         write rides with the books' next commit), then send it, unless a higher one went out since."""
-        self._pay_flush = False
         p, self._pay = self._pay, None
         if p is None or p.cumulative <= self._pay_sent or self.signer is None:
             return
         self._pay_sent_at = asyncio.get_running_loop().time()
+        self._pay_signing = max(self._pay_signing, p.cumulative)
         try:
             sig = await self.signer(p)
         except Exception as e:        # the books failed: owed still, signed at the next pay or reconnect
             log.error("the pay of %d to worker %s could not be kept: %s", p.cumulative, self.owner, e)
+            self._pay_signing = self._pay_sent
             return
         if sig is None or p.cumulative <= self._pay_sent:
             return
@@ -266,7 +285,7 @@ async def link_handler(request: web.Request) -> web.StreamResponse:
     link.channel = channel
     link.stake = raw(core.chain.stake_address(Address(owner), S.ROLE_WORKER))
     link.signer = core.signed_pay
-    link._pay_sent = paid
+    link._pay_sent = link._pay_signing = paid
     await ws.send_str(F.encode(F.Welcome(core.owner_raw, channel, paid, voucher)))
     core.pool.links[owner] = link
     core.metrics.workers.set(len(core.pool.loads()))

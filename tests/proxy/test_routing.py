@@ -55,3 +55,16 @@ def test_choice_is_minimal_cost(specs):
     c = choose(ws, "m", 1000)
     assert c is not None
     assert all(c.cost() <= x.cost() for x in ws)
+
+
+def test_pays_leave_once_an_interval_unless_the_worker_nears_its_credit():
+    """A worker's pay is batched by time (one signature and one check per PAY_EVERY), but leaves at
+    once when a quarter of the worker's credit is unpaid: past its credit a worker turns jobs away."""
+    from node.proxy.workers import PAY_EVERY, pay_wait
+    credit = 1000
+    assert pay_wait(10.0, float("-inf"), 10, credit) == 0.0                 # none sent yet: at once
+    assert pay_wait(10.0, 10.0 - PAY_EVERY, 10, credit) == 0.0              # the interval is over
+    assert abs(pay_wait(10.0, 9.99, 10, credit) - (PAY_EVERY - 0.01)) < 1e-9  # the rest of it
+    assert pay_wait(10.0, 9.99, credit // 4 - 1, credit) > 0
+    assert pay_wait(10.0, 9.99, credit // 4, credit) == 0.0                 # near the credit: at once
+    assert pay_wait(10.0, 9.99, 1, 0) == 0.0                                # no credit: every pay at once
