@@ -636,7 +636,10 @@ class ProxyCore:
         if pay is not None:
             live = self.pool.get(pay.worker)
             if live is not None:    # else it is sent when the worker's link reopens
-                live.pay(pay)
+                try:
+                    live.pay(pay)
+                except Exception:   # the answer is billed: it goes out; the pay owed is sent later
+                    log.exception("the pay of %d to worker %s could not be scheduled", pay.cumulative, pay.worker)
         return billed, cocoon
 
     async def _finish_json(self, endpoint, channel, request_id, job_id, settled_before, max_cost, link,

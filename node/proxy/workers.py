@@ -73,7 +73,8 @@ class WorkerLink:
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     signer: Optional[Callable[[PayDue], Awaitable[Optional[bytes]]]] = None   # signs and keeps a pay
     _pay: Optional[PayDue] = None     # the highest pay owed and not yet signed
-    _pay_timer: Optional[asyncio.TimerHandle] = None   # when the next pay leaves
+    _pay_timer: Optional[asyncio.Handle] = None   # the next pay's send, scheduled
+    _pay_at: float = 0.0              # ... for this loop time
     _pay_sent_at: float = float("-inf")
     _pay_sent: int = 0                # the highest cumulative pay sent on this link
     _pay_signing: int = 0             # the highest cumulative pay handed to the signer
@@ -128,10 +129,11 @@ class WorkerLink:
         unpaid = self._pay.cumulative - max(self._pay_sent, self._pay_signing)
         at = now + pay_wait(now, self._pay_sent_at, unpaid, self.credit)
         if self._pay_timer is not None:
-            if self._pay_timer.when() <= at:
+            if self._pay_at <= at:
                 return
             self._pay_timer.cancel()          # due sooner now: the worker nears its credit
-        self._pay_timer = loop.call_at(at, self._flush_pay)
+        self._pay_at = at
+        self._pay_timer = loop.call_later(at - now, self._flush_pay) if at > now else loop.call_soon(self._flush_pay)
 
     def _flush_pay(self) -> None:
         self._pay_timer = None

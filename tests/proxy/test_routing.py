@@ -68,3 +68,45 @@ def test_pays_leave_once_an_interval_unless_the_worker_nears_its_credit():
     assert pay_wait(10.0, 9.99, credit // 4 - 1, credit) > 0
     assert pay_wait(10.0, 9.99, credit // 4, credit) == 0.0                 # near the credit: at once
     assert pay_wait(10.0, 9.99, 1, 0) == 0.0                                # no credit: every pay at once
+
+
+def test_a_link_batches_pays_by_time_and_sends_at_once_near_the_credit():
+    """WorkerLink.pay on the services' own event loop (uvloop): pays owed within PAY_EVERY of the last
+    one go out together, the latest; a pay that brings the unpaid amount to a quarter of the credit
+    goes at once, pulling the batch in; pays owed in one turn of the loop never fail (a scheduled
+    send is replaced, not inspected)."""
+    import asyncio
+    import time
+
+    from node import eventloop
+    from node.proxy.ledger import PayDue
+    from node.proxy.workers import PAY_EVERY, WorkerLink
+
+    signed: list[tuple[int, float]] = []
+
+    async def signer(p: PayDue):
+        signed.append((p.cumulative, time.monotonic()))
+        return None                        # not kept: nothing is sent (the link has no socket here)
+
+    async def main():
+        link = WorkerLink(None, "0:" + "11" * 32, b"\x00" * 32, "m", "h", 1000, 1000, None, b"",
+                          WorkerLoad("0:" + "11" * 32, "m", 1000, 4), signer=signer)
+        due = lambda n: PayDue(link.owner, "0:" + "22" * 32, n, None)
+        t0 = time.monotonic()
+        link.pay(due(10))                  # nothing sent yet: at once
+        link.pay(due(20))                  # the same turn: rides with it
+        await asyncio.sleep(0.01)
+        assert [c for c, _ in signed] == [20]
+        link.pay(due(30))                  # within PAY_EVERY of the last: waits
+        link.pay(due(40))
+        await asyncio.sleep(0.01)
+        assert [c for c, _ in signed] == [20]
+        link.pay(due(20 + 250))            # a quarter of the credit unpaid: at once
+        await asyncio.sleep(0.01)
+        assert [c for c, _ in signed] == [20, 270]
+        assert signed[1][1] - t0 < PAY_EVERY
+        link.pay(due(280))
+        await asyncio.sleep(PAY_EVERY + 0.03)
+        assert [c for c, _ in signed] == [20, 270, 280]
+
+    eventloop.run(main())
