@@ -44,6 +44,3 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    if os.environ.get("XP_SWITCH"):
-        import sys
-        sys.setswitchinterval(float(os.environ["XP_SWITCH"]))
