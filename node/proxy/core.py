@@ -281,11 +281,12 @@ class ProxyCore:
         """The operator key's voucher for a worker's cumulative pay."""
         return Voucher.sign(self.operator, Address(channel), amount).signature
 
-    async def signed_pay(self, due: PayDue) -> Optional[bytes]:
+    async def signed_pay(self, due: PayDue, soon: bool = False) -> Optional[bytes]:
         """Sign a worker's cumulative pay and keep it: the signature once it is durable (the ``pay``
-        frame may go out), None if a pay at least as high is held already."""
+        frame may go out), None if a pay at least as high is held already; ``soon``: kept by a commit
+        of its own, not with the next one (:meth:`Ledger.store_pay`)."""
         sig = self.sign_pay(due.channel, due.cumulative)
-        return sig if await self.ledger.store_pay(due, sig) else None
+        return sig if await self.ledger.store_pay(due, sig, soon) else None
 
     async def top_up_workers(self) -> None:
         """Keep each worker channel's deposit ahead of the pay signed on it."""

@@ -389,10 +389,11 @@ class Ledger(GroupCommit):
             return _owe(c, job_id, worker, worker_fee, t) if worker_fee > 0 else None
         return await self.run(op)
 
-    async def store_pay(self, due: PayDue, signature: bytes) -> bool:
+    async def store_pay(self, due: PayDue, signature: bytes, soon: bool = False) -> bool:
         """Keep the signature of a worker's cumulative pay: a lazy write (it rides with the next
-        commit), returning once it is durable, when the ``pay`` frame may go out. A signature for
-        less than the one held, or for another channel, is not kept (False)."""
+        commit), returning once it is durable, when the ``pay`` frame may go out; ``soon``: a commit
+        of its own in the writer thread (a pay the worker needs before its next job, near its
+        credit). A signature for less than the one held, or for another channel, is not kept (False)."""
         def op(c):
             cur = c.execute("UPDATE workers SET pay_signed=?, pay_sig=? WHERE owner=? AND channel=? AND pay_signed<? "
                             "AND paid>=?", (due.cumulative, signature.hex(), due.worker, due.channel, due.cumulative,
@@ -405,7 +406,7 @@ class Ledger(GroupCommit):
                 c.execute("UPDATE pay SET signature=? WHERE worker=? AND cumulative=?", (signature.hex(), due.worker,
                                                                                       due.cumulative))
             return True
-        return await self.lazy(op)
+        return await (self.behind(op) if soon else self.lazy(op))
 
     def pay_due(self, worker: str) -> Optional[PayDue]:
         """What a worker is owed beyond the pay signed to it (after a restart between a job's end and

@@ -71,7 +71,7 @@ class WorkerLink:
     dropped: Optional[str] = None     # why the proxy dropped it (registry refresh), if it did
     connected_at: float = field(default_factory=time.time)
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    signer: Optional[Callable[[PayDue], Awaitable[Optional[bytes]]]] = None   # signs and keeps a pay
+    signer: Optional[Callable[[PayDue, bool], Awaitable[Optional[bytes]]]] = None   # signs and keeps a pay
     _pay: Optional[PayDue] = None     # the highest pay owed and not yet signed
     _pay_timer: Optional[asyncio.Handle] = None   # the next pay's send, scheduled
     _pay_at: float = 0.0              # ... for this loop time
@@ -141,14 +141,17 @@ class WorkerLink:
 
     async def _send_pay(self) -> None:
         """Sign the pay owed, keep the signature (docs/PROTOCOL.md §6: stored before it is sent; the
-        write rides with the books' next commit), then send it, unless a higher one went out since."""
+        write rides with the books' next commit, or has a commit of its own when the worker nears its
+        credit, so that it does not wait for the next request), then send it, unless a higher one went
+        out since."""
         p, self._pay = self._pay, None
         if p is None or p.cumulative <= self._pay_sent or self.signer is None:
             return
         self._pay_sent_at = asyncio.get_running_loop().time()
+        soon = (p.cumulative - self._pay_sent) * PAY_CREDIT_SHARE >= self.credit   # near its credit
         self._pay_signing = max(self._pay_signing, p.cumulative)
         try:
-            sig = await self.signer(p)
+            sig = await self.signer(p, soon)
         except Exception as e:        # the books failed: owed still, signed at the next pay or reconnect
             log.error("the pay of %d to worker %s could not be kept: %s", p.cumulative, self.owner, e)
             self._pay_signing = self._pay_sent

@@ -202,6 +202,26 @@ def test_a_pay_is_kept_with_the_next_commit_never_lowered_and_owed_until_signed(
     migrated.close()
 
 
+def test_a_pay_needed_soon_is_kept_by_a_commit_of_its_own(ledger):
+    """A pay the worker needs before its next job (it nears its credit) does not wait for the next
+    commit to ride with, as a lazy write would for up to LAZY_WITHIN: it commits on its own."""
+    from node.durable import LAZY_WITHIN
+    from node.proxy.ledger import PayDue
+
+    async def go():
+        await ledger.worker_connected("w", "ab", "m", 1000)
+        await ledger.worker_channel("w", "0:" + "22" * 32)
+        job = (await admit(ledger, "r1", 1000, 100)).job_id
+        due = (await finish(ledger, job, 10, fee=5, pay=True))[1]
+        assert isinstance(due, PayDue) and due.cumulative == 5
+        before = ledger.commits
+        kept = asyncio.create_task(ledger.store_pay(due, (5).to_bytes(64, "big"), soon=True))
+        done, _ = await asyncio.wait({kept}, timeout=LAZY_WITHIN / 2)     # a lazy write would still wait
+        assert done and kept.result() is True and ledger.commits == before + 1
+        assert ledger.pay_due("w") is None and ledger.worker("w")["pay_signed"] == 5
+    run(go())
+
+
 def test_an_answer_is_kept_without_its_worker_certificate_and_read_back_as_sent(ledger, tmp_path):
     """The worker certificate every answer carries (base64, a few kilobytes) is kept once in
     ``certs`` and cut from each record; the record reads back byte for byte as sent, even when the

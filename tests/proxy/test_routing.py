@@ -82,10 +82,10 @@ def test_a_link_batches_pays_by_time_and_sends_at_once_near_the_credit():
     from node.proxy.ledger import PayDue
     from node.proxy.workers import PAY_EVERY, WorkerLink
 
-    signed: list[tuple[int, float]] = []
+    signed: list[tuple[int, float, bool]] = []
 
-    async def signer(p: PayDue):
-        signed.append((p.cumulative, time.monotonic()))
+    async def signer(p: PayDue, soon: bool):
+        signed.append((p.cumulative, time.monotonic(), soon))
         return None                        # not kept: nothing is sent (the link has no socket here)
 
     async def main():
@@ -96,17 +96,18 @@ def test_a_link_batches_pays_by_time_and_sends_at_once_near_the_credit():
         link.pay(due(10))                  # nothing sent yet: at once
         link.pay(due(20))                  # the same turn: rides with it
         await asyncio.sleep(0.01)
-        assert [c for c, _ in signed] == [20]
+        assert [c for c, _, _ in signed] == [20]
         link.pay(due(30))                  # within PAY_EVERY of the last: waits
         link.pay(due(40))
         await asyncio.sleep(0.01)
-        assert [c for c, _ in signed] == [20]
+        assert [c for c, _, _ in signed] == [20]
         link.pay(due(20 + 250))            # a quarter of the credit unpaid: at once
         await asyncio.sleep(0.01)
-        assert [c for c, _ in signed] == [20, 270]
+        assert [c for c, _, _ in signed] == [20, 270]
         assert signed[1][1] - t0 < PAY_EVERY
+        assert [soon for _, _, soon in signed] == [False, True]   # near the credit: its own commit
         link.pay(due(280))
         await asyncio.sleep(PAY_EVERY + 0.03)
-        assert [c for c, _ in signed] == [20, 270, 280]
+        assert [c for c, _, _ in signed] == [20, 270, 280]
 
     eventloop.run(main())
