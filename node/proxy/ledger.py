@@ -14,8 +14,9 @@ What is stored, and when (docs/PROTOCOL.md §6):
 - ``workers`` and ``pay``: each worker's channel, what the proxy owes it in total (``paid``: one
   ``pay`` row per job's fee, with the cumulative total after it, in the job's own transaction) and the
   latest pay it signed (``pay_signed``, ``pay_sig``). A pay is signed when it is sent, at most every
-  50 ms (node/proxy/workers.py), for the total then, and stored before the ``pay`` frame goes out: a
-  lazy write that rides with the next commit, so no job's commit waits for a signature;
+  50 ms unless the worker nears its credit (node/proxy/workers.py), for the total then, and stored
+  before the ``pay`` frame goes out: a lazy write that rides with the next commit, so no job's commit
+  waits for a signature (near the credit, a commit of its own);
 - ``claims``: recorded before they are sent, reconciled with the chain after a restart;
 - ``reports``: the epoch statistics sent to the workers' reputation records.
 
@@ -385,7 +386,7 @@ class Ledger(GroupCommit):
                 return None
             c.execute("UPDATE jobs SET status='done', outcome='failed', usage=?, coefficient=?, cost=0, worker_fee=?, "
                       "receipt=?, finished_at=COALESCE(finished_at, ?) WHERE job_id=?",
-                      (json.dumps(usage), coefficient, worker_fee, receipt, t, job_id))
+                      (fastjson.dumps_str(usage), coefficient, worker_fee, receipt, t, job_id))
             return _owe(c, job_id, worker, worker_fee, t) if worker_fee > 0 else None
         return await self.run(op)
 
@@ -701,7 +702,7 @@ def _request(c: sqlite3.Connection, channel: str, request_id: str) -> Optional[R
     response = r["response"]
     if r["cert_at"] is not None:     # the answer as it was sent: its certificate back in place
         at = r["cert_at"]
-        response = response[:at] + base64.b64encode(r["der"]) + response[at:]
+        response = response[:at] + Cert(r["der"]).b64 + response[at:]
     return RequestRow(r["channel"], r["request_id"], r["job_id"], r["status"], r["http_status"], bool(r["stream"]),
                       response)
 

@@ -41,13 +41,19 @@ PAY_EVERY = 0.05              # seconds: pays signed closer together than this l
 PAY_CREDIT_SHARE = 4          # ... unless what is unpaid passes 1/4 of the worker's credit: then at once
 
 
+def near_credit(unpaid: int, credit: int) -> bool:
+    """Whether a worker owed ``unpaid`` beyond its latest pay is near its ``credit``: its pay is then
+    sent at once (:func:`pay_wait`), its signature kept by a commit of its own."""
+    return unpaid * PAY_CREDIT_SHARE >= credit
+
+
 def pay_wait(now: float, sent_at: float, unpaid: int, credit: int) -> float:
     """Seconds before the next pay may leave: PAY_EVERY after the last one, so a worker busy with
     one short job after another verifies one pay per interval and the proxy signs one; but at once
     when the worker has gone unpaid for a quarter of its credit. A worker refuses new jobs past its
     credit (402 `proxy_behind`), and at a few hundred answers a second pays batched by time alone
     came near it: 50 ms of answers plus the jobs in flight, against a credit of some fifty jobs."""
-    if unpaid * PAY_CREDIT_SHARE >= credit:
+    if near_credit(unpaid, credit):
         return 0.0
     return max(0.0, sent_at + PAY_EVERY - now)
 
@@ -148,7 +154,7 @@ class WorkerLink:
         if p is None or p.cumulative <= self._pay_sent or self.signer is None:
             return
         self._pay_sent_at = asyncio.get_running_loop().time()
-        soon = (p.cumulative - self._pay_sent) * PAY_CREDIT_SHARE >= self.credit   # near its credit
+        soon = near_credit(p.cumulative - self._pay_sent, self.credit)
         self._pay_signing = max(self._pay_signing, p.cumulative)
         try:
             sig = await self.signer(p, soon)

@@ -2,9 +2,10 @@
 
 Rules (docs/PROTOCOL.md §6): a job id is recorded as started (committed and synced) before its receipt
 is sent, and a job id recorded once is never served again, so it has at most one receipt for ever
-(two receipts for one job are slashable evidence). The mark commits in the writer thread while the job
-runs; the receipt's own row, never replaced, takes the mark's place in the same transaction (so the
-marks kept are only of jobs without a receipt). A sent receipt's row is a lazy write: it rides with the
+(two receipts for one job are slashable evidence). The mark commits in the writer thread from the
+job's arrival while the job runs (a job refused before it runs drops it again); the receipt's own
+row, never replaced, takes the mark's place in the same transaction (so the marks kept are only of
+jobs without a receipt). A sent receipt's row is a lazy write: it rides with the
 next commit (the next job's mark) or commits alone within a quarter of a second, so it never syncs
 the disk alongside the proxy's books while the proxy answers; a crash before then loses only the
 worker's copy of a receipt the proxy holds, and the mark keeps the job id from being served again.
